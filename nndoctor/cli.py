@@ -1,0 +1,399 @@
+"""The command line: thin commands that parse, run, render and exit (SPEC §2, §5).
+
+Nothing here imports torch at module level: `--help`, `codes` and `explain`
+answer in a fraction of torch's import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import sys
+from enum import Enum
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from .errors import UsageError, print_error
+
+app = typer.Typer(
+    name="nndoctor",
+    help="A doctor for PyTorch training: finds what is wrong with a model and its data, "
+         "where, with the numbers, and how to fix it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    rich = "rich"
+    json = "json"
+    junit = "junit"
+    github = "github"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    never = "never"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+# Options every check command shares (SPEC §2).
+TargetArg = Annotated[Optional[str], typer.Argument(
+    help="PATH.py:ATTR or package.module:ATTR (ATTR defaults to build); may come from the config.",
+    show_default=False)]
+DataOpt = Annotated[Optional[str], typer.Option("--data", help="A dataloader factory, PATH.py:ATTR.")]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="YAML config (default: ./nndoctor.yaml).")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="Report format.")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Write the report to this file.")]
+FailOnOpt = Annotated[Optional[FailOn], typer.Option(
+    "--fail-on", help="Exit 1 when a finding is at or above this severity [default: error].",
+    show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed [default: 0].", show_default=False)]
+DeviceOpt = Annotated[Optional[Device], typer.Option("--device", help="Where to run [default: auto].",
+                                                     show_default=False)]
+MaxSecondsOpt = Annotated[Optional[float], typer.Option(
+    "--max-seconds", help="Time limit per check; a check over it reports status error.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks.")]
+
+
+class Common:
+    """The shared options of one command invocation."""
+
+    def __init__(self, target, data, config, format, output, fail_on, seed, device, max_seconds, debug):
+        self.target, self.data, self.config = target, data, config
+        self.format, self.output = Format(format).value, output
+        self.fail_on = fail_on.value if fail_on else None
+        self.seed, self.device = seed, device.value if device else None
+        self.max_seconds, self.debug = max_seconds, debug
+
+
+def execute(common: Common, names: list, overrides: Optional[dict] = None,
+            only: Optional[str] = None, skip: Optional[str] = None) -> None:
+    """Load the config and the target, run the checks, render, and exit with SPEC §5's code."""
+    try:
+        code = _execute(common, names, overrides or {}, only, skip)
+    except UsageError as exc:
+        print_error(str(exc), common.debug, exc)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
+    from .config import load_config
+
+    config = load_config(common.config)
+    target = common.target or config.get("target")
+    if not target:
+        raise UsageError("no target: give TARGET (e.g. model.py:build) or set 'target' in nndoctor.yaml")
+    fail_on = common.fail_on or config.get("fail_on", "error")
+    if fail_on not in ("error", "warning", "never"):
+        raise UsageError(f"fail_on must be error, warning or never, not {fail_on!r}")
+    seed = common.seed if common.seed is not None else config.get("seed", 0)
+    device = common.device or config.get("device", "auto")
+    max_seconds = common.max_seconds if common.max_seconds is not None else config.get("max_seconds")
+    names = _choose(names, only if only is not None else config.get("only"),
+                    skip if skip is not None else config.get("skip"))
+    settings = {name: dict(section) for name, section in config["checks"].items()}
+    for name, values in overrides.items():
+        settings.setdefault(name, {}).update({k: v for k, v in values.items() if v is not None})
+    machine_readable = common.format != "rich" or common.output
+    # The user's code may print; on stdout that would corrupt the JSON/XML report.
+    quiet = contextlib.redirect_stdout(sys.stderr) if machine_readable else contextlib.nullcontext()
+    with quiet:
+        report = _run(target, common.data or config.get("data"), names, settings, device, seed,
+                      max_seconds, common.debug)
+    _emit(report, common)
+    if report.interrupted:
+        return 130
+    return report.exit_code(fail_on)
+
+
+def _choose(names: list, only, skip) -> list:
+    from .checks import CHECKS
+
+    def parse(value):
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else str(value).split(",")
+        items = [str(i).strip() for i in items if str(i).strip()]
+        for item in items:
+            if item not in CHECKS:
+                hint = difflib.get_close_matches(item, CHECKS, 1)
+                raise UsageError(f"unknown check {item!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                 + f"; checks: {', '.join(CHECKS)}")
+        return items
+
+    only_list, skip_list = parse(only), parse(skip)
+    chosen = [n for n in names if (only_list is None or n in only_list) and n not in (skip_list or [])]
+    if not chosen:
+        raise UsageError("--only/--skip left no check to run")
+    return chosen
+
+
+def _run(target, data, names, settings, device, seed, max_seconds, debug):
+    from .engine import resolve_device
+    from .runner import run_checks
+    from .target import load_target
+    from .threads import configure_threads
+
+    configure_threads()
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    setup = load_target(target, data)
+    with _progress() as progress:
+        report = run_checks(setup, names, settings, target=target, device=device, seed=seed,
+                            max_seconds=max_seconds, progress=progress)
+    if debug:
+        import traceback
+        for check in report.checks:
+            if check.exception is not None:
+                traceback.print_exception(type(check.exception), check.exception,
+                                          check.exception.__traceback__, file=sys.stderr)
+    return report
+
+
+@contextlib.contextmanager
+def _progress():
+    """Progress bars on stderr when it is a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+
+    @contextlib.contextmanager
+    def bar(description, total):
+        task = progress.add_task(description, total=total)
+        try:
+            yield lambda n=1: progress.advance(task, n)
+        finally:
+            progress.remove_task(task)
+
+    with progress:
+        yield bar
+
+
+def _emit(report, common: Common) -> None:
+    if common.format == "rich":
+        from rich.console import Console
+        from .render.rich import print_report
+
+        if common.output:
+            with open(common.output, "w", encoding="utf-8") as fh:
+                print_report(report, Console(file=fh, width=100, no_color=True))
+        else:
+            print_report(report, Console())
+        return
+    from .render import render_text
+
+    text = render_text(report, common.format)
+    if common.output:
+        with open(common.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+# ------------------------------------------------------------------ commands
+
+def _shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug):
+    return Common(target, data, config, format, output, fail_on, seed, device, max_seconds, debug)
+
+
+@app.command()
+def check(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
+          only: Annotated[Optional[str], typer.Option("--only", help="Run only these checks (a,b).")] = None,
+          skip: Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")] = None,
+          format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
+          seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
+          debug: DebugOpt = False):
+    """Run every check whose inputs are present."""
+    from .checks import CHECKS
+
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            list(CHECKS), only=only, skip=skip)
+
+
+@app.command()
+def overfit(target: TargetArg = None,
+            steps: Annotated[Optional[int], typer.Option(help="Training steps on one batch [default: 100].",
+                                                         show_default=False)] = None,
+            threshold: Annotated[Optional[float], typer.Option(
+                help="Final loss to reach [default: 0.1].", show_default=False)] = None,
+            data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+            output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+            device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """Train on one batch alone: a working model memorises it."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["overfit"], {"overfit": {"steps": steps, "threshold": threshold}})
+
+
+@app.command()
+def grads(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
+          format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
+          seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
+          debug: DebugOpt = False):
+    """Per-layer gradient statistics: vanishing, exploding, missing, not optimised."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["grads"])
+
+
+@app.command()
+def dead(target: TargetArg = None,
+         threshold: Annotated[Optional[float], typer.Option(
+             help="Percent of never-firing units that makes a layer dead [default: 50].",
+             show_default=False)] = None,
+         data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+         output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+         device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """Dead ReLU-family units and saturated sigmoid/tanh units."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["dead"], {"dead": {"threshold": threshold}})
+
+
+@app.command()
+def nan(target: TargetArg = None,
+        steps: Annotated[Optional[int], typer.Option(help="Training steps to watch.", show_default=False)] = None,
+        data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+        output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+        device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """The first module (and op) that produces NaN/Inf, forward or backward."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["nan"], {"nan": {"steps": steps}})
+
+
+@app.command()
+def init(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
+         format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
+         seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
+         debug: DebugOpt = False):
+    """Initialisation: first loss, activation scale with depth, output/loss wiring, batch mixing."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["init"])
+
+
+@app.command(name="data")
+def data_command(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
+                 format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
+                 seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
+                 debug: DebugOpt = False):
+    """Data sanity: NaN/Inf, labels out of range, unnormalised inputs."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["data"])
+
+
+@app.command()
+def fit(target: TargetArg = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [default: 5].",
+                                                      show_default=False)] = None,
+        plot: Annotated[Optional[str], typer.Option(help="Save the loss curves as a PNG.")] = None,
+        data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+        output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+        device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """Over/underfitting: train a copy, evaluate the validation loader each epoch."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["fit"], {"fit": {"epochs": epochs, "plot": plot}})
+
+
+@app.command(name="lr-find")
+def lr_find(target: TargetArg = None,
+            start_lr: Annotated[Optional[float], typer.Option(help="[default: 1e-7]", show_default=False)] = None,
+            end_lr: Annotated[Optional[float], typer.Option(help="[default: 10]", show_default=False)] = None,
+            num_iter: Annotated[Optional[int], typer.Option(help="[default: 100]", show_default=False)] = None,
+            plot: Annotated[Optional[str], typer.Option(help="Save the LR curve as a PNG.")] = None,
+            data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+            output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+            device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """The LR range test (torch-lr-finder): a suggested LR and the curve."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["lr-find"], {"lr-find": {"start_lr": start_lr, "end_lr": end_lr, "num_iter": num_iter,
+                                      "plot": plot}})
+
+
+@app.command()
+def size(target: TargetArg = None,
+         input: Annotated[Optional[str], typer.Option("--input", help="Input shape, e.g. 1,3,224,224.")] = None,
+         max_params: Annotated[Optional[float], typer.Option(help="Budget: parameters.")] = None,
+         max_mb: Annotated[Optional[float], typer.Option(help="Budget: parameter MB.")] = None,
+         max_flops: Annotated[Optional[float], typer.Option(help="Budget: FLOPs per forward pass.")] = None,
+         depth: Annotated[Optional[int], typer.Option(help="Per-module breakdown to this depth.")] = None,
+         data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
+         output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
+         device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
+    """Parameters, parameter memory, mult-adds and FLOPs (torchinfo, FlopCounterMode)."""
+    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
+            ["size"], {"size": {"input": input, "max_params": max_params, "max_mb": max_mb,
+                                "max_flops": max_flops, "depth": depth}})
+
+
+@app.command()
+def codes():
+    """Every finding code, its severity and one-line meaning."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from .codes import CODES
+    from .render.rich import SEVERITY_STYLE
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("code", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("meaning", overflow="fold")
+    for c in CODES.values():
+        table.add_row(c.code, f"[{SEVERITY_STYLE[c.severity]}]{c.severity}[/]", c.check, c.meaning)
+    Console().print(table)
+
+
+@app.command()
+def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-neurons.")]):
+    """The troubleshooting entry for a finding code."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from .codes import CODES
+    from .render.rich import SEVERITY_STYLE
+
+    entry = CODES.get(code.strip().lower())
+    if entry is None:
+        hint = difflib.get_close_matches(code, CODES, 1)
+        print_error(f"unknown code {code!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + "; `nndoctor codes` lists them")
+        raise typer.Exit(2)
+    text = Text()
+    text.append(entry.code, style="bold")
+    text.append(f"  ({entry.severity}, check: {entry.check})\n\n", style=SEVERITY_STYLE[entry.severity])
+    for title, body in (("What it means", entry.meaning), ("Why it matters", entry.why), ("Fix", entry.fix)):
+        text.append(f"{title}\n", style="bold")
+        text.append(f"  {body}\n\n")
+    text.append(f"Run it: nndoctor {entry.check} model.py:build", style="dim")
+    Console().print(text)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a run (while importing torch, say)
+        print("nndoctor: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Every finding code, documented once.
+
+`nndoctor codes`, `nndoctor explain CODE`, the `fix` of every finding and the
+README's table all come from this table. It must not import torch: `codes` and
+`explain` answer in a fraction of torch's import time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: str  # default severity: "error" | "warning" | "info"
+    check: str  # the check that reports it
+    meaning: str  # one line: what the finding says
+    why: str  # why it matters
+    fix: str  # the suggested fix (seeded from SPEC §7)
+
+
+_TABLE = [
+    Code(
+        "loss-not-decreasing", "error", "overfit",
+        "The loss does not go down at all in a short run.",
+        "A model that cannot lower its loss on a handful of steps will not learn on "
+        "the full data either: the LR, the loss wiring or the initialisation is wrong.",
+        "Adjust the LR (try the lr-find suggestion) and check the initialisation; "
+        "make sure the optimizer holds the model's parameters.",
+    ),
+    Code(
+        "cannot-overfit", "error", "overfit",
+        "One batch, trained alone, stays above the loss threshold.",
+        "Any working model can memorise a single batch. If it cannot, the structure "
+        "(a bottleneck, a wrong output size, a detached path) or the LR is broken.",
+        "Check the model structure (output size, activations, detached tensors) and the LR.",
+    ),
+    Code(
+        "vanishing-gradient", "warning", "grads",
+        "Early layers' gradients are orders of magnitude below the last layers', or ≈ 0.",
+        "Layers whose gradients vanish barely train: a deep network then behaves like "
+        "a shallow one, or does not learn at all.",
+        "Use ReLU-family activations, residual connections and proper (He/Xavier) init; "
+        "add normalisation layers.",
+    ),
+    Code(
+        "exploding-gradient", "error", "grads",
+        "Gradient norms are huge or grow without bound.",
+        "Huge gradients make steps overshoot; the loss oscillates and ends in NaN/Inf.",
+        "Clip gradients (torch.nn.utils.clip_grad_norm_), lower the LR, check the init scale.",
+    ),
+    Code(
+        "non-finite", "error", "nan",
+        "NaN/Inf in the loss, an activation or a gradient; `where` is the first module that produced it.",
+        "One NaN poisons every weight it reaches in the next update; training is lost.",
+        "Lower the LR; use log(x + eps) and eps in denominators; clamp before sqrt/log; "
+        "use Xavier/He init.",
+    ),
+    Code(
+        "dead-neurons", "warning", "dead",
+        "An activation layer has more units than the threshold (50%) that never fire on the scanned batches.",
+        "A unit that never fires passes no gradient, so it never recovers: the capacity is lost.",
+        "Lower the LR, use LeakyReLU/GELU, He init, and check the biases (no large negative bias).",
+    ),
+    Code(
+        "saturated-activations", "warning", "dead",
+        "Sigmoid/tanh units stuck near their asymptotes.",
+        "A saturated sigmoid/tanh has a derivative ≈ 0: the gradient vanishes through it.",
+        "Normalise the inputs, use a smaller init scale or ReLU-family activations, add normalisation.",
+    ),
+    Code(
+        "bad-init", "warning", "init",
+        "Activation scale collapses or explodes with depth at initialisation.",
+        "When the signal shrinks or grows layer after layer, gradients vanish or explode "
+        "before training even starts.",
+        "Use He (kaiming_normal_) init for ReLU layers, Xavier for tanh/sigmoid; add normalisation layers.",
+    ),
+    Code(
+        "init-loss", "warning", "init",
+        "The initial loss is far from its expected value (ln C for C-class cross-entropy).",
+        "An untrained classifier should be unsure of every class. A much larger first loss "
+        "means over-confident logits (a mis-scaled last layer), wasting the first steps.",
+        "Scale the last layer's init down (or zero it) and set its bias to the class prior.",
+    ),
+    Code(
+        "no-gradient", "error", "grads",
+        "A trainable parameter receives no gradient, or always exactly zero.",
+        "A parameter without gradient never changes: an unused layer or a `.detach()` "
+        "in forward cuts it off from the loss.",
+        "Remove the unused layer, or the .detach()/.data/no_grad on the path to the loss; "
+        "freeze it deliberately with requires_grad_(False) if that is intended.",
+    ),
+    Code(
+        "not-in-optimizer", "error", "grads",
+        "A trainable parameter is not in any optimizer parameter group.",
+        "It receives gradients but is never updated.",
+        "Build the optimizer over model.parameters() (or add the missing parameters to a param group).",
+    ),
+    Code(
+        "lr-too-high", "warning", "lr-find",
+        "The optimizer's LR is far above the LR range test's good range.",
+        "Too high an LR makes the loss oscillate or diverge.",
+        "Lower the LR towards the suggested LR of `nndoctor lr-find`.",
+    ),
+    Code(
+        "lr-too-low", "warning", "lr-find",
+        "The optimizer's LR is far below the LR range test's good range.",
+        "Too low an LR makes training needlessly slow or stall.",
+        "Raise the LR towards the suggested LR of `nndoctor lr-find`.",
+    ),
+    Code(
+        "overfitting", "warning", "fit",
+        "Validation loss rises while training loss falls.",
+        "The model memorises the training data instead of generalising.",
+        "Add dropout, data augmentation or weight decay; get more data; stop earlier.",
+    ),
+    Code(
+        "underfitting", "warning", "fit",
+        "Training loss stays high over the whole training data.",
+        "The model cannot fit even the data it trains on: too little capacity or too low an LR.",
+        "Add capacity (wider/deeper layers), raise the LR, train longer.",
+    ),
+    Code(
+        "data-non-finite", "error", "data",
+        "NaN/Inf in a batch's inputs or targets.",
+        "A single non-finite value turns the loss, and then every weight, into NaN.",
+        "Clean the data: drop or impute missing values, check divisions in the preprocessing.",
+    ),
+    Code(
+        "label-out-of-range", "error", "data",
+        "Class targets outside [0, num_outputs).",
+        "CrossEntropyLoss indexes the logits by label: out-of-range labels crash "
+        "(or, on CUDA, fail with an opaque device-side assert).",
+        "Make the output layer as wide as the number of classes, or remap the labels to 0..C-1.",
+    ),
+    Code(
+        "unnormalized-input", "warning", "data",
+        "Inputs far from zero mean / unit scale (e.g. raw 0–255 pixels).",
+        "Large or off-centre inputs saturate activations and need a much smaller LR.",
+        "Normalise the inputs (e.g. transforms.Normalize(mean, std), or divide pixels by 255).",
+    ),
+    Code(
+        "output-activation-mismatch", "error", "init",
+        "A softmax/sigmoid output fed to a loss that expects logits, or the reverse.",
+        "CrossEntropyLoss and BCEWithLogitsLoss apply (log-)softmax/sigmoid themselves: "
+        "doing it twice flattens the gradients; BCELoss/NLLLoss on raw logits is wrong.",
+        "Remove the final Softmax/Sigmoid when using CrossEntropyLoss/BCEWithLogitsLoss, "
+        "or use the loss that matches the output (NLLLoss after LogSoftmax).",
+    ),
+    Code(
+        "batch-dependency", "error", "init",
+        "One sample's output depends on other samples' inputs, checked in eval mode.",
+        "A view/transpose that mixes the batch lets samples leak into each other: "
+        "the model learns nonsense and results depend on the batch size.",
+        "Use permute/transpose instead of view to reorder dimensions; keep the batch dimension first.",
+    ),
+    Code(
+        "model-too-large", "error", "size",
+        "A size budget given by the user is exceeded.",
+        "The model exceeds a parameter, memory or compute budget set for it.",
+        "Shrink the model (fewer/narrower layers) or raise the budget deliberately.",
+    ),
+    Code(
+        "flops-undercounted", "info", "size",
+        "torchinfo's mult-adds and the FLOP count disagree by more than 2×.",
+        "torchinfo counts through module hooks and misses functional calls "
+        "(attention matmuls) and recurrent layers' time steps.",
+        "Trust `flops`; read torchinfo's mult-adds as a lower bound.",
+    ),
+]
+
+CODES: dict[str, Code] = {c.code: c for c in _TABLE}
+
+# Severities from least to most severe: `--fail-on` compares with this.
+SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
+
+
+def get(code: str) -> Code:
+    return CODES[code]

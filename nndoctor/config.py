@@ -1,0 +1,85 @@
+"""nndoctor.yaml (SPEC §2): read, validated key by key; the command line wins."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from .errors import ConfigError
+
+DEFAULT_FILE = "nndoctor.yaml"
+TOP_LEVEL = {
+    "target": str, "data": str, "fail_on": str, "seed": int, "device": str,
+    "max_seconds": (int, float), "only": (list, str), "skip": (list, str),
+}
+
+
+def find_config(path: Optional[str]) -> Optional[str]:
+    """`--config F`, else `nndoctor.yaml` in the working folder if present."""
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    return DEFAULT_FILE if os.path.isfile(DEFAULT_FILE) else None
+
+
+def load_config(path: Optional[str]) -> dict:
+    """The validated config as {"target": ..., ..., "checks": {name: {setting: value}}}."""
+    path = find_config(path)
+    if path is None:
+        return {"checks": {}}
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML in {where}: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    return validate(raw, path)
+
+
+def validate(raw, path: str = DEFAULT_FILE) -> dict:
+    from . import checks as registry
+
+    if raw is None:
+        return {"checks": {}}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys, not a {type(raw).__name__}")
+    config: dict = {"checks": {}}
+    for key, value in raw.items():
+        name = str(key).replace("_", "-") if str(key).replace("_", "-") in registry.CHECKS else str(key)
+        if name in registry.CHECKS:
+            config["checks"][name] = _check_section(registry, name, value, path)
+        elif key in TOP_LEVEL:
+            if not isinstance(value, TOP_LEVEL[key]) or isinstance(value, bool):
+                raise ConfigError(f"{path}: {key!r} must be {_type_name(TOP_LEVEL[key])}, "
+                                  f"not {value!r}")
+            config[key] = value
+        else:
+            known = sorted(TOP_LEVEL) + sorted(registry.CHECKS)
+            raise ConfigError(f"{path}: unknown key {key!r} (known keys: {', '.join(known)})")
+    return config
+
+
+def _check_section(registry, name: str, value, path: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {name!r} must be a mapping of settings, not {value!r}")
+    allowed = registry.defaults(name) if registry.implemented(name) else {}
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"{path}: unknown key {name}.{key} "
+                              f"(known for {name}: {', '.join(sorted(allowed)) or 'none'})")
+    return dict(value)
+
+
+def _type_name(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list"}
+    return " or ".join(names.get(t, t.__name__) for t in types)

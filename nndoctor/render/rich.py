@@ -1,0 +1,133 @@
+"""The doctor's manner: a checks table (✓ ! ✗), findings with their fixes, a verdict.
+
+Readable at 80 columns; plain (no colour) when stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich import box
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+ICONS = {"pass": ("✓", "green"), "warning": ("!", "yellow"), "fail": ("✗", "red"),
+         "error": ("✗", "red"), "skipped": ("–", "dim")}
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+# Section renderers: a check's top-level report section (SPEC §4) -> a renderable.
+SECTION_RENDERERS: dict = {}
+
+
+def section(name: str) -> Callable:
+    def register(fn):
+        SECTION_RENDERERS[name] = fn
+        return fn
+    return register
+
+
+def fmt_count(n) -> str:
+    """1234567 -> 1.23M: units people read."""
+    if n is None:
+        return "–"
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def checks_table(report) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, expand=False)
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    table.add_column("result", overflow="fold", ratio=1)
+    for check in report.checks:
+        icon, style = ICONS[check.status]
+        if check.reason:
+            detail = check.reason
+        elif check.findings:
+            codes = list(dict.fromkeys(f.code for f in check.findings))
+            detail = ", ".join(codes)
+        else:
+            detail = "ok"
+        table.add_row(Text(icon, style=style), check.name, Text(check.status, style=style),
+                      f"{check.seconds:.1f}s", detail)
+    return table
+
+
+def findings_table(findings) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
+    table.add_column("finding", no_wrap=False, max_width=28, overflow="fold")
+    table.add_column("message and fix", ratio=1, overflow="fold")
+    for f in findings:
+        head = Text(f.code, style=SEVERITY_STYLE[f.severity])
+        head.append(f"\n{f.severity}", style="dim")
+        if f.where:
+            head.append(f"\nat {f.where}", style="bold")
+        body = Text(f.message)
+        body.append("\n→ ", style="green")
+        body.append(f.fix, style="green")
+        table.add_row(head, body)
+        table.add_row("", "")
+    return table
+
+
+def verdict(report) -> Text:
+    counts = {s: sum(f.severity == s for f in report.findings) for s in ("error", "warning", "info")}
+    crashed = [c.name for c in report.checks if c.status == "error"]
+    if report.status == "pass":
+        text = Text("✓ No problems found", style="bold green")
+    elif report.status == "warning":
+        text = Text(f"! {counts['warning']} warning(s)", style="bold yellow")
+    else:
+        parts = []
+        if counts["error"]:
+            parts.append(f"{counts['error']} error(s)")
+        if counts["warning"]:
+            parts.append(f"{counts['warning']} warning(s)")
+        if crashed:
+            parts.append(f"{len(crashed)} check(s) did not complete")
+        text = Text("✗ " + ", ".join(parts), style="bold red")
+    text.append(f" — {len(report.checks)} checks in {report.seconds:.1f}s", style="dim")
+    if report.interrupted:
+        text.append(" (interrupted: only the finished checks are shown)", style="yellow")
+    return text
+
+
+def report_renderable(report) -> Group:
+    parts = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
+                           (f"  device={report.device} seed={report.seed}", "dim")), Text("")]
+    parts.append(checks_table(report))
+    for name, data in report.sections.items():
+        renderer = SECTION_RENDERERS.get(name)
+        if renderer is not None and data:
+            parts += [Text(""), renderer(data)]
+    if report.findings:
+        parts += [Text(""), findings_table(report.findings)]
+    for note in report.notes:
+        parts.append(Text(f"note: {note}", style="dim"))
+    parts += [Text(""), verdict(report)]
+    return Group(*parts)
+
+
+def print_report(report, console: Console) -> None:
+    console.print(report_renderable(report))
+
+
+@section("size")
+def size_section(size: dict) -> Table:
+    table = Table(title="size", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_row("parameters", f"{fmt_count(size.get('total_params'))} total, "
+                                f"{fmt_count(size.get('trainable_params'))} trainable")
+    table.add_row("parameter memory", f"{size.get('param_mb', 0):.2f} MB")
+    table.add_row("mult-adds", f"{fmt_count(size.get('mult_adds'))} (torchinfo)")
+    if size.get("flops") is not None:
+        table.add_row("FLOPs", f"{fmt_count(size.get('flops'))} (one eval forward pass)")
+    table.add_row("input size", str(size.get("input_size")))
+    return table

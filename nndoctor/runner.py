@@ -1,0 +1,115 @@
+"""Run the chosen checks over one Session and collect the Report."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Callable, Iterable, Optional
+
+from . import checks as registry
+from .engine import CheckTimeout, Session, Skip, seed_everything
+from .errors import DataError, summarize
+from .findings import CheckResult, Report, status_from_findings
+from .target import Setup
+
+
+def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = None, *,
+               target: Optional[str] = None, device: str = "auto", seed: int = 0,
+               max_seconds: Optional[float] = None, progress: Optional[Callable] = None,
+               on_check: Optional[Callable] = None) -> Report:
+    """Run `names` in registry order. Never raises for the user's model or data:
+    a check that raises becomes status `error` with a one-line reason.
+    KeyboardInterrupt stops the run; the report holds the checks that finished."""
+    settings = settings or {}
+    started = time.perf_counter()
+    session = Session(setup, device=device, seed=seed, progress=progress)
+    report = Report(target=target, device=str(session.device), seed=seed)
+    try:
+        with session.preserved():  # the whole run leaves the user's objects as they were
+            for name in [n for n in registry.CHECKS if n in set(names)]:
+                if on_check:
+                    on_check(name)
+                result = run_one(session, name, settings.get(name) or {}, max_seconds)
+                report.checks.append(result)
+                report.sections.update(result.sections)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    finally:
+        session.close()
+    report.notes = list(dict.fromkeys(session.notes))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[float]) -> CheckResult:
+    info = registry.CHECKS[name]
+    result = CheckResult(name=name)
+    started = time.perf_counter()
+    try:
+        reason = _missing_input(session, info.needs)
+        if not registry.implemented(name):
+            reason = "not implemented in this version"
+        if reason:
+            raise Skip(reason)
+        module = registry.load(name)
+        merged = {**getattr(module, "DEFAULTS", {}), **settings}
+        seed_everything(session.seed)
+        with session.preserved(), _time_limit(session, max_seconds):
+            outcome = module.run(session, merged)
+        result.findings = list(outcome.findings)
+        result.metrics = dict(outcome.metrics)
+        result.sections = dict(outcome.sections)
+        result.status = status_from_findings(result.findings)
+    except Skip as skip:
+        result.status, result.reason = "skipped", str(skip)
+    except CheckTimeout:
+        result.status, result.reason = "error", f"timed out after {max_seconds:g} s"
+    except DataError as exc:
+        result.status, result.reason = "error", str(exc)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the user's model or data raised: report it, go on
+        result.status, result.reason = "error", summarize(exc)
+        result.exception = exc
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _missing_input(session: Session, needs: str) -> Optional[str]:
+    if needs in ("data", "val") and not session.has_data:
+        return "no training data: return a train_loader from the target or pass --data"
+    if needs == "val" and session.setup.val_loader is None:
+        return "no validation loader: return a val_loader from the target to check over/underfitting"
+    return None
+
+
+class _time_limit:
+    """--max-seconds for one check: a SIGALRM where we can (main thread, Unix),
+    plus the deadline that check loops read through `session.tick()`."""
+
+    def __init__(self, session: Session, seconds: Optional[float]):
+        self.session, self.seconds = session, seconds
+        self.alarm = bool(seconds) and hasattr(signal, "setitimer") \
+            and threading.current_thread() is threading.main_thread()
+
+    def __enter__(self):
+        if not self.seconds:
+            return self
+        self.session.deadline = time.monotonic() + self.seconds
+        if self.alarm:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    @staticmethod
+    def _expire(signum, frame):
+        raise CheckTimeout()
+
+    def __exit__(self, *exc):
+        if self.seconds:
+            self.session.deadline = None
+            if self.alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, self.previous)
+        return False
