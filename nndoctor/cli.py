@@ -343,13 +343,18 @@ def size(target: TargetArg = None,
 
 
 @app.command()
-def codes():
+def codes(markdown: Annotated[bool, typer.Option("--markdown", help="As a Markdown table (the README's).")]
+          = False):
     """Every finding code, its severity and one-line meaning."""
+    from .codes import CODES, markdown_table
+
+    if markdown:
+        print(markdown_table())
+        return
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    from .codes import CODES
     from .render.rich import SEVERITY_STYLE
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)

@@ -164,9 +164,11 @@ _TABLE = [
     Code(
         "flops-undercounted", "info", "size",
         "torchinfo's mult-adds and the FLOP count disagree by more than 2×.",
-        "torchinfo counts through module hooks and misses functional calls "
-        "(attention matmuls) and recurrent layers' time steps.",
-        "Trust `flops`; read torchinfo's mult-adds as a lower bound.",
+        "torchinfo estimates each layer's mult-adds from its parameters and output size "
+        "through module hooks: it misses functional calls (attention matmuls), counts a "
+        "Linear over a sequence once per sample, and counts lookups (Embedding) as mult-adds.",
+        "Trust `flops` (every matmul, convolution and attention the forward pass ran); "
+        "size and budget compute with `--max-flops`.",
     ),
 ]
 
@@ -178,3 +180,11 @@ SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
 
 def get(code: str) -> Code:
     return CODES[code]
+
+
+def markdown_table() -> str:
+    """The README's table of codes: generated here so it cannot drift from the code."""
+    rows = ["| code | severity | check | meaning | fix |", "|---|---|---|---|---|"]
+    for c in CODES.values():
+        rows.append(f"| `{c.code}` | {c.severity} | {c.check} | {c.meaning} | {c.fix} |")
+    return "\n".join(rows)

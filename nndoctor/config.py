@@ -53,6 +53,9 @@ def validate(raw, path: str = DEFAULT_FILE) -> dict:
     config: dict = {"checks": {}}
     for key, value in raw.items():
         name = str(key).replace("_", "-") if str(key).replace("_", "-") in registry.CHECKS else str(key)
+        # `data` is both the --data factory (a string) and the data check's section (a mapping).
+        if key == "data" and value is not None and not isinstance(value, dict):
+            name = None
         if name in registry.CHECKS:
             config["checks"][name] = _check_section(registry, name, value, path)
         elif key in TOP_LEVEL:
@@ -72,14 +75,41 @@ def _check_section(registry, name: str, value, path: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: {name!r} must be a mapping of settings, not {value!r}")
     allowed = registry.defaults(name) if registry.implemented(name) else {}
-    for key in value:
+    for key, setting in value.items():
         if key not in allowed:
             raise ConfigError(f"{path}: unknown key {name}.{key} "
                               f"(known for {name}: {', '.join(sorted(allowed)) or 'none'})")
+        expected = _setting_type(allowed[key])
+        if expected and setting is not None and not _is_instance(setting, expected):
+            raise ConfigError(f"{path}: {name}.{key} must be {_type_name(expected)}, not {setting!r}")
     return dict(value)
+
+
+def _setting_type(default):
+    """The types a setting accepts, judged from its default (None: anything)."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, (int, float)):
+        # Any number: an int default may be a percentage (dead.threshold: 47.5); a
+        # check needing a count converts it. Strings, booleans and lists are the mistakes.
+        return (int, float)
+    if isinstance(default, (list, tuple)):
+        return (list, str)  # a shape as [1, 3, 224, 224] or "1,3,224,224"
+    return type(default)
+
+
+def _is_instance(value, types) -> bool:
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        return False  # YAML's `yes`/`true` is not a number
+    return isinstance(value, types)
 
 
 def _type_name(types) -> str:
     types = types if isinstance(types, tuple) else (types,)
-    names = {str: "a string", int: "an integer", float: "a number", list: "a list"}
+    if float in types:  # an integer is a number too
+        types = tuple(t for t in types if t is not int)
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}
     return " or ".join(names.get(t, t.__name__) for t in types)

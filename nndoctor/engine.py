@@ -96,6 +96,7 @@ class _Snapshot:
     training: dict
     optimizer: Optional[dict]
     rng: dict
+    loader_rng: tuple = ()  # ((generator, state), ...) of the user's loaders' own generators
 
 
 def to_device(obj: Any, device: torch.device) -> Any:
@@ -199,6 +200,9 @@ class Session:
         self._batch_iter = None
         self._loader_exhausted = False
         self._shared: dict = {}
+        # Every check's settings as the user gave them ({check: {key: value}}), set by the
+        # runner: work shared by several checks (one training run) reads its length here.
+        self.settings: dict = {}
         self._criterion = setup.criterion
         self.criterion_name: Optional[str] = None
         self._original_device = _module_device(self.model)
@@ -231,6 +235,7 @@ class Session:
             training={n: m.training for n, m in model.named_modules()},
             optimizer=copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
             rng=rng_state(),
+            loader_rng=tuple((g, g.get_state()) for g in _loader_generators(self.setup)),
         )
 
     def restore(self, snap: _Snapshot) -> None:
@@ -252,6 +257,8 @@ class Session:
         if snap.optimizer is not None:
             self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
         set_rng_state(snap.rng)
+        for generator, state in snap.loader_rng:
+            generator.set_state(state)
 
     @contextlib.contextmanager
     def preserved(self):
@@ -418,6 +425,23 @@ def _named_state_tensors(model: nn.Module):
     """Every parameter and buffer (persistent or not) with its name."""
     yield from model.named_parameters(remove_duplicate=True)
     yield from model.named_buffers(remove_duplicate=True)
+
+
+def _loader_generators(setup: Setup) -> list:
+    """The torch.Generators a shuffling DataLoader owns (`DataLoader(generator=g)`).
+
+    They are not the global RNG: each epoch advances them, so without restoring them
+    every check (and every run over the same loader) would see other batches."""
+    found: list = []
+    for key in ("train_loader", "val_loader"):
+        loader = getattr(setup, key, None)
+        batch_sampler = getattr(loader, "batch_sampler", None)
+        for owner in (loader, getattr(loader, "sampler", None), batch_sampler,
+                      getattr(batch_sampler, "sampler", None)):
+            generator = getattr(owner, "generator", None)
+            if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
+                found.append(generator)
+    return found
 
 
 def _module_device(model: nn.Module) -> Optional[torch.device]:

@@ -60,8 +60,22 @@ def short_path(filename: str) -> str:
     return filename if rel.startswith(".." + os.sep + "..") else rel
 
 
+def user_cause(exc: BaseException) -> BaseException:
+    """The exception to report: a library that wraps the user's error (torchinfo's
+    "Failed to run torchinfo") hides it in `__cause__`; the first link of the chain
+    raised from the user's code is the one that says what is wrong, and where."""
+    seen, link = set(), exc
+    while link is not None and id(link) not in seen:
+        if user_frame(link) is not None:
+            return link
+        seen.add(id(link))
+        link = link.__cause__
+    return exc
+
+
 def summarize(exc: BaseException) -> str:
     """`Type: first line of the message (at file.py:12 in forward)`."""
+    exc = user_cause(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.filename:

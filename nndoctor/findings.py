@@ -121,13 +121,24 @@ class Report:
             "status": self.status,
             "checks": [c.to_dict() for c in self.checks],
             "findings": [f.to_dict() for f in self.findings],
+            "notes": list(self.notes),  # e.g. the criterion nndoctor chose (SPEC §1)
         }
         out.update(_jsonable(self.sections))
         return out
 
-    def __rich__(self):  # a Report displays itself in a notebook or a rich console
+    def __rich__(self):  # a Report displays itself in a rich console
         from .render.rich import report_renderable
         return report_renderable(self)
+
+    def _repr_html_(self) -> str:  # ... and in a Jupyter notebook
+        from rich.console import Console
+
+        console = Console(record=True, width=100, file=_NullFile())
+        console.print(self)
+        return console.export_html(inline_styles=True, code_format="<pre style=\"font-family:monospace\">{code}</pre>")
+
+    def __str__(self) -> str:
+        return f"nndoctor report: {self.status} ({len(self.findings)} findings in {len(self.checks)} checks)"
 
 
 def _jsonable(value: Any) -> Any:
@@ -152,3 +163,13 @@ def _jsonable(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+class _NullFile:
+    """Where a recording console writes when only its export is wanted."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass

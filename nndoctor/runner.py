@@ -11,6 +11,7 @@ from . import checks as registry
 from .engine import CheckTimeout, Session, Skip, seed_everything
 from .errors import DataError, summarize
 from .findings import CheckResult, Report, status_from_findings
+from .locate import attach_sources
 from .target import Setup
 
 
@@ -24,6 +25,7 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     settings = settings or {}
     started = time.perf_counter()
     session = Session(setup, device=device, seed=seed, progress=progress)
+    session.settings = settings
     report = Report(target=target, device=str(session.device), seed=seed)
     try:
         with session.preserved():  # the whole run leaves the user's objects as they were
@@ -58,6 +60,7 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
         with session.preserved(), _time_limit(session, max_seconds):
             outcome = module.run(session, merged)
         result.findings = list(outcome.findings)
+        attach_sources(session.model, result.findings)
         result.metrics = dict(outcome.metrics)
         result.sections = dict(outcome.sections)
         result.status = status_from_findings(result.findings)

@@ -46,6 +46,13 @@ def import_module_of(spec: str):
     where, attr = split_target(spec)
     if where.endswith(".py") or os.sep in where or "/" in where:
         return _import_file(where), attr, where
+    # As `python -m` does, a module target is importable from the working folder
+    # (the console script alone does not put it on sys.path); appended, so it
+    # never shadows an installed package.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
     try:
         module = importlib.import_module(where)
     except ModuleNotFoundError as exc:
@@ -130,6 +137,9 @@ def load_target(spec: str, data: Optional[str] = None) -> Setup:
 def apply_data_factory(setup: Setup, data: str) -> None:
     """`--data`: a loader, a (train, val) pair, or a dict with train_loader/val_loader."""
     loaders = resolve_attr(data)
+    if loaders is None:
+        raise TargetError(f"{data} returned None; expected a loader, a (train, val) pair "
+                          "or a dict with train_loader/val_loader")
     if isinstance(loaders, dict):
         unknown = set(loaders) - {"train_loader", "val_loader"}
         if unknown:
@@ -137,17 +147,26 @@ def apply_data_factory(setup: Setup, data: str) -> None:
                               "(expected train_loader, val_loader)")
         setup.train_loader = loaders.get("train_loader", setup.train_loader)
         setup.val_loader = loaders.get("val_loader", setup.val_loader)
-    elif isinstance(loaders, tuple) and len(loaders) == 2 and not _looks_like_batch(loaders):
+    elif isinstance(loaders, (tuple, list)) and len(loaders) == 2 and not any(map(_is_batch, loaders)):
         setup.train_loader, setup.val_loader = loaders
     else:
         setup.train_loader = loaders
     _check_iterable(setup, data)
 
 
-def _looks_like_batch(pair) -> bool:
+def _is_batch(obj) -> bool:
+    """A batch (a tensor, a dict, or a tuple whose inputs are tensors), as opposed to a
+    loader: tells a (train, val) pair from a list of two (inputs, targets) batches."""
     import torch
 
-    return any(isinstance(x, torch.Tensor) for x in pair)
+    if isinstance(obj, (torch.Tensor, dict)):
+        return True
+    if isinstance(obj, (tuple, list)) and obj:
+        first = obj[0]
+        if isinstance(first, (tuple, list)) and first:
+            first = first[0]
+        return isinstance(first, (torch.Tensor, dict))
+    return False
 
 
 def to_setup(obj: Any, label: str = "target") -> Setup:
@@ -172,10 +191,10 @@ def to_setup(obj: Any, label: str = "target") -> Setup:
                               "(model, train_loader[, criterion[, optimizer[, val_loader]]])")
         setup = Setup(**dict(zip(_TUPLE_ORDER, obj)))
     else:
-        raise TargetError(f"{label} gave a {type(obj).__name__}; expected an nn.Module, a dict, "
+        raise TargetError(f"{label} gave {_a(type(obj).__name__)}; expected an nn.Module, a dict, "
                           "a (model, train_loader, ...) tuple or an nndoctor.Setup")
     if not isinstance(setup.model, nn.Module):
-        raise TargetError(f"{label}: 'model' is a {type(setup.model).__name__}, not an nn.Module")
+        raise TargetError(f"{label}: 'model' is {_a(type(setup.model).__name__)}, not an nn.Module")
     if setup.optimizer is not None and not hasattr(setup.optimizer, "param_groups"):
         if callable(setup.optimizer):
             try:
@@ -183,12 +202,12 @@ def to_setup(obj: Any, label: str = "target") -> Setup:
             except Exception as exc:
                 raise TargetError(f"{label}: the optimizer factory raised {summarize(exc)}") from exc
         if not hasattr(setup.optimizer, "param_groups"):
-            raise TargetError(f"{label}: 'optimizer' is a {type(setup.optimizer).__name__}, "
+            raise TargetError(f"{label}: 'optimizer' is {_a(type(setup.optimizer).__name__)}, "
                               "not a torch optimizer or a callable params -> optimizer")
     if setup.criterion is not None and not callable(setup.criterion):
-        raise TargetError(f"{label}: 'criterion' is a {type(setup.criterion).__name__}, not callable")
+        raise TargetError(f"{label}: 'criterion' is {_a(type(setup.criterion).__name__)}, not callable")
     if setup.loss_fn is not None and not callable(setup.loss_fn):
-        raise TargetError(f"{label}: 'loss_fn' is a {type(setup.loss_fn).__name__}, not callable")
+        raise TargetError(f"{label}: 'loss_fn' is {_a(type(setup.loss_fn).__name__)}, not callable")
     _check_iterable(setup, label)
     return setup
 
@@ -205,4 +224,9 @@ def _check_iterable(setup: Setup, label: str) -> None:
                 raise TargetError(f"{label}: {key}() raised {summarize(exc)}") from exc
             setattr(setup, key, loader)
         if not hasattr(loader, "__iter__"):
-            raise TargetError(f"{label}: {key} is a {type(loader).__name__}, not an iterable of batches")
+            raise TargetError(f"{label}: {key} is {_a(type(loader).__name__)}, not an iterable of batches")
+
+
+def _a(noun: str) -> str:
+    """'int' -> 'an int', 'str' -> 'a str'."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

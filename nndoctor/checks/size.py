@@ -1,4 +1,14 @@
-"""size: parameters, parameter memory and mult-adds, on torchinfo (SPEC §2, §4)."""
+"""size: parameters, parameter memory, mult-adds (torchinfo) and FLOPs (FlopCounterMode) (SPEC §2, §4).
+
+torchinfo counts mult-adds through module hooks from each layer's parameters
+and output size, so it misses functional calls (attention matmuls), counts a
+Linear over a sequence once per sample instead of once per token, and leaves
+out MultiheadAttention. `flops` comes from one eval-mode forward pass under
+torch's FlopCounterMode (nndoctor.flops); when the two disagree by more than
+2×, an info finding says which to trust and names the modules behind the gap.
+The check runs exactly two forward passes, both in eval mode under no_grad,
+so BatchNorm statistics never move.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +27,16 @@ DEFAULTS = {
     "max_params": None,  # budgets: exceeding one is `model-too-large`
     "max_mb": None,
     "max_flops": None,
-    "depth": 0,  # > 0: per-module breakdown down to this depth
+    "depth": 0,  # > 0: per-module breakdown (params, FLOPs) down to this depth
 }
+
+# flops and 2 × mult_adds (both FLOPs) further apart than this -> `flops-undercounted`.
+# torchinfo's formula is within ~1% on MLPs and CNNs (bias and BatchNorm terms);
+# 2× is far outside that and well inside what it misses on attention and LSTMs (SPEC §4, issue 7).
+DISAGREE_RATIO = 2.0
+# A module type whose FLOPs torchinfo misses is named when it holds at least this share of the gap.
+MISSED_SHARE = 0.05
+MISSED_NAMED = 3  # at most this many module types in the message (all in evidence)
 
 
 def parse_shape(value: Any) -> list:
@@ -42,8 +60,11 @@ def model_input(session: Session, shape_setting: Any) -> tuple:
     if shape_setting is not None:
         shape = parse_shape(shape_setting)
         dtype = torch.long if _starts_with_embedding(session.model) else torch.float32
-        x = torch.zeros(shape, dtype=dtype, device=device) if dtype == torch.long \
-            else torch.randn(shape, device=device)
+        # A private generator: sizing never draws from the user's global RNG.
+        generator = torch.Generator().manual_seed(session.seed)
+        x = torch.zeros(shape, dtype=dtype) if dtype == torch.long \
+            else torch.randn(shape, generator=generator)
+        x = x.to(device)
         return (x,), {}, shape
     example = session.setup.example_input
     if example is not None:
@@ -78,40 +99,78 @@ def summarize_model(session: Session, args: tuple, kwargs: dict):
     import torchinfo  # lazy: ~0.1 s we pay only when sizing
 
     input_data = kwargs if kwargs else list(args)
-    # mode="eval": torchinfo's train-mode pass would move BatchNorm running stats
-    # (the Session restores them anyway, but eval keeps the pass side-effect free).
+    # mode="eval": a train-mode pass would move BatchNorm running stats. torchinfo
+    # restores only the root's mode (model.train(saved)); run() restores every module's.
     with torch.no_grad():
         return torchinfo.summary(session.model, input_data=input_data, device=session.device,
                                  mode="eval", verbose=0, depth=8)
 
 
 def run(session: Session, settings: dict) -> Outcome:
+    model = session.model
     args, kwargs, input_size = model_input(session, settings.get("input"))
-    stats = summarize_model(session, args, kwargs)
-    direct_total = sum(p.numel() for p in session.model.parameters())
-    direct_trainable = sum(p.numel() for p in session.model.parameters() if p.requires_grad)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        stats = summarize_model(session, args, kwargs)
+        flop_count = count_flops(model, args, kwargs)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    direct_total = sum(p.numel() for p in model.parameters())
+    direct_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     size = {
         "total_params": int(stats.total_params),
         "trainable_params": int(stats.trainable_params),
         "param_mb": round(stats.to_megabytes(stats.total_param_bytes), 4),
         "mult_adds": int(stats.total_mult_adds),
+        "flops": flop_count.total,
         "input_size": input_size,
     }
     outcome = Outcome(metrics={k: size[k] for k in ("total_params", "trainable_params", "param_mb",
-                                                     "mult_adds")})
+                                                     "mult_adds", "flops")})
     if size["total_params"] != direct_total:
         # torchinfo counts only the modules the forward pass ran; an unused layer's
         # parameters still take memory, so the direct count is the truth.
-        param_bytes = sum(p.numel() * p.element_size() for p in session.model.parameters())
+        param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         outcome.metrics["torchinfo_total_params"] = size["total_params"]
         size.update(total_params=direct_total, trainable_params=direct_trainable,
                     param_mb=round(param_bytes / 1e6, 4))
         outcome.metrics.update(total_params=direct_total, trainable_params=direct_trainable,
                                param_mb=size["param_mb"])
+    depth = int(settings.get("depth") or 0)
+    if depth > 0:
+        size["layers"] = layer_breakdown(model, flop_count, depth)
     outcome.sections["size"] = size
     outcome.findings += budget_findings(size, settings)
+    outcome.findings += disagreement_findings(model, stats, flop_count)
     return outcome
 
+
+def count_flops(model: nn.Module, args: tuple, kwargs: dict):
+    from ..flops import count_flops as count  # lazy: keeps torch.utils.flop_counter off the import path
+
+    return count(model, args, kwargs)
+
+
+# --------------------------------------------------------------------------- per-layer breakdown
+
+def layer_breakdown(model: nn.Module, flop_count, depth: int) -> list:
+    """Parameters and FLOPs (inclusive) of every module down to `depth`, the heaviest first."""
+    rows = []
+    for path, module in model.named_modules():
+        if not path or path.count(".") + 1 > depth:
+            continue
+        params = sum(p.numel() for p in module.parameters())
+        flops = flop_count.by_module.get(path)
+        if flops is None:  # a container never called itself (ModuleList): what its members ran
+            flops = sum(flop_count.by_module[p] for p in _counted_descendants(module, path, flop_count.ops))
+        if params or flops:  # activations, dropout, pooling: nothing to show
+            rows.append({"module": path, "type": type(module).__name__, "params": params, "flops": flops})
+    rows.sort(key=lambda r: (-r["flops"], -r["params"], r["module"]))
+    return rows
+
+
+# --------------------------------------------------------------------------- findings
 
 def budget_findings(size: dict, settings: dict) -> list:
     findings = []
@@ -119,7 +178,7 @@ def budget_findings(size: dict, settings: dict) -> list:
                ("max_mb", "param_mb", "MB of parameters", lambda v: f"{v:.2f}"),
                ("max_flops", "flops", "FLOPs per forward pass", _count)]
     for key, measured_key, unit, fmt in budgets:
-        limit: Optional[float] = settings.get(key)
+        limit = parse_budget(settings.get(key), key)
         measured = size.get(measured_key)
         if limit is None or measured is None or measured <= limit:
             continue
@@ -128,6 +187,103 @@ def budget_findings(size: dict, settings: dict) -> list:
             f"The model has {fmt(measured)} {unit}, over the budget of {fmt(limit)} ({key}).",
             {measured_key: measured, key: limit, "ratio": round(measured / limit, 3)}))
     return findings
+
+
+_SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_budget(value: Any, key: str) -> Optional[float]:
+    """A budget as a number: 2000000, 2e9, or "1.5G" / "500M" (YAML reads `2e9` as a string)."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().upper()
+    scale = _SUFFIXES.get(text[-1:], 1.0)
+    try:
+        return float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise ValueError(f"size.{key} must be a number such as 2e9 or 1.5G, not {value!r}") from None
+
+
+def disagreement_findings(model: nn.Module, stats, flop_count) -> list:
+    """`flops-undercounted` when flops and 2 × torchinfo's mult-adds are > DISAGREE_RATIO apart."""
+    flops, torchinfo_flops = flop_count.total, 2 * int(stats.total_mult_adds)
+    high, low = max(flops, torchinfo_flops), min(flops, torchinfo_flops)
+    if high == 0 or high <= DISAGREE_RATIO * low:
+        return []
+    gaps = module_gaps(model, stats, flop_count)
+    under = flops > torchinfo_flops
+    # The module types behind the gap, in its direction: torchinfo low -> modules it missed.
+    groups: dict = {}
+    for path, (gap, module_type, ops) in gaps.items():
+        gap = gap if under else -gap
+        if gap <= 0:
+            continue
+        group = groups.setdefault(module_type, {"type": module_type, "modules": 0, "flops": 0,
+                                                "ops": {}, "largest": path, "largest_flops": 0})
+        group["modules"] += 1
+        if gap > group["largest_flops"]:
+            group["largest"], group["largest_flops"] = path, gap
+        group["flops"] += gap
+        for op, n in ops.items():
+            group["ops"][op] = group["ops"].get(op, 0) + n
+    total_gap = sum(g["flops"] for g in groups.values()) or 1
+    missed = sorted(groups.values(), key=lambda g: -g["flops"])
+    missed = [{k: v for k, v in g.items() if k != "largest_flops"}
+              | {"ops": sorted(g["ops"], key=lambda op: -g["ops"][op])}
+              for g in missed if g["flops"] >= MISSED_SHARE * total_gap]
+    named = ", ".join(f"{_count(g['flops'])} FLOPs in {g['type']} ×{g['modules']}"
+                      + (f" ({', '.join(op.removeprefix('aten.') for op in g['ops'])})" if g["ops"] else "")
+                      for g in missed[:MISSED_NAMED])
+    ratio = high / low if low else float("inf")
+    times = f"{ratio:.0f}×" if low else "∞×"
+    if under:
+        message = (f"FlopCounterMode counts {_count(flops)} FLOPs per forward pass, {times} the "
+                   f"{_count(torchinfo_flops)} that torchinfo's {_count(stats.total_mult_adds)} mult-adds "
+                   f"imply; trust flops: torchinfo misses " + (named or "functional calls in forward") + ".")
+    else:
+        message = (f"torchinfo's {_count(stats.total_mult_adds)} mult-adds imply {_count(torchinfo_flops)} "
+                   f"FLOPs, {times} the {_count(flops)} FlopCounterMode counts; trust flops: torchinfo "
+                   f"counts " + (named or "work in layers") + " that no matmul or convolution performs.")
+    where = (missed[0]["largest"] or None) if missed else None  # "" is the model's own forward
+    evidence = {"flops": flops, "torchinfo_flops": torchinfo_flops, "mult_adds": int(stats.total_mult_adds),
+                "ratio": round(ratio, 2) if low else None, "modules": missed}
+    return [make_finding("flops-undercounted", NAME, where, message, evidence)]
+
+
+def module_gaps(model: nn.Module, stats, flop_count) -> dict:
+    """Per module: (its own FLOPs − 2 × torchinfo's own mult-adds, its type, its own ops' FLOPs).
+
+    "Own" excludes the children: functional calls in the module's forward for
+    FLOPs; torchinfo counts mult-adds on leaf modules only.
+    """
+    paths = {id(m): name for name, m in model.named_modules()}
+    torchinfo_macs: dict = {}
+    for layer in stats.summary_list:
+        path = paths.get(id(layer.module))
+        if path is not None and layer.is_leaf_layer:
+            torchinfo_macs[path] = torchinfo_macs.get(path, 0) + int(layer.macs)
+    gaps = {}
+    for path, module in model.named_modules():
+        own_ops = dict(flop_count.ops.get(path, {}))
+        for child in _counted_descendants(module, path, flop_count.ops):
+            for op, n in flop_count.ops[child].items():
+                own_ops[op] = own_ops.get(op, 0) - n
+        own_ops = {op: n for op, n in own_ops.items() if n > 0}
+        gap = sum(own_ops.values()) - 2 * torchinfo_macs.get(path, 0)
+        if gap:
+            gaps[path] = (gap, type(module).__name__, own_ops)
+    return gaps
+
+
+def _counted_descendants(module: nn.Module, path: str, ops: dict):
+    """The nearest descendants that ran a forward pass: the children, looking through
+    containers that were never called themselves (a ModuleList of layers)."""
+    for name, child in module.named_children():
+        child_path = f"{path}.{name}" if path else name
+        if child_path in ops:
+            yield child_path
+        else:
+            yield from _counted_descendants(child, child_path, ops)
 
 
 def _count(n: float) -> str:

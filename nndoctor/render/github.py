@@ -17,12 +17,12 @@ def render(report) -> str:
     lines = []
     for check in report.checks:
         if check.status == "error":
-            lines.append(f"::error title={_escape_property('nndoctor ' + check.name)}::"
+            props = _location(_crash_site(check))
+            props.append(f"title={_escape_property('nndoctor ' + check.name)}")
+            lines.append(f"::error {','.join(props)}::"
                          f"{_escape_data('the check did not complete: ' + (check.reason or ''))}")
     for f in report.findings:
-        props = []
-        if f.source:
-            props += [f"file={_escape_property(str(f.source[0]))}", f"line={int(f.source[1])}"]
+        props = _location(f.source)
         where = f" ({f.where})" if f.where else ""
         props.append(f"title={_escape_property(f'nndoctor {f.code}{where}')}")
         lines.append(f"::{_COMMAND[f.severity]} {','.join(props)}::"
@@ -30,3 +30,20 @@ def render(report) -> str:
     lines.append(f"nndoctor: {report.status} ({len(report.findings)} findings "
                  f"in {len(report.checks)} checks)")
     return "\n".join(lines)
+
+
+def _location(source) -> list:
+    """`file=…,line=…` of a (file, line) pair, so GitHub annotates the user's source."""
+    if not source:
+        return []
+    return [f"file={_escape_property(str(source[0]))}", f"line={int(source[1])}"]
+
+
+def _crash_site(check):
+    """(file, line) in the user's code where a crashed check's exception was raised."""
+    if check.exception is None:
+        return None
+    from ..errors import short_path, user_cause, user_frame
+
+    frame = user_frame(user_cause(check.exception))
+    return (short_path(frame.filename), frame.lineno) if frame is not None else None

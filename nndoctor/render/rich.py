@@ -118,7 +118,7 @@ def print_report(report, console: Console) -> None:
 
 
 @section("size")
-def size_section(size: dict) -> Table:
+def size_section(size: dict):
     table = Table(title="size", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
@@ -126,8 +126,28 @@ def size_section(size: dict) -> Table:
     table.add_row("parameters", f"{fmt_count(size.get('total_params'))} total, "
                                 f"{fmt_count(size.get('trainable_params'))} trainable")
     table.add_row("parameter memory", f"{size.get('param_mb', 0):.2f} MB")
-    table.add_row("mult-adds", f"{fmt_count(size.get('mult_adds'))} (torchinfo)")
+    mult_adds = size.get("mult_adds")
+    table.add_row("mult-adds", f"{fmt_count(mult_adds)} (torchinfo, module hooks: "
+                               f"{fmt_count(None if mult_adds is None else 2 * mult_adds)} FLOPs)")
     if size.get("flops") is not None:
-        table.add_row("FLOPs", f"{fmt_count(size.get('flops'))} (one eval forward pass)")
+        table.add_row("FLOPs", f"{fmt_count(size.get('flops'))} (FlopCounterMode, one eval forward pass)")
     table.add_row("input size", str(size.get("input_size")))
-    return table
+    layers = size.get("layers")
+    if not layers:
+        return table
+    shown = 30  # the rest are in --format json
+    total = size.get("flops") or 0
+    per_layer = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    per_layer.add_column("module", overflow="fold", ratio=1)
+    per_layer.add_column("type", overflow="ellipsis", max_width=20, no_wrap=True)
+    per_layer.add_column("params", justify="right", no_wrap=True)
+    per_layer.add_column("FLOPs", justify="right", no_wrap=True)
+    per_layer.add_column("share", justify="right", no_wrap=True)
+    for row in layers[:shown]:
+        share = f"{100 * row['flops'] / total:.1f}%" if total else "–"
+        per_layer.add_row(row["module"], row.get("type", ""), fmt_count(row["params"]),
+                          fmt_count(row["flops"]), share)
+    parts = [table, Text(""), per_layer]
+    if len(layers) > shown:
+        parts.append(Text(f"… {len(layers) - shown} more modules (see --format json)", style="dim"))
+    return Group(*parts)

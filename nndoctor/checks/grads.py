@@ -1,0 +1,269 @@
+"""grads: per-layer gradient statistics from the shared training run (SPEC §3).
+
+Reads `instrument.shared_run` (the one-batch run `overfit` and `nan` read too):
+per-layer gradient norm, mean, std and max-abs at init (step 0) and over the
+run, and the update/weight ratio, as metrics; and the findings
+`vanishing-gradient`, `exploding-gradient`, `no-gradient`, `not-in-optimizer`.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Optional
+
+import torch.nn as nn
+
+from ..engine import Session
+from ..findings import make_finding
+from ..instrument import TrainRun, shared_run
+from . import Outcome
+
+NAME = "grads"
+
+# Median over the run of (first layer's RMS gradient / last layer's). Three orders of
+# magnitude ("orders of magnitude below", SPEC §3). Measured (step-0 / run median, seed 0):
+# 15-layer sigmoid MLP 3e-13 / 2e-6; healthy: xor 0.40/0.13, mlp 0.18/0.02,
+# simple_cnn 0.80/5.1, bottleneck ResNet 0.15/0.17, LSTM text classifier (embedding
+# excluded) and a 2-layer LSTM 0.015/0.08, TransformerEncoder post-/pre-norm 0.17/0.38,
+# 0.21/0.51, BasicBlock ResNet 0.10/0.21: the quietest healthy net sits 20x above it.
+VANISHING_RATIO = 1e-3
+# Total gradient norm ("huge", SPEC §3). Healthy peaks measured over the run: <= 21
+# (simple_cnn), 103 for a plain 12-layer default-init ReLU MLP; routine clipping
+# (max_norm 0.25-5) works far below this, so 1e4 is two orders above anything healthy.
+EXPLODING_NORM = 1e4
+# Peak / step-0 total norm ("grows without bound"). Healthy: <= 54 (text_classifier: the
+# LSTM's gradients grow while the loss falls), 593 for the deep default-init ReLU MLP.
+EXPLODING_GROWTH = 1e4
+# Embedding tables get row-sparse gradients (only the batch's tokens), so their RMS
+# gradient measures the vocabulary size, not the signal: not an "early layer".
+SPARSE_GRADIENT_LAYERS = (nn.Embedding, nn.EmbeddingBag)
+# The CS231n rule of thumb for the update/weight ratio, reported beside the measurement.
+HEALTHY_UPDATE_RATIO = 1e-3
+
+DEFAULTS = {
+    "vanishing_ratio": VANISHING_RATIO,
+    "exploding_norm": EXPLODING_NORM,
+    "exploding_growth": EXPLODING_GROWTH,
+}
+
+
+def run(session: Session, settings: dict) -> Outcome:
+    run_ = shared_run(session)
+    outcome = Outcome(metrics=metrics(run_))
+    outcome.findings += not_in_optimizer(session, run_)
+    outcome.findings += no_gradient(session, run_)
+    outcome.findings += vanishing(session, run_, settings["vanishing_ratio"], outcome.metrics)
+    outcome.findings += exploding(run_, settings["exploding_norm"], settings["exploding_growth"],
+                                  outcome.metrics)
+    return outcome
+
+
+# --------------------------------------------------------------------------- findings
+
+def not_in_optimizer(session: Session, run_: TrainRun) -> list:
+    findings = []
+    for where, names in group_by_module(session.model, run_.not_in_optimizer):
+        count = sum(run_.numels[run_.names.index(n)] for n in names)
+        findings.append(make_finding(
+            "not-in-optimizer", NAME, where,
+            f"{_subject(where, names)} ({_plural(len(names), 'tensor')}, {count:,} values) "
+            f"{'is' if len(names) == 1 else 'are'} trainable but in no optimizer parameter group: "
+            f"{'it gets' if len(names) == 1 else 'they get'} gradients and never change.",
+            {"parameters": names, "numel": count}))
+    return findings
+
+
+def no_gradient(session: Session, run_: TrainRun) -> list:
+    missing = [n for n, nonzero in zip(run_.names, run_.ever_nonzero) if not nonzero]
+    findings = []
+    steps = len(run_.grad_norm)
+    for where, names in group_by_module(session.model, missing):
+        none = [n for n in names if not run_.ever_grad[run_.names.index(n)]]
+        how = "no gradient (None)" if len(none) == len(names) else \
+            "a gradient of exactly zero" if not none else "no gradient or exactly zero"
+        findings.append(make_finding(
+            "no-gradient", NAME, where,
+            f"{_subject(where, names)} received {how} in all {steps} training "
+            f"step{'s' if steps != 1 else ''}: {'it is' if len(names) == 1 else 'they are'} "
+            "cut off from the loss (unused in forward, or behind a .detach()/no_grad).",
+            {"parameters": names, "steps": steps, "none": none}))
+    return findings
+
+
+def vanishing(session: Session, run_: TrainRun, threshold: float, metrics_: dict) -> list:
+    layers = weight_layers(session.model, run_)
+    steps = _finite_steps(run_)
+    if len(layers) < 2 or not steps:
+        return []
+    (first, first_idx), (last, last_idx) = layers[0], layers[-1]
+    ratios = []
+    for step in steps:
+        top = _rms(run_, step, last_idx)
+        if top > 0:
+            ratios.append(_rms(run_, step, first_idx) / top)
+    if not ratios:
+        return []
+    median = statistics.median(ratios)
+    metrics_["vanishing_ratio"] = _sig(median)
+    metrics_["vanishing_ratio_init"] = _sig(ratios[0])
+    if median >= threshold:
+        return []
+    return [make_finding(
+        "vanishing-gradient", NAME, first,
+        f"The first layer `{first}` gets gradients {_orders(median)} smaller than the last layer "
+        f"`{last}` (RMS gradient ratio {median:.1e} over {len(ratios)} steps, "
+        f"{ratios[0]:.1e} at init; threshold {threshold:g}).",
+        {"ratio": median, "ratio_init": ratios[0], "threshold": threshold, "first_layer": first,
+         "last_layer": last, "first_rms_init": _rms(run_, steps[0], first_idx),
+         "last_rms_init": _rms(run_, steps[0], last_idx),
+         "layer_rms_init": {m: _sig(_rms(run_, steps[0], idx)) for m, idx in layers}})]
+
+
+def exploding(run_: TrainRun, max_norm: float, max_growth: float, metrics_: dict) -> list:
+    steps = _finite_steps(run_)
+    if not steps:
+        return []
+    norms = [run_.total_norm[s] for s in steps]
+    peak_pos = max(range(len(norms)), key=norms.__getitem__)
+    peak, init = norms[peak_pos], norms[0]
+    growth = peak / init if init > 0 else (math.inf if peak > 0 else 1.0)
+    # A run that ended in a non-finite gradient after its norms grew: the growth had no bound.
+    overflowed = run_.nonfinite is not None and run_.nonfinite.kind != "input" \
+        and not math.isfinite(run_.total_norm[-1]) and growth > 1
+    metrics_["grad_norm_growth"] = _sig(growth)
+    if peak <= max_norm and growth <= max_growth and not overflowed:
+        return []
+    step = steps[peak_pos]
+    layers = {}
+    for i, module in enumerate(run_.modules):
+        layers[module] = layers.get(module, 0.0) + run_.grad_norm[step][i] ** 2
+    where = max(layers, key=layers.get) or None
+    if overflowed:
+        told = f"grew {growth:.1e}x to {peak:.3g} by step {step + 1}, then overflowed to NaN/Inf " \
+               f"at step {run_.nonfinite.step + 1}"
+    elif peak > max_norm:
+        told = f"reached {peak:.3g} at step {step + 1} (threshold {max_norm:g}; {init:.3g} at init)"
+    else:
+        told = f"grew {growth:.1e}x, from {init:.3g} at init to {peak:.3g} at step {step + 1} " \
+               f"(threshold {max_growth:g}x)"
+    return [make_finding(
+        "exploding-gradient", NAME, where,
+        f"The total gradient norm {told}; the largest share is in `{where or 'the model'}`.",
+        {"peak_norm": peak, "init_norm": init, "growth": growth, "peak_step": step,
+         "overflowed": overflowed, "exploding_norm": max_norm, "exploding_growth": max_growth,
+         "norms": [_sig(n) for n in run_.total_norm]})]
+
+
+# --------------------------------------------------------------------------- helpers
+
+def weight_layers(model: nn.Module, run_: TrainRun) -> list:
+    """[(module path, indices of its ≥2-D params)] from the input side to the loss: the layers
+    whose gradients can vanish (biases and norm scales are 1-D; embeddings are sparse)."""
+    modules = dict(model.named_modules())
+    out = []
+    for path, idx in run_.layers().items():
+        if isinstance(modules.get(path), SPARSE_GRADIENT_LAYERS):
+            continue
+        weights = [i for i in idx if len(run_.shapes[i]) >= 2 and run_.ever_nonzero[i]]
+        if weights:
+            out.append((path, weights))
+    return out
+
+
+def group_by_module(model: nn.Module, names: list) -> list:
+    """[(where, names)]: each parameter under the largest module whose trainable parameters
+    are all in `names` (one finding per layer, not per weight and bias); where is None when
+    that is the whole model, the parameter's own name when its module is only partly in."""
+    flagged = set(names)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    groups: dict = {}
+    for name in names:
+        best: Optional[str] = None
+        candidate = name.rpartition(".")[0]
+        while True:
+            under = [t for t in trainable if not candidate or t.startswith(candidate + ".")]
+            if not under or not flagged.issuperset(under):
+                break
+            best = candidate
+            if not candidate:
+                break
+            candidate = candidate.rpartition(".")[0]
+        groups.setdefault(name if best is None else best, []).append(name)
+    return [(key or None, members) for key, members in groups.items()]
+
+
+def metrics(run_: TrainRun) -> dict:
+    """Per-layer gradient statistics at init and over the run, and the update/weight ratio."""
+    steps = _finite_steps(run_)
+    out: dict = {"steps": len(steps), "layers": {}}
+    if not steps:
+        return out
+    init = steps[0]
+    for module, idx in run_.layers().items():
+        count = sum(run_.numels[i] for i in idx)
+        norms = [run_.layer_norm(s, idx) for s in steps]
+        mean = sum(run_.grad_mean[init][i] * run_.numels[i] for i in idx) / count
+        sq = sum(run_.grad_norm[init][i] ** 2 for i in idx) / count
+        layer = {
+            "grad_norm_init": _sig(norms[0]),
+            "grad_mean_init": _sig(mean),
+            "grad_std_init": _sig(math.sqrt(max(sq - mean * mean, 0.0))),
+            "grad_max_init": _sig(max(run_.grad_max[init][i] for i in idx)),
+            "grad_norm_median": _sig(statistics.median(norms)),
+            "grad_norm_last": _sig(norms[-1]),
+        }
+        ratios = [_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)]
+        ratios = [r for r in ratios if r is not None]
+        if ratios:
+            layer["update_ratio_median"] = _sig(statistics.median(ratios))
+        out["layers"][module or "(root)"] = layer
+    out["total_norm_init"] = _sig(run_.total_norm[init])
+    out["total_norm_max"] = _sig(max(run_.total_norm[s] for s in steps))
+    overall = [_layer_update(run_, s, list(range(len(run_.names)))) for s in sorted(run_.update_ratio)]
+    overall = [r for r in overall if r is not None]
+    if overall:
+        out["update_ratio_median"] = _sig(statistics.median(overall))
+        out["update_ratio_healthy"] = HEALTHY_UPDATE_RATIO
+    return out
+
+
+def _layer_update(run_: TrainRun, step: int, idx: list) -> Optional[float]:
+    weights = run_.weight_norm[step]
+    w = math.sqrt(sum(weights[i] ** 2 for i in idx))
+    d = math.sqrt(sum(run_.update_norm[step][i] ** 2 for i in idx))
+    return d / w if w > 0 and math.isfinite(d) else None
+
+
+def _finite_steps(run_: TrainRun) -> list:
+    """Steps whose gradients were all finite (the non-finite step, if any, is the last)."""
+    count = len(run_.grad_norm) - (1 if run_.nonfinite is not None else 0)
+    return list(range(max(count, 0)))
+
+
+def _rms(run_: TrainRun, step: int, idx: list) -> float:
+    return run_.layer_norm(step, idx) / math.sqrt(sum(run_.numels[i] for i in idx))
+
+
+def _subject(where: Optional[str], names: list) -> str:
+    if where is None:
+        return f"Every trainable parameter of the model ({len(names)})"
+    if where in names:
+        return f"The parameter `{where}`"
+    return f"The parameters of `{where}`"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _orders(ratio: float) -> str:
+    if ratio <= 0:
+        return "infinitely"
+    return f"{-math.log10(ratio):.0f} orders of magnitude"
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    if not math.isfinite(x) or x == 0:
+        return x
+    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))

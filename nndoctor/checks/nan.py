@@ -1,0 +1,87 @@
+"""nan: the first NaN/Inf of a short training run, and the module and op that made it (SPEC §3).
+
+Many NaNs appear only after some steps (a diverging LR), so this reads the
+shared one-batch training run (`instrument.shared_run`, the run `overfit` and
+`grads` read), which stops at the first non-finite loss or gradient and re-runs
+that one step under exact localisation: the first module whose forward output
+went non-finite and the op inside it (`torch.log`, `sqrt`, division), or, for a
+NaN born in the backward pass, the first autograd node whose gradient went
+non-finite.
+"""
+
+from __future__ import annotations
+
+from ..engine import Session
+from ..findings import make_finding
+from ..instrument import NonFinite, TrainRun, run_length, shared_run
+from . import Outcome
+
+NAME = "nan"
+DEFAULTS = {
+    "steps": None,  # training steps to watch; None: the shared run's length (overfit.steps, 100)
+}
+LISTED_PARAMS = 5  # parameter names quoted in a message; the evidence holds them all
+
+
+def run(session: Session, settings: dict) -> Outcome:
+    steps = settings.get("steps")
+    run_ = shared_run(session, run_length(session) if steps is None else int(steps))
+    outcome = Outcome(metrics={"steps": run_.steps, "steps_done": run_.steps_done,
+                               "first_nonfinite_step": None})
+    event = run_.nonfinite
+    if event is None:
+        return outcome
+    outcome.metrics["first_nonfinite_step"] = event.step
+    outcome.findings.append(make_finding(
+        "non-finite", NAME, event.where, describe(event, run_),
+        {"step": event.step, "steps": run_.steps, "kind": event.kind, "op": event.op,
+         "value": event.value, "loss": event.loss, "scope": event.scope,
+         "parameters": event.params, "reproduced": event.reproduced,
+         "last_finite_losses": run_.losses[-5:]},
+        source=event.source))
+    return outcome
+
+
+def describe(event: NonFinite, run_: TrainRun) -> str:
+    """One sentence: when, what, where, which op (SPEC §3 messages)."""
+    when = f"At step {event.step + 1} of {run_.steps}"
+    place = _place(event)
+    line = f" ({event.source[0]}:{event.source[1]})" if event.source else ""
+    value = event.value or "NaN/Inf"
+    params = _params(event.params)
+    if event.kind == "parameter":
+        return (f"{when} the weight `{event.where}` is already {value}: the previous update "
+                "overflowed it (the LR or the gradients are far too large).")
+    if event.kind == "input":
+        return f"{when} the batch's inputs hold {value} values, so the loss is {_num(event.loss)}."
+    if event.kind == "forward" and event.op:
+        return (f"{when} the forward pass went {value}: `{event.op}` in {place}{line} turned finite "
+                f"inputs into {value}; the loss is {_num(event.loss)}.")
+    if event.kind == "forward":
+        return f"{when} the forward output of {place} is {value}; the loss is {_num(event.loss)}."
+    if event.kind == "backward":
+        op = f"the backward of `{event.op}` in {place}{line}" if event.op else place
+        return (f"{when} the forward pass and the loss ({_num(event.loss)}) are finite, but {op} made "
+                f"the gradient {value}{params}.")
+    if event.kind == "loss":
+        return f"{when} the loss is {_num(event.loss)}{params}."
+    return (f"{when} the loss or a gradient went non-finite ({_num(event.loss)}), but a re-run of "
+            "that step was finite: a nondeterministic op is involved.")
+
+
+def _place(event: NonFinite) -> str:
+    if event.scope == "loss":
+        return "the loss"
+    return f"`{event.where}`" if event.where else "the model's own forward"
+
+
+def _params(names: list) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(f"`{n}`" for n in names[:LISTED_PARAMS])
+    more = f" and {len(names) - LISTED_PARAMS} more" if len(names) > LISTED_PARAMS else ""
+    return f"; non-finite gradients reach {shown}{more}"
+
+
+def _num(x) -> str:
+    return "unknown" if x is None else f"{x:.4g}"

@@ -1,0 +1,87 @@
+"""overfit: train on one fixed batch; a working model memorises it (SPEC §2, §3).
+
+Reads the shared one-batch run (`instrument.shared_run`: the user's optimizer,
+`--steps` steps on `session.first_batch`, the run `grads` and `nan` read too).
+`loss-not-decreasing` when the loss barely moves, `cannot-overfit` when it
+moves but stays above `--threshold` (for regression losses, relative to the
+first loss). A run stopped by a NaN/Inf (the `nan` check's finding) is judged
+on the steps it took.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..engine import Session
+from ..findings import make_finding
+from ..instrument import DEFAULT_STEPS, TrainRun, shared_run
+from . import Outcome
+
+NAME = "overfit"
+DEFAULTS = {
+    "steps": DEFAULT_STEPS,  # SPEC §2: 100 steps on one batch
+    "threshold": 0.1,  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
+}
+# "No real drop": the loss ends less than 10% below where it started. Measured: every
+# healthy sample loses > 99% of its first loss in 100 steps; a 15-layer sigmoid MLP, a
+# detached encoder or an optimizer over the head only still lose 12-15% (cannot-overfit).
+MIN_RELATIVE_DROP = 0.1
+# The verdict reads the best of the last few losses: one noisy step (dropout, a large
+# Adam step) at the very end should not decide it.
+FINAL_WINDOW = 5
+# Fewer steps than this before a NaN stopped the run: too few to judge the loss curve.
+MIN_VERDICT_STEPS = 10
+# Regression losses have no absolute scale: their threshold is relative to the first loss.
+REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+
+
+def run(session: Session, settings: dict) -> Outcome:
+    threshold = float(settings["threshold"])
+    run_ = shared_run(session, int(settings["steps"]))
+    losses = run_.losses
+    outcome = Outcome(metrics={"steps": run_.steps, "steps_done": run_.steps_done,
+                               "losses": [round(v, 6) for v in losses],
+                               "first_loss": losses[0] if losses else None,
+                               "final_loss": losses[-1] if losses else None,
+                               "stopped_by_nonfinite": run_.nonfinite is not None})
+    if len(losses) < (MIN_VERDICT_STEPS if run_.nonfinite is not None else 2):
+        return outcome  # the nan check reports what stopped it
+    outcome.findings += verdict(session, run_, threshold, outcome.metrics)
+    return outcome
+
+
+def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -> list:
+    losses = run_.losses
+    first, best_final = losses[0], min(losses[-FINAL_WINDOW:])
+    relative = is_regression(session)
+    target = threshold * abs(first) if relative else threshold
+    drop = (first - best_final) / abs(first) if first else 0.0
+    metrics.update(best_final_loss=best_final, target_loss=target, relative_drop=round(drop, 4),
+                   relative_threshold=relative)
+    if best_final <= target:
+        return []
+    steps = len(losses)
+    stopped = f" before a NaN/Inf stopped it" if run_.nonfinite is not None else ""
+    evidence = {"first_loss": first, "final_loss": losses[-1], "best_final_loss": best_final,
+                "threshold": threshold, "target_loss": target, "relative_drop": drop, "steps": steps}
+    if drop < MIN_RELATIVE_DROP:
+        return [make_finding(
+            "loss-not-decreasing", NAME, None,
+            f"Trained alone on one batch for {steps} steps{stopped}, the loss went from {first:.4g} to "
+            f"{best_final:.4g} ({_change(drop)}): no real drop (less than "
+            f"{MIN_RELATIVE_DROP:.0%} below the first loss).", evidence)]
+    what = f"{threshold:g} x the first loss = {target:.4g}" if relative else f"{threshold:g}"
+    return [make_finding(
+        "cannot-overfit", NAME, None,
+        f"Trained alone on one batch for {steps} steps{stopped}, the loss went from {first:.4g} only "
+        f"to {best_final:.4g} ({_change(drop)}), above the threshold {what}.", evidence)]
+
+
+def is_regression(session: Session) -> bool:
+    if session.uses_model_loss:
+        return False
+    return isinstance(session.criterion, REGRESSION_LOSSES)
+
+
+def _change(drop: float) -> str:
+    return f"{drop:.0%} lower" if drop >= 0 else f"{-drop:.0%} higher"

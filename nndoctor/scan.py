@@ -1,0 +1,379 @@
+"""The activation scan: how often each unit of each activation fires, forward only.
+
+One scan runs the model on a few training batches with no gradient and records,
+for every activation the forward pass goes through:
+
+* activation modules (`nn.ReLU`, `nn.GELU`, `nn.Tanh`, ...) through forward hooks;
+* functional activations called inside a `forward` (`F.relu`, `torch.relu`,
+  `x.relu()`, `F.gelu`, `torch.tanh`, ...) through a `TorchFunctionMode`, which
+  sees the calls that module hooks cannot. Each call is attributed to the
+  innermost module running its forward (a module stack kept by pre/post hooks);
+  calls made by a measured activation module itself (`nn.ReLU` calls `F.relu`)
+  are not counted twice.
+
+Where an activation is reported (`ActivationStats.where`):
+
+* a module: its path, `network.3`; a module called again in the same forward
+  pass (torchvision's `self.relu` reused in a block) adds the call's index,
+  `layer1.0.relu#1`;
+* a functional call: `PATH:NAME#K`, the module whose forward made the call, the
+  function's name and the call's index among that module's calls of that
+  function in one forward pass of the model: `block2:relu#0` is the first
+  `F.relu`/`torch.relu`/`.relu()` in `block2.forward`. PATH is empty for the
+  model's own forward (`:relu#0`).
+
+A unit is one feature: a channel for convolutional maps, the last dimension
+after a Linear/LayerNorm/attention (see `_channel_first`). A rectifier's unit
+*fires* on an element when its output is > 0, which for ReLU, LeakyReLU, ELU,
+GELU, SiLU, Mish, ... is the same as its input being > 0; a channel fires on a
+sample when it is > 0 at any position. A sigmoid/tanh unit is *saturated* on an
+element when its output is within `SATURATION_MARGIN` of an asymptote.
+
+The scan runs in train mode, as the optimizer sees the model: BatchNorm
+normalises with the batch's statistics (in eval mode at initialisation its
+running stats are 0/1, an identity the training never sees) and
+`nn.TransformerEncoderLayer` takes its Python path (its fused eval fast path
+hides `F.relu`). Dropout modules are switched off: their zeros are noise, not
+the unit's response. BatchNorm running statistics, train/eval flags and every
+hook are put back in `finally`. Counts stay on the device and are read once,
+at the end of the scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+SCAN_BATCHES = 4  # 4 batches (~128 samples at batch 32): a unit that fires on 1% of inputs is seen
+#                   firing with probability 1 - 0.99**128 ≈ 72%, at the cost of 4 forward passes.
+SATURATION_MARGIN = 0.01  # within 0.01 of an asymptote: tanh' = 1 - y² < 0.02 (2% of its peak),
+#                           sigmoid' = y(1 - y) < 0.0099 (4% of its peak). Glorot & Bengio (2010),
+#                           "Understanding the difficulty of training deep feedforward neural
+#                           networks", §3: saturated sigmoid units (outputs ≈ 0) stall training.
+
+RECTIFIER, SIGMOID, TANH = "rectifier", "sigmoid", "tanh"
+
+# Activation modules measured by hooks: the family of each type.
+ACTIVATION_MODULES = {
+    nn.ReLU: RECTIFIER, nn.ReLU6: RECTIFIER, nn.LeakyReLU: RECTIFIER, nn.PReLU: RECTIFIER,
+    nn.RReLU: RECTIFIER, nn.ELU: RECTIFIER, nn.CELU: RECTIFIER, nn.SELU: RECTIFIER,
+    nn.GELU: RECTIFIER, nn.SiLU: RECTIFIER, nn.Mish: RECTIFIER, nn.Hardswish: RECTIFIER,
+    nn.Sigmoid: SIGMOID, nn.Tanh: TANH,
+}
+# Softplus, Softsign, Hardtanh, Hardsigmoid are left out: Softplus is always > 0 and passes
+# gradient at any input, so "never fires" means nothing for it; the others are rare.
+
+
+def _functional_table() -> dict:
+    """func -> (name, family, display name) for the functional forms TorchFunctionMode sees."""
+    T = torch.Tensor
+    table = {}
+    for name, family, funcs in [
+        ("relu", RECTIFIER, [F.relu, torch.relu, torch.relu_, T.relu, T.relu_]),
+        ("relu6", RECTIFIER, [F.relu6]),
+        ("leaky_relu", RECTIFIER, [F.leaky_relu, F.leaky_relu_]),
+        ("prelu", RECTIFIER, [F.prelu, torch.prelu]),
+        ("rrelu", RECTIFIER, [F.rrelu, F.rrelu_]),
+        ("elu", RECTIFIER, [F.elu, F.elu_]),
+        ("celu", RECTIFIER, [F.celu]),
+        ("selu", RECTIFIER, [F.selu, torch.selu]),
+        ("gelu", RECTIFIER, [F.gelu]),
+        ("silu", RECTIFIER, [F.silu]),
+        ("mish", RECTIFIER, [F.mish]),
+        ("hardswish", RECTIFIER, [F.hardswish]),
+        ("sigmoid", SIGMOID, [torch.sigmoid, torch.sigmoid_, T.sigmoid, T.sigmoid_]),
+        ("tanh", TANH, [torch.tanh, torch.tanh_, T.tanh, T.tanh_]),
+    ]:
+        for func in funcs:
+            table[func] = (name, family, _display_name(func))
+    return table
+
+
+def _display_name(func) -> str:
+    """How the user wrote the call: `F.relu`, `torch.relu` or `Tensor.relu`."""
+    name = func.__name__
+    if getattr(torch.Tensor, name, None) is func:
+        return f"Tensor.{name}"
+    if getattr(torch, name, None) is func:
+        return f"torch.{name}"
+    return f"F.{name}"
+
+
+FUNCTIONAL_ACTIVATIONS = _functional_table()
+
+# What produced an activation's input decides which dimension holds the units:
+# conv/BatchNorm/pooling maps are (N, C, ...) with channels at dim 1; Linear,
+# LayerNorm, embeddings, RNNs and attention act on the last dimension.
+_CHANNEL_FIRST_MODULES = (
+    nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm, nn.LocalResponseNorm, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample,
+    nn.PixelShuffle,
+)
+_FEATURE_LAST_MODULES = (
+    nn.Linear, nn.Bilinear, nn.LayerNorm, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
+    nn.MultiheadAttention,
+) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+_CHANNEL_FIRST_FUNCS = {F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+                        F.conv_transpose3d, F.batch_norm, F.instance_norm, F.group_norm,
+                        F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d,
+                        F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
+                        F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.interpolate}
+_FEATURE_LAST_FUNCS = {F.linear, F.bilinear, F.layer_norm, F.embedding, torch.matmul,
+                       torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.addmm,
+                       F.scaled_dot_product_attention}
+_FEATURE_LAST_FUNCS |= {F.rms_norm} if hasattr(F, "rms_norm") else set()
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class ActivationStats:
+    """What the scan saw of one activation (one module, or one functional call site)."""
+
+    where: str  # "network.3", "layer1.0.relu#1", "block2:relu#0"
+    kind: str  # "ReLU" (a module's class) or "F.relu" (a functional call)
+    family: str  # RECTIFIER, SIGMOID or TANH
+    unit_dim: int  # the dimension that holds the units, in the activation's output
+    units: int
+    elements_per_unit: int  # samples x positions each unit produced over the scan
+    counts: torch.Tensor  # per unit, on the CPU: elements > 0 (rectifier) or saturated (sigmoid/tanh)
+
+    @property
+    def rate(self) -> torch.Tensor:
+        """Per unit: the fraction of its elements that fired (or were saturated)."""
+        return self.counts.double() / max(self.elements_per_unit, 1)
+
+    @property
+    def dead_units(self) -> int:
+        """Rectifier units that never fired over the whole scan."""
+        return int((self.counts == 0).sum())
+
+    @property
+    def dead_pct(self) -> float:
+        return 100.0 * self.dead_units / self.units
+
+    def saturated_units(self, min_rate: float) -> int:
+        """Sigmoid/tanh units saturated on more than `min_rate` of their elements."""
+        return int((self.rate > min_rate).sum())
+
+    @property
+    def saturated_output_pct(self) -> float:
+        """The percentage of all this activation's outputs that were saturated."""
+        return 100.0 * float(self.counts.sum()) / max(self.units * self.elements_per_unit, 1)
+
+
+@dataclass
+class ScanResult:
+    layers: list = field(default_factory=list)  # ActivationStats, in the order first seen
+    batches: int = 0
+    samples: int = 0
+    skipped: list = field(default_factory=list)  # call sites whose unit count changed between calls
+
+    def get(self, where: str) -> ActivationStats:
+        for layer in self.layers:
+            if layer.where == where:
+                return layer
+        raise KeyError(where)
+
+
+# --------------------------------------------------------------------------- the scan
+
+def activation_scan(session) -> ScanResult:
+    """The scan of the session's model on its first SCAN_BATCHES batches, done once per run."""
+
+    def forward(batch):
+        if session.setup.loss_fn is not None:  # the model is called inside the user's loss
+            return session.loss(batch)
+        return session.forward(batch)
+
+    return session.shared("activation_scan", lambda: scan_activations(
+        session.model, session.batches(SCAN_BATCHES), forward))
+
+
+def scan_activations(model: nn.Module, batches: Iterable[Any],
+                     forward: Optional[Callable[[Any], Any]] = None) -> ScanResult:
+    """Run `forward(batch)` (default: `model(batch)`, or `model(*batch)` for a tuple) on each
+    batch, in train mode with dropout off and no gradient, and count each activation's units
+    firing. The model's modes, BatchNorm statistics and hooks are left as they were."""
+    forward = forward or (lambda b: model(*b) if isinstance(b, (tuple, list)) else model(b))
+    recorder = _Recorder(model)
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    bn_stats = [(buf, buf.clone()) for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for buf in m.buffers(recurse=False)]
+    result = ScanResult()
+    try:
+        model.train()
+        for m in modules:
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.eval()
+        recorder.install()
+        with torch.no_grad(), _ActivationMode(recorder):
+            for batch in batches:
+                forward(batch)
+                result.batches += 1
+                result.samples += _batch_size(batch)
+    finally:
+        recorder.remove()
+        for m, mode in zip(modules, training):
+            m.training = mode
+        with torch.no_grad():
+            for buf, saved in bn_stats:
+                buf.copy_(saved)
+    result.layers, result.skipped = recorder.collect()
+    return result
+
+
+def _batch_size(batch: Any) -> int:
+    size = getattr(batch, "batch_size", None)  # an engine.Batch
+    if isinstance(size, int):
+        return size
+    tensors = [batch] if isinstance(batch, torch.Tensor) else \
+        [t for t in (batch if isinstance(batch, (tuple, list)) else ()) if isinstance(t, torch.Tensor)]
+    return int(tensors[0].shape[0]) if tensors and tensors[0].dim() > 0 else 1
+
+
+class _Site:
+    """Running counts of one activation call site, kept on the device."""
+
+    def __init__(self, where, kind, family, unit_dim, units, device):
+        self.where, self.kind, self.family, self.unit_dim, self.units = where, kind, family, unit_dim, units
+        self.counts = torch.zeros(units, dtype=torch.int64, device=device)
+        self.elements_per_unit = 0
+        self.inconsistent = False
+
+
+class _Recorder:
+    """The module stack, the per-forward call counters and the counts of every call site."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.paths = {m: name for name, m in model.named_modules()}
+        self.handles: list = []
+        self.stack: list = []
+        self.sites: dict = {}  # where -> _Site
+        self.calls: dict = {}  # (module, function name) -> calls in this forward pass
+        self.channel_first: Optional[bool] = None  # what the last producer says (None: unknown)
+
+    # hooks ------------------------------------------------------------------
+    def install(self) -> None:
+        for module in self.paths:
+            self.handles.append(module.register_forward_pre_hook(self._enter))
+            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.stack.clear()
+
+    def _enter(self, module, args):
+        if not self.stack:  # a new forward pass of the model: call indices start again
+            self.calls.clear()
+            self.channel_first = None
+        self.stack.append(module)
+
+    def _leave(self, module, args, output):
+        if self.stack and self.stack[-1] is module:
+            self.stack.pop()
+        family = ACTIVATION_MODULES.get(type(module))
+        if family is not None and isinstance(output, torch.Tensor):
+            index = self._next_call(module, None)
+            path = self.paths[module]
+            self.record(path if index == 0 else f"{path}#{index}", type(module).__name__, family, output)
+        elif isinstance(module, _CHANNEL_FIRST_MODULES):
+            self.channel_first = True
+        elif isinstance(module, _FEATURE_LAST_MODULES):
+            self.channel_first = False
+
+    # functional calls ---------------------------------------------------------
+    def on_function(self, func, output) -> None:
+        entry = FUNCTIONAL_ACTIVATIONS.get(func)
+        if entry is None:
+            if func in _CHANNEL_FIRST_FUNCS:
+                self.channel_first = True
+            elif func in _FEATURE_LAST_FUNCS:
+                self.channel_first = False
+            return
+        if not self.stack or type(self.stack[-1]) in ACTIVATION_MODULES:
+            return  # outside the model (a loss_fn), or the module hook already counts it
+        if not isinstance(output, torch.Tensor):
+            return
+        name, family, display = entry
+        module = self.stack[-1]
+        index = self._next_call(module, name)
+        self.record(f"{self.paths[module]}:{name}#{index}", display, family, output)
+
+    def _next_call(self, module, name) -> int:
+        key = (module, name)
+        index = self.calls.get(key, 0)
+        self.calls[key] = index + 1
+        return index
+
+    # counting -----------------------------------------------------------------
+    def _unit_dim(self, output: torch.Tensor) -> int:
+        if output.dim() <= 1:
+            return 0
+        channel_first = self.channel_first if self.channel_first is not None else output.dim() >= 4
+        return 1 if channel_first else output.dim() - 1
+
+    def record(self, where: str, kind: str, family: str, output: torch.Tensor) -> None:
+        if not output.is_floating_point() or output.numel() == 0:
+            return
+        output = output.detach()
+        unit_dim = self._unit_dim(output)
+        units = output.shape[unit_dim] if output.dim() else 1
+        site = self.sites.get(where)
+        if site is None:
+            site = self.sites[where] = _Site(where, kind, family, unit_dim, units, output.device)
+        if site.inconsistent:
+            return
+        if units != site.units:  # a dynamic model: the same call site with another width
+            site.inconsistent = True
+            return
+        # Counted now, on the device: a later in-place op cannot change what we saw.
+        if family == RECTIFIER:
+            hits = output > 0
+        elif family == TANH:
+            hits = output.abs() > 1 - SATURATION_MARGIN
+        else:
+            hits = (output < SATURATION_MARGIN) | (output > 1 - SATURATION_MARGIN)
+        if output.dim() == 0:
+            site.counts += hits.reshape(1)
+        else:
+            other = [d for d in range(output.dim()) if d != unit_dim]
+            site.counts += hits.sum(dim=other) if other else hits.long()
+        site.elements_per_unit += output.numel() // units
+
+    def collect(self) -> tuple:
+        """(ActivationStats list, skipped call sites), with one device-to-host copy."""
+        sites = [s for s in self.sites.values() if not s.inconsistent]
+        skipped = [s.where for s in self.sites.values() if s.inconsistent]
+        if not sites:
+            return [], skipped
+        counts = torch.cat([s.counts for s in sites]).cpu().split([s.units for s in sites])
+        return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c)
+                for s, c in zip(sites, counts)], skipped
+
+
+class _ActivationMode(TorchFunctionMode):
+    """Sees every torch function call during the scan; hands each to the recorder.
+
+    NB: not reentrant, like every TorchFunctionMode: one scan at a time.
+    """
+
+    def __init__(self, recorder: _Recorder):
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        output = func(*args, **(kwargs or {}))
+        self.recorder.on_function(func, output)
+        return output
+

@@ -1,0 +1,45 @@
+"""Shared test helpers: load a sample target, run checks on it."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "sample_models")
+HEALTHY = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck"]
+
+
+def sample_path(name: str) -> str:
+    return os.path.join(SAMPLES, f"{name}.py")
+
+
+def load_sample(name: str, attr: str = "build"):
+    """A fresh Setup of sample_models/<name>.py (the target loaded as the CLI does)."""
+    from nndoctor.target import load_target
+
+    return load_target(f"{sample_path(name)}:{attr}")
+
+
+def run_checks_on(name: str, checks, seed: int = 0, settings=None):
+    """The Report of `checks` on a freshly built sample."""
+    from nndoctor.runner import run_checks
+
+    return run_checks(load_sample(name), checks, settings or {}, target=name, device="cpu", seed=seed)
+
+
+def codes_of(report) -> set:
+    return {f.code for f in report.findings}
+
+
+@pytest.fixture(autouse=True)
+def _chdir_root(monkeypatch):
+    # nndoctor reads ./nndoctor.yaml: run every test from the repo root, where there is none.
+    monkeypatch.chdir(ROOT)
+    yield
+
+
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
