@@ -6,11 +6,12 @@ whichever of the three checks asks first (`session.shared`, keyed by the length)
 and records per step:
 
 - the loss;
-- per trainable parameter, the gradient's norm, mean, std and max-abs, reduced
-  on the device and stacked into ONE tensor read with ONE host sync per step
-  (no `.item()` per parameter);
-- every `UPDATE_RATIO_EVERY` steps, the update/weight ratio ‖Δw‖/‖w‖ of the step
-  (CS231n: ~1e-3 is healthy), read with the next step's sync;
+- per trainable parameter, the gradient's norm (one fused `_foreach_norm`),
+  stacked with the loss into ONE tensor read with ONE host sync per step (no
+  `.item()` per parameter);
+- every `DETAIL_EVERY` steps (and the first and last), also each gradient's
+  mean, std and max-abs, and the update/weight ratio ‖Δw‖/‖w‖ of the step
+  (CS231n: ~1e-3 is healthy), read with the same sync or the next step's;
 - which parameters got a gradient at all (None or exactly zero: no-gradient);
 - the first non-finite loss or gradient, where the run stops (no update is
   applied with a NaN gradient).
@@ -47,8 +48,11 @@ from .errors import is_user_file, short_path
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
-# ‖Δw‖ needs a copy of the weights before the step: sample it, don't pay it every step.
-UPDATE_RATIO_EVERY = 10
+# Steps that also record the gradients' mean/std/max-abs and the update/weight ratio. Those
+# cost 3 small reductions per parameter (and ‖Δw‖ a copy of the weights), which on a
+# tiny model rivals the step itself: measured on xor, every step costs 1.33x a bare loop,
+# every 10th 1.24x (2 cores, loaded); the norm alone, every step, is what the checks need.
+DETAIL_EVERY = 10
 
 
 # --------------------------------------------------------------------------- records
@@ -79,12 +83,12 @@ class TrainRun:
     numels: list
     shapes: list
     losses: list = field(default_factory=list)  # finite losses, one per step taken or attempted
-    grad_norm: list = field(default_factory=list)
-    grad_mean: list = field(default_factory=list)
-    grad_std: list = field(default_factory=list)
-    grad_max: list = field(default_factory=list)
-    total_norm: list = field(default_factory=list)  # ‖all gradients‖ per step
-    update_ratio: dict = field(default_factory=dict)  # step -> [‖Δw‖/‖w‖ per param]
+    grad_norm: list = field(default_factory=list)  # every step
+    total_norm: list = field(default_factory=list)  # ‖all gradients‖, every step
+    grad_mean: dict = field(default_factory=dict)  # detail step -> [per param]
+    grad_std: dict = field(default_factory=dict)
+    grad_max: dict = field(default_factory=dict)
+    update_ratio: dict = field(default_factory=dict)  # detail step -> [‖Δw‖/‖w‖ per param]
     weight_norm: dict = field(default_factory=dict)  # step -> [‖w‖ per param], before the step
     update_norm: dict = field(default_factory=dict)  # step -> [‖Δw‖ per param]
     ever_grad: list = field(default_factory=list)  # per param: a non-None gradient at some step
@@ -98,7 +102,6 @@ class TrainRun:
     steps_done: int = 0  # optimizer steps applied (never the non-finite step)
     forward_passes: int = 0  # model forward passes, the localisation re-run included
     seconds: float = 0.0
-
 
     def layers(self) -> dict:
         """module path -> indices of its own trainable parameters, from the input side to
@@ -169,32 +172,35 @@ def train_run(session: Session, steps: int) -> TrainRun:
             present = [i for i, g in enumerate(grads) if g is not None]
             dense = [_dense(grads[i]) for i in present]
 
-            # One stacked tensor, one sync: loss, then per present param norm, sum, min, max,
-            # then the previous sampled step's update norms. (min/max, not an inf-norm:
-            # _foreach_norm(ord=inf) is ~15x slower than aminmax on CPU.)
-            parts = [loss.detach().reshape(()).float()]
+            # One stacked tensor, one sync: the loss, each present gradient's norm, on detail
+            # steps its sum, min and max (aminmax: _foreach_norm(ord=inf) is ~15x slower on
+            # CPU), then the previous detail step's update norms.
+            detail = step % DETAIL_EVERY == 0 or step == steps - 1
+            parts = [_as_f32(loss.detach())]
+            k = len(dense)
             if dense:
                 parts += torch._foreach_norm(dense, 2, dtype=torch.float32)
-                parts += [g.sum(dtype=torch.float32) for g in dense]
-                extremes = [torch.aminmax(g) for g in dense]
-                parts += [e.min.float() for e in extremes] + [e.max.float() for e in extremes]
+                if detail:
+                    parts += [g.sum(dtype=torch.float32) for g in dense]
+                    extremes = [torch.aminmax(g) for g in dense]
+                    parts += [_as_f32(e.min) for e in extremes] + [_as_f32(e.max) for e in extremes]
             if pending is not None:
                 parts += pending[1] + pending[2]
             if multi_device:
                 parts = [t.to(parts[0].device) for t in parts]
             values = torch.stack(parts).tolist()  # the step's one host sync
 
-            loss_value = values[0]
-            k = len(present)
-            norm, sums = values[1:1 + k], values[1 + k:1 + 2 * k]
-            maxabs = [max(-lo, hi) if lo == lo and hi == hi else math.nan
-                      for lo, hi in zip(values[1 + 2 * k:1 + 3 * k], values[1 + 3 * k:1 + 4 * k])]
+            loss_value, norm = values[0], values[1:1 + k]
+            rest = values[1 + k:]
+            if detail:
+                _store_detail(run, step, present, norm, rest[:k], rest[k:2 * k], rest[2 * k:3 * k])
+                rest = rest[3 * k:]
             if pending is not None:
-                _store_update(run, pending[0], values[1 + 4 * k:], len(params))
+                _store_update(run, pending[0], rest, len(params))
                 pending = None
-            _store_grads(run, present, norm, maxabs, sums)
-            finite = math.isfinite(loss_value) and all(math.isfinite(v) for v in maxabs) \
-                and all(math.isfinite(v) for v in sums)
+            _store_norms(run, present, norm)
+            # ‖g‖ is NaN/Inf iff an element is (short of a norm past 3e38: exploding anyway).
+            finite = math.isfinite(loss_value) and all(math.isfinite(v) for v in norm)
             if math.isfinite(loss_value):
                 run.losses.append(loss_value)
             if not finite:
@@ -202,7 +208,7 @@ def train_run(session: Session, steps: int) -> TrainRun:
                 run.forward_passes += 1
                 break
 
-            sample = step % UPDATE_RATIO_EVERY == 0 and params
+            sample = detail and params
             with torch.no_grad():
                 before = torch._foreach_mul(params, 1.0) if sample else None
                 optimizer.step()
@@ -225,24 +231,34 @@ def _dense(grad: torch.Tensor) -> torch.Tensor:
     return grad.coalesce().values() if grad.is_sparse else grad
 
 
-def _store_grads(run: TrainRun, present: list, norm: list, maxabs: list, sums: list) -> None:
+def _as_f32(t: torch.Tensor) -> torch.Tensor:
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _store_norms(run: TrainRun, present: list, norm: list) -> None:
+    row = [0.0] * len(run.names)  # a None gradient counts as 0
+    for j, i in enumerate(present):
+        row[i] = norm[j]
+        run.ever_grad[i] = True
+        if norm[j] != 0.0:
+            run.ever_nonzero[i] = True
+    run.grad_norm.append(row)
+    run.total_norm.append(math.sqrt(sum(v * v for v in norm)))
+
+
+def _store_detail(run: TrainRun, step: int, present: list, norm: list, sums: list,
+                  mins: list, maxs: list) -> None:
     count = len(run.names)
-    n_row, m_row, s_row, x_row = [0.0] * count, [0.0] * count, [0.0] * count, [0.0] * count
+    mean_row, std_row, max_row = [0.0] * count, [0.0] * count, [0.0] * count
     for j, i in enumerate(present):
         numel = run.numels[i]
         mean = sums[j] / numel
         # std from ‖g‖² and Σg (unbiased, as torch.std): no extra device reduction.
         var = (norm[j] ** 2 - numel * mean ** 2) / (numel - 1) if numel > 1 else 0.0
-        n_row[i], m_row[i], x_row[i] = norm[j], mean, maxabs[j]
-        s_row[i] = math.sqrt(var) if var > 0 else (0.0 if var == var else var)
-        run.ever_grad[i] = True
-        if norm[j] != 0.0:
-            run.ever_nonzero[i] = True
-    run.grad_norm.append(n_row)
-    run.grad_mean.append(m_row)
-    run.grad_std.append(s_row)
-    run.grad_max.append(x_row)
-    run.total_norm.append(math.sqrt(sum(v * v for v in norm)))
+        mean_row[i] = mean
+        std_row[i] = math.sqrt(var) if var > 0 else (0.0 if var == var else var)
+        max_row[i] = max(-mins[j], maxs[j]) if mins[j] == mins[j] and maxs[j] == maxs[j] else math.nan
+    run.grad_mean[step], run.grad_std[step], run.grad_max[step] = mean_row, std_row, max_row
 
 
 def _store_update(run: TrainRun, step: int, values: list, count: int) -> None:
@@ -279,16 +295,15 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
     """Re-run the failing step under the tracer and say where the first NaN/Inf came from."""
     model = session.model
     event = NonFinite(step=step, kind="loss", where=None, loss=loss_value)
-    event.params = [n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    event.params = _nonfinite_grads(named)  # from the failing step itself
     broken = [n for n, p in named if not bool(torch.isfinite(p).all())]
     if broken:  # the previous update overflowed a weight: nothing in this step's graph is to blame
         event.kind, event.where, event.value = "parameter", broken[0], _kind_of(dict(named)[broken[0]])
         event.params = broken
         return event
-    bad_inputs = [t for t in tree_leaves((batch.args, batch.kwargs))
-                  if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad_inputs:
-        event.kind, event.value = "input", _kind_of(bad_inputs[0])
+    bad_input = _nonfinite_leaf((batch.args, batch.kwargs))
+    if bad_input is not None:
+        event.kind, event.value = "input", _kind_of(bad_input)
         return event
 
     _set_rng(rng, session.device)
@@ -301,9 +316,9 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
         if loss_finite and loss.requires_grad:
             tracer.hook_backward(loss)
             loss.backward()
+            event.params = _nonfinite_grads(named)
     finally:
         tracer.remove()
-    event.params = [n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     session.optimizer.zero_grad(set_to_none=True)
 
     found = tracer.first_op or tracer.first_backward
@@ -330,6 +345,10 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
         event.scope = "loss" if found["module"] is None else "model"
         event.op, event.source, event.value = found["op"], found["source"], found["value"]
     return event
+
+
+def _nonfinite_grads(named: list) -> list:
+    return [n for n, p in named if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
 
 
 def _kind_of(t: torch.Tensor) -> str:
@@ -361,7 +380,9 @@ def _op_name(func) -> str:
 def _user_source() -> Optional[tuple]:
     """(file, line) of the user's code that called the current op: the innermost user frame
     before nndoctor's own (which called the model or the criterion)."""
-    frame = sys._getframe(2)
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:  # the tracer itself
+        frame = frame.f_back
     while frame is not None:
         filename = frame.f_code.co_filename
         if filename.startswith(_PACKAGE_DIR):

@@ -23,7 +23,7 @@ Where an activation is reported (`ActivationStats.where`):
   model's own forward (`:relu#0`).
 
 A unit is one feature: a channel for convolutional maps, the last dimension
-after a Linear/LayerNorm/attention (see `_channel_first`). A rectifier's unit
+after a Linear/LayerNorm/attention (see `_Recorder._unit_dim`). A rectifier's unit
 *fires* on an element when its output is > 0, which for ReLU, LeakyReLU, ELU,
 GELU, SiLU, Mish, ... is the same as its input being > 0; a channel fires on a
 sample when it is > 0 at any position. A sigmoid/tanh unit is *saturated* on an
@@ -143,6 +143,7 @@ class ActivationStats:
     units: int
     elements_per_unit: int  # samples x positions each unit produced over the scan
     counts: torch.Tensor  # per unit, on the CPU: elements > 0 (rectifier) or saturated (sigmoid/tanh)
+    after: Optional[str] = None  # the last layer (leaf module) that ran before it: a hint for the reader
 
     @property
     def rate(self) -> torch.Tensor:
@@ -242,8 +243,9 @@ def _batch_size(batch: Any) -> int:
 class _Site:
     """Running counts of one activation call site, kept on the device."""
 
-    def __init__(self, where, kind, family, unit_dim, units, device):
+    def __init__(self, where, kind, family, unit_dim, units, device, after):
         self.where, self.kind, self.family, self.unit_dim, self.units = where, kind, family, unit_dim, units
+        self.after = after
         self.counts = torch.zeros(units, dtype=torch.int64, device=device)
         self.elements_per_unit = 0
         self.inconsistent = False
@@ -254,16 +256,17 @@ class _Recorder:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.paths = {m: name for name, m in model.named_modules()}
+        self.paths = {id(m): name for name, m in model.named_modules()}  # id: a module may define __eq__
         self.handles: list = []
         self.stack: list = []
         self.sites: dict = {}  # where -> _Site
         self.calls: dict = {}  # (module, function name) -> calls in this forward pass
         self.channel_first: Optional[bool] = None  # what the last producer says (None: unknown)
+        self.last_layer: Optional[str] = None  # path of the last non-activation leaf module that ran
 
     # hooks ------------------------------------------------------------------
     def install(self) -> None:
-        for module in self.paths:
+        for module in self.model.modules():  # each module once, as named_modules() lists them
             self.handles.append(module.register_forward_pre_hook(self._enter))
             self.handles.append(module.register_forward_hook(self._leave, always_call=True))
 
@@ -277,20 +280,25 @@ class _Recorder:
         if not self.stack:  # a new forward pass of the model: call indices start again
             self.calls.clear()
             self.channel_first = None
+            self.last_layer = None
         self.stack.append(module)
 
     def _leave(self, module, args, output):
         if self.stack and self.stack[-1] is module:
             self.stack.pop()
         family = ACTIVATION_MODULES.get(type(module))
-        if family is not None and isinstance(output, torch.Tensor):
-            index = self._next_call(module, None)
-            path = self.paths[module]
-            self.record(path if index == 0 else f"{path}#{index}", type(module).__name__, family, output)
-        elif isinstance(module, _CHANNEL_FIRST_MODULES):
+        if family is not None:
+            if isinstance(output, torch.Tensor):
+                index = self._next_call(module, None)
+                path = self.paths[id(module)]
+                self.record(path if index == 0 else f"{path}#{index}", type(module).__name__, family, output)
+            return
+        if isinstance(module, _CHANNEL_FIRST_MODULES):
             self.channel_first = True
         elif isinstance(module, _FEATURE_LAST_MODULES):
             self.channel_first = False
+        if not isinstance(module, nn.modules.dropout._DropoutNd) and next(module.children(), None) is None:
+            self.last_layer = self.paths[id(module)]
 
     # functional calls ---------------------------------------------------------
     def on_function(self, func, output) -> None:
@@ -308,10 +316,10 @@ class _Recorder:
         name, family, display = entry
         module = self.stack[-1]
         index = self._next_call(module, name)
-        self.record(f"{self.paths[module]}:{name}#{index}", display, family, output)
+        self.record(f"{self.paths[id(module)]}:{name}#{index}", display, family, output)
 
     def _next_call(self, module, name) -> int:
-        key = (module, name)
+        key = (id(module), name)
         index = self.calls.get(key, 0)
         self.calls[key] = index + 1
         return index
@@ -331,7 +339,8 @@ class _Recorder:
         units = output.shape[unit_dim] if output.dim() else 1
         site = self.sites.get(where)
         if site is None:
-            site = self.sites[where] = _Site(where, kind, family, unit_dim, units, output.device)
+            site = self.sites[where] = _Site(where, kind, family, unit_dim, units, output.device,
+                                             self.last_layer)
         if site.inconsistent:
             return
         if units != site.units:  # a dynamic model: the same call site with another width
@@ -358,7 +367,7 @@ class _Recorder:
         if not sites:
             return [], skipped
         counts = torch.cat([s.counts for s in sites]).cpu().split([s.units for s in sites])
-        return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c)
+        return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c, s.after)
                 for s, c in zip(sites, counts)], skipped
 
 

@@ -1,9 +1,9 @@
-"""Broken: a regression MLP trained by SGD with a far-too-high LR (lr=0.5 on unit-scale data).
+"""Broken: a regression MLP trained by SGD with a far-too-high LR (lr=1.0 on unit-scale data).
 
 Every step overshoots the minimum by more than it corrects, so the loss and the
-gradients grow geometrically until they overflow: the loss turns Inf/NaN after a
-few dozen steps. Expected: `non-finite` (nan), with `exploding-gradient` (grads)
-as the related symptom. Fix: lower the LR (1e-2 trains it) or clip gradients.
+gradients grow geometrically (13 -> 37 -> 7e4 -> 2e14) until the loss overflows
+to Inf at the 4th step. Expected: `non-finite` (nan), with `exploding-gradient`
+(grads) as the related symptom. Fix: lower the LR (1e-2 trains it) or clip gradients.
 """
 
 import torch
@@ -22,5 +22,5 @@ def build():
         "model": model,
         "train_loader": loader(x, y, batch_size=32),
         "criterion": nn.MSELoss(),
-        "optimizer": torch.optim.SGD(model.parameters(), lr=0.5),  # bug: far too high
+        "optimizer": torch.optim.SGD(model.parameters(), lr=1.0),  # bug: far too high
     }

@@ -5,7 +5,7 @@ misremembered "small random weights" recipe). Each layer then shrinks the
 input-dependent signal ~250x, so it vanishes within a few layers: the output
 barely depends on the input and the gradients to the early layers vanish.
 Expected: `bad-init` from the `init` check, `where` = `layers.2`, the hidden
-layer where the signal has fallen more than 1000x below the first layer's.
+layer where the signal has fallen more than 10^4 x below the first layer's.
 """
 
 import torch

@@ -198,8 +198,7 @@ def test_explain_unknown_code_is_exit_2():
 # ------------------------------------------------------------------ the real entry point (subprocess)
 
 def run_cli(*args: str, prefix=("nndoctor",)) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run([*prefix, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 def test_entry_point_syntax_error_is_one_line_without_traceback():

@@ -27,6 +27,16 @@ def scanned_batches(name: str, seed: int = 0) -> list:
     return Session(load_sample(name), device="cpu", seed=seed).batches(data_check.SCAN_BATCHES)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's
+    # spinning threads make them several times slower; restored for the other test modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_on(model, x, y, criterion=None, checks=("data",), batch_size=16):
     setup = Setup(model=model, train_loader=DataLoader(TensorDataset(x, y), batch_size=batch_size),
                   criterion=criterion)
@@ -91,6 +101,11 @@ def test_nan_data_counted_per_batch(broken):
     assert ev["inf"] == 0
     assert ev["batches"] == [i for i, n in enumerate(per_batch) if n]
     assert ev["first_batch"] == ev["batches"][0]
+    # the scale statistics skip the NaNs instead of becoming NaN themselves
+    x = torch.cat([b.args[0] for b in batches]).double()
+    scale = next(c for c in report.checks if c.name == "data").metrics["input_scale"]["inputs"]
+    assert scale["mean"] == pytest.approx(x[~x.isnan()].mean().item(), rel=1e-5)
+    assert scale["rms"] == pytest.approx(x[~x.isnan()].square().mean().sqrt().item(), rel=1e-5)
     assert codes_of(report) == {"data-non-finite"}
 
 

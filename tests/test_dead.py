@@ -44,6 +44,9 @@ def test_broken_sample_is_found_where_the_bug_is(sample, code, wheres):
         assert ev[pct_key] == pytest.approx(100 * ev[count_key] / ev["total_units"], abs=0.01)
         assert ev["total_units"] == 64 and ev["batches_scanned"] == 4 and ev["samples_scanned"] == 128
         assert str(ev[count_key]) in finding.message and f"{ev[pct_key]:.1f}%" in finding.message
+    if sample == "functional_relu_net":  # the layer that fed the F.relu, for the reader
+        assert report.findings[0].evidence["after"] == "block2.linear"
+        assert "(after `block2.linear`)" in report.findings[0].message
     # the healthy layer next to the bug stays below the bar
     healthy_layer = {"dead_relu_mlp": "network.1", "functional_relu_net": "block1:relu#0"}.get(sample)
     if healthy_layer:
@@ -192,6 +195,7 @@ def test_functional_activations_sites_units_and_values():
     scan = scan_activations(model, [x])
     assert [(s.where, s.kind, s.units, s.unit_dim) for s in scan.layers] == [
         ("0:relu#0", "F.relu", 6, 1), ("0:sigmoid#0", "torch.sigmoid", 10, 2), ("0:tanh#0", "Tensor.tanh", 10, 2)]
+    assert [s.after for s in scan.layers] == ["0.conv", "0.proj", "0.proj"]
     gates = model[0]
     with torch.no_grad():
         s = torch.sigmoid(gates.proj(x))

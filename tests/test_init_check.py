@@ -25,6 +25,16 @@ from nndoctor.target import Setup
 LOUD = ("warning", "error")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's
+    # spinning threads make them several times slower; restored for the other test modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_on(model, x, y, criterion=None, checks=("init",), batch_size=16):
     setup = Setup(model=model, train_loader=DataLoader(TensorDataset(x, y), batch_size=batch_size),
                   criterion=criterion)
@@ -209,6 +219,15 @@ class GRUTagger(nn.Module):
         return self.head(self.gru(x)[0][:, -1])
 
 
+def _plain_cnn():
+    """VGG-style, 8 convs, no normalisation, PyTorch's default init."""
+    layers, channels = [], 3
+    for i, width in enumerate([16, 16, 32, 32, 64, 64, 64, 64]):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()] + ([nn.MaxPool2d(2)] if i % 2 else [])
+        channels = width
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64, 4))
+
+
 def _plain_mlp(depth=6, width=64):
     layers, size = [], 16
     for _ in range(depth - 1):
@@ -223,7 +242,8 @@ def _plain_mlp(depth=6, width=64):
     lambda g: (ResNetish(), torch.randn(32, 3, 8, 8, generator=g)),
     lambda g: (GRUTagger(), torch.randn(32, 10, 8, generator=g)),
     lambda g: (_plain_mlp(), torch.randn(32, 16, generator=g)),  # PyTorch default init, 6 plain layers
-], ids=["transformer", "residual-mlp", "resnet-block", "gru", "default-init-mlp"])
+    lambda g: (_plain_cnn(), torch.randn(32, 3, 16, 16, generator=g)),
+], ids=["transformer", "residual-mlp", "resnet-block", "gru", "default-init-mlp", "default-init-vgg"])
 def test_healthy_architectures_stay_silent(make):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)

@@ -17,13 +17,12 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 from ..engine import LABEL_KEYS, Batch, Session
 from ..errors import summarize
 from ..findings import make_finding
 from . import Outcome
-from .init import criterion_kind, forward_record
+from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 
 NAME = "data"
 
@@ -35,8 +34,6 @@ RMS_LIMIT = 10.0  # LeCun et al. (1998), "Efficient BackProp" §4.3: inputs shou
 #   one-hot/binary features all have RMS <= ~1; raw 0-255 pixels ~100. Ten times the unit scale
 #   is where default init (sized for unit-variance inputs) gets pre-activations 10x too large.
 MAX_CHANNELS_IN_EVIDENCE = 16  # per-channel means/stds (the Normalize(mean, std) to use) up to 16
-NORMALIZING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm,
-                      nn.modules.instancenorm._InstanceNorm)  # a model that normalises its raw input
 
 DEFAULTS = {
     "batches": SCAN_BATCHES,  # training batches scanned
@@ -159,29 +156,48 @@ def unnormalized_findings(session: Session, batches: list, max_rms: float, metri
 
 
 def _scale_stats(tensors: list) -> dict:
-    """Mean, std, RMS, min, max of the finite values (NaN/Inf are data-non-finite's); the same
-    per slice of dim 1 (image channels, tabular features) too."""
-    flat = torch.cat([t.detach().double().reshape(-1) for t in tensors])
-    flat = flat[torch.isfinite(flat)]
-    if flat.numel() == 0:
+    """Mean, std, RMS, min, max of the finite values (NaN/Inf are data-non-finite's); the same per
+    slice of dim 1 (image channels, tabular features) too. Accumulated batch by batch in float64
+    on the device (no copy of the whole scan), read with one sync."""
+    per_channel = all(t.dim() >= 2 for t in tensors) and len({t.shape[1] for t in tensors}) == 1
+    channels = tensors[0].shape[1] if per_channel else 1
+    device = tensors[0].device
+    count = torch.zeros(channels, dtype=torch.float64, device=device)
+    total, squares = torch.zeros_like(count), torch.zeros_like(count)
+    low = torch.full((), math.inf, dtype=torch.float64, device=device)
+    high = torch.full((), -math.inf, dtype=torch.float64, device=device)
+    for t in tensors:
+        values = t.detach().to(torch.float64)
+        values = values.transpose(0, 1).reshape(channels, -1) if per_channel else values.reshape(1, -1)
+        finite = torch.isfinite(values)
+        zeroed = torch.where(finite, values, torch.zeros_like(values))
+        count += finite.sum(1)
+        total += zeroed.sum(1)
+        squares += zeroed.square().sum(1)
+        low = torch.minimum(low, torch.where(finite, values, torch.full_like(values, math.inf)).min())
+        high = torch.maximum(high, torch.where(finite, values, torch.full_like(values, -math.inf)).max())
+    n, sum_, sq = count.sum(), total.sum(), squares.sum()
+    overall = torch.stack([n, sum_ / n, sq / n, low, high])
+    channel = torch.stack([total / count.clamp(min=1), squares / count.clamp(min=1), count])
+    (n, mean, square, low, high), (c_mean, c_square, c_count) = overall.tolist(), channel.tolist()  # one sync
+    if n == 0:
         nan = math.nan
         return {"mean": nan, "std": nan, "rms": nan, "min": nan, "max": nan,
                 "channel_rms": [], "channel_mean": [], "channel_std": []}
-    stats = torch.stack([flat.mean(), flat.std() if flat.numel() > 1 else flat.new_zeros(()),
-                         flat.square().mean().sqrt(), flat.min(), flat.max()]).tolist()
-    out = dict(zip(("mean", "std", "rms", "min", "max"), (_round(v) for v in stats)))
-    out["channel_rms"] = out["channel_mean"] = out["channel_std"] = []
-    if all(t.dim() >= 2 for t in tensors) and len({t.shape[1] for t in tensors}) == 1:
-        per = torch.cat([t.detach().double().transpose(0, 1).reshape(t.shape[1], -1) for t in tensors], 1)
-        finite = torch.isfinite(per)
-        per = torch.where(finite, per, torch.zeros_like(per))
-        n = finite.sum(1).clamp(min=1).double()
-        mean, square = per.sum(1) / n, per.square().sum(1) / n
-        var = ((square - mean.square()) * n / (n - 1).clamp(min=1)).clamp(min=0)
-        out["channel_rms"] = square.sqrt().tolist()
-        out["channel_mean"] = [_round(v) for v in mean.tolist()]
-        out["channel_std"] = [_round(v) for v in var.sqrt().tolist()]
+    out = {"mean": _round(mean), "std": _round(_std(mean, square, n)), "rms": _round(math.sqrt(square)),
+           "min": _round(low), "max": _round(high), "channel_rms": [], "channel_mean": [], "channel_std": []}
+    if per_channel:
+        out["channel_rms"] = [math.sqrt(v) for v in c_square]
+        out["channel_mean"] = [_round(v) for v in c_mean]
+        out["channel_std"] = [_round(_std(m, q, k)) for m, q, k in zip(c_mean, c_square, c_count)]
     return out
+
+
+def _std(mean: float, mean_square: float, n: float) -> float:
+    """The sample standard deviation (as torch.std) from E[x] and E[x²] over n values."""
+    if n < 2:
+        return 0.0
+    return math.sqrt(max(mean_square - mean * mean, 0.0) * n / (n - 1))
 
 
 def _normalised_by_model(session: Session, name: str) -> Optional[str]:
@@ -192,7 +208,7 @@ def _normalised_by_model(session: Session, name: str) -> Optional[str]:
         readers = forward_record(session).input_readers
     except Exception:  # the model's forward raised: the init check reports it
         return None
-    if readers and all(isinstance(m, NORMALIZING_LAYERS) for _, m in readers):
+    if readers and all(isinstance(m, NORMALIZING_LAYERS) for _, m in readers):  # e.g. BatchNorm1d first
         return ", ".join(p for p, _ in readers)
     return None
 

@@ -65,11 +65,11 @@ def dead_finding(stats: ActivationStats, scan: ScanResult, threshold: float):
     pct = stats.dead_pct
     return make_finding(
         "dead-neurons", NAME, stats.where,
-        f"{dead} of the {stats.units} units ({pct:.1f}%) of {stats.kind} `{stats.where}` never fire "
+        f"{dead} of the {stats.units} units ({pct:.1f}%) of {_name(stats)} never fire "
         f"on {scan.samples} samples ({scan.batches} batches) at initialisation (threshold {threshold:g}%).",
         {"dead_pct": round(pct, 2), "dead_units": dead, "total_units": stats.units,
          "batches_scanned": scan.batches, "samples_scanned": scan.samples,
-         "activation": stats.kind, "threshold": threshold})
+         "activation": stats.kind, "after": stats.after, "threshold": threshold})
 
 
 def saturated_finding(stats: ActivationStats, scan: ScanResult, threshold: float):
@@ -80,13 +80,22 @@ def saturated_finding(stats: ActivationStats, scan: ScanResult, threshold: float
     near = "0 or 1" if stats.family == SIGMOID else "±1"
     return make_finding(
         "saturated-activations", NAME, stats.where,
-        f"{stuck} of the {stats.units} units ({pct:.1f}%) of {stats.kind} `{stats.where}` are within "
+        f"{stuck} of the {stats.units} units ({pct:.1f}%) of {_name(stats)} are within "
         f"{SATURATION_MARGIN:g} of {near} on most of {scan.samples} samples at initialisation "
         f"({stats.saturated_output_pct:.1f}% of all its outputs; threshold {threshold:g}%).",
         {"saturated_pct": round(pct, 2), "saturated_units": stuck, "total_units": stats.units,
          "saturated_output_pct": round(stats.saturated_output_pct, 2),
          "batches_scanned": scan.batches, "samples_scanned": scan.samples,
-         "activation": stats.kind, "threshold": threshold})
+         "activation": stats.kind, "after": stats.after, "threshold": threshold})
+
+
+def _name(stats: ActivationStats) -> str:
+    """`ReLU `network.3``, or `torch.relu `:relu#2` (after `layers.2`)` for a functional call,
+    whose where names a forward, not a layer."""
+    name = f"{stats.kind} `{stats.where}`"
+    if ":" in stats.where and stats.after:
+        name += f" (after `{stats.after}`)"
+    return name
 
 
 def _over(bad: int, units: int, threshold: float) -> bool:

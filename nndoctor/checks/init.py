@@ -37,12 +37,12 @@ NAME = "init"
 INIT_LOSS_RATIO = 2.0  # Karpathy, "A Recipe for Training Neural Networks" (2019), "verify loss @
 #   init": an untrained C-class classifier should score -ln(1/C). Logits ~ N(0, σ²) add about σ²/2
 #   to ln C; twice ln C needs σ ≳ 2 (σ ≈ 2.1 for C = 10) where default PyTorch init gives σ < 1.
-COLLAPSE_RATIO = 1e-3  # He et al. (2015), "Delving Deep into Rectifiers", §2.2 and Fig. 3: a signal
-#   scaled by β per layer is β^L after L layers; their 30-layer ReLU net whose signal shrank by
-#   ~1e-5 (Xavier, β = 1/√2) did not learn, the 22-layer one (~5e-4) learnt slowly. Three orders
-#   of magnitude from the first to the last hidden layer is past where deep nets stall, and still
-#   leaves PyTorch's default init (β ≈ 0.41-0.58 per layer) room for ~8 plain layers.
-EXPLODE_RATIO = 1e3  # the same bar upwards: a signal 1000x larger at the last hidden layer.
+COLLAPSE_RATIO = 1e-4  # He et al. (2015), "Delving Deep into Rectifiers", §2.2 and Fig. 3: a signal
+#   scaled by β per layer is β^L after L layers. With Xavier init on ReLU (β = 1/√2) their 22-layer
+#   net (signal ~7e-4 at the top) still converged, the 30-layer one (~4e-5) did not learn at all:
+#   the bar sits between the two. PyTorch's default init (β ≈ 0.3-0.6 per plain layer) stays clear
+#   of it up to ~10 layers without normalisation.
+EXPLODE_RATIO = 1e4  # the same bar upwards: a signal 10^4 x larger at the last hidden layer.
 BATCH_LEAK_TOL = 1e-6  # a batch-independent model has exactly zero cross-sample gradient (no
 #   autograd path); the tolerance only absorbs float round-off relative to the sample's own gradient.
 MAX_LAYERS_IN_METRICS = 40  # per-layer signal stds listed in the metrics (deep nets: the first 40)
