@@ -151,3 +151,76 @@ def size_section(size: dict):
     if len(layers) > shown:
         parts.append(Text(f"… {len(layers) - shown} more modules (see --format json)", style="dim"))
     return Group(*parts)
+
+
+@section("lr_find")
+def lr_find_section(data: dict):
+    from ..plots import braille_plot  # no matplotlib: text only
+
+    title = Text("lr-find", style="bold")
+    parts = [title]
+    lrs, losses = data.get("lrs") or [], data.get("losses") or []
+    suggestions = data.get("suggestions") or {}
+    method, current = data.get("method"), data.get("current_lr")
+    chosen = suggestions.get(method)
+    marks = [(current, "●")] + ([(chosen, "▲")] if chosen else [])
+    curve = [(x, y) for x, y in zip(lrs, losses) if y is not None]
+    if len(curve) >= 2:
+        lines = braille_plot([c[0] for c in curve], [c[1] for c in curve], width=56, height=8, marks=marks)
+        parts.append(Text("\n".join(lines), style="cyan"))
+        legend = Text(" " * 11)
+        if chosen:
+            legend.append("▲ suggested  ", style="green")
+        legend.append("● current LR   (loss, smoothed, vs LR on a log axis)", style="dim")
+        parts.append(legend)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    if data.get("reason"):
+        table.add_row("no suggestion", Text(data["reason"], style="yellow"))
+    else:
+        for name, lr in suggestions.items():
+            mark = " ◀ suggested" if name == method else ""
+            table.add_row(name, Text(f"{lr:.2e}{mark}", style="bold green" if mark else ""))
+        if data.get("why"):
+            table.add_row("why " + str(method), data["why"])
+    if current is not None:
+        ratio = current / chosen if chosen else None
+        ratio = "" if ratio is None else f" ({ratio:.0f}x the suggestion)" if ratio >= 10 \
+            else f" ({ratio:.2g}x the suggestion)"
+        table.add_row("current LR", f"{current:.2e}{ratio}")
+    if data.get("stopped"):
+        table.add_row("stopped", f"early: the loss {data['stopped']} at LR {lrs[len(curve) - 1]:.2e}"
+                      if curve else str(data["stopped"]))
+    if data.get("plot"):
+        table.add_row("plot", str(data["plot"]))
+    parts.append(table)
+    return Group(*parts)
+
+
+@section("fit")
+def fit_section(data: dict):
+    from ..plots import sparkline
+
+    train, val = data.get("train_losses") or [], data.get("val_losses") or []
+    baseline = data.get("baseline_loss")
+    finite = [v for v in train + val if v is not None]
+    low, high = (min(finite), max(finite)) if finite else (None, None)
+    table = Table(title="fit", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("loss", style="bold", no_wrap=True)
+    table.add_column("curve", no_wrap=True)
+    for i in range(len(train)):
+        table.add_column(f"ep {i + 1}", justify="right", no_wrap=True)
+    table.add_row("train", Text(sparkline(train, low, high), style="cyan"), *[f"{v:.4g}" for v in train])
+    table.add_row("val", Text(sparkline(val, low, high), style="magenta"), *[f"{v:.4g}" for v in val])
+    notes = []
+    if baseline is not None:
+        notes.append(f"trivial predictor ({data.get('baseline_kind')}): {baseline:.4g}")
+    if data.get("overfit_from_epoch"):
+        notes.append(f"overfitting from epoch {data['overfit_from_epoch']}")
+    if data.get("stopped"):
+        notes.append(str(data["stopped"]))
+    if data.get("plot"):
+        notes.append(f"plot: {data['plot']}")
+    parts = [table] + [Text(n, style="dim") for n in notes]
+    return Group(*parts)

@@ -1,0 +1,132 @@
+"""fit: underfitting on a 1-unit bottleneck, overfitting on a memorising MLP, the healthy MLP
+silent; the trivial-predictor baselines against the loss of that predictor; curves, plot."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import codes_of, load_sample, run_checks_on
+from nndoctor.checks import fit
+from nndoctor.checks.fit import TargetStats, overfitting, underfitting
+from nndoctor.runner import run_checks
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return run_checks_on("tiny_capacity_mlp", ["fit"])
+
+
+@pytest.fixture(scope="module")
+def memorising():
+    return run_checks_on("memorising_mlp", ["fit"])
+
+
+def test_tiny_capacity_underfits(tiny):
+    assert codes_of(tiny) == {"underfitting"}
+    (finding,) = tiny.findings
+    section = tiny.sections["fit"]
+    assert finding.evidence["best_train_loss"] == min(section["train_losses"])
+    assert finding.evidence["ratio"] == pytest.approx(min(section["train_losses"]) / section["baseline_loss"])
+    assert finding.evidence["ratio"] > fit.UNDERFIT_RATIO
+    # 10 classes: the class prior's entropy is close to ln 10.
+    assert math.log(10) * 0.95 < section["baseline_loss"] <= math.log(10)
+
+
+def test_memorising_overfits_from_the_epoch_after_the_best(memorising):
+    assert codes_of(memorising) == {"overfitting"}
+    (finding,) = memorising.findings
+    train, val = memorising.sections["fit"]["train_losses"], memorising.sections["fit"]["val_losses"]
+    best = int(np.argmin(val))
+    assert finding.evidence["from_epoch"] == best + 2 == memorising.sections["fit"]["overfit_from_epoch"]
+    assert val[-1] > (1 + fit.OVERFIT_MARGIN) * val[best] and train[-1] < train[best]
+    assert f"From epoch {best + 2}" in finding.message
+
+
+def test_healthy_mlp_neither_over_nor_underfits():
+    report = run_checks_on("mlp", ["fit"])
+    assert report.checks[0].status == "pass"
+    section = report.sections["fit"]
+    assert len(section["train_losses"]) == len(section["val_losses"]) == 5
+    assert section["train_losses"][-1] < 0.2 * section["baseline_loss"]
+
+
+def test_skipped_without_a_validation_loader():
+    report = run_checks_on("xor", ["fit"])
+    assert report.checks[0].status == "skipped" and "validation" in report.checks[0].reason
+
+
+def test_model_and_optimizer_restored():
+    setup = load_sample("memorising_mlp")
+    before = {k: v.clone() for k, v in setup.model.state_dict().items()}
+    run_checks(setup, ["fit"], {"fit": {"epochs": 2}}, device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in setup.model.state_dict().items())
+    assert setup.optimizer.state_dict()["state"] == {}
+
+
+# --------------------------------------------------------------------------- baselines
+
+def _stats(criterion, targets):
+    stats = TargetStats(criterion)
+    for chunk in targets.split(7):
+        stats.add(chunk)
+    return stats.loss()
+
+
+def test_class_prior_baseline_is_the_loss_of_predicting_the_prior():
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 15 + [3] * 5)
+    prior = torch.bincount(y).double() / len(y)
+    constant_logits = prior.log().float().expand(len(y), 4)
+    expected = nn.CrossEntropyLoss()(constant_logits, y).item()
+    assert _stats(nn.CrossEntropyLoss(), y) == pytest.approx(expected, rel=1e-6)
+    smoothing = nn.CrossEntropyLoss(label_smoothing=0.1)
+    smoothed = (0.9 * prior + 0.1 / 4).log().float().expand(len(y), 4)
+    stats = TargetStats(smoothing)
+    stats.add(y)
+    assert stats.loss(num_classes=4) == pytest.approx(smoothing(smoothed, y).item(), rel=1e-5)
+
+
+def test_variance_and_binary_entropy_baselines():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(100, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5]) + 3
+    assert _stats(nn.MSELoss(), y) == pytest.approx(nn.MSELoss()(y.mean(0).expand_as(y), y).item(), rel=1e-5)
+    b = (torch.rand(100, 2, generator=g) < torch.tensor([0.2, 0.7])).float()
+    mean = b.mean(0)
+    expected = nn.BCEWithLogitsLoss()(torch.logit(mean).expand_as(b), b).item()
+    assert _stats(nn.BCEWithLogitsLoss(), b) == pytest.approx(expected, rel=1e-5)
+    assert _stats(nn.L1Loss(), y) is None  # no baseline: underfitting is not judged
+
+
+def test_verdicts_on_fixed_curves():
+    # Validation rising, training falling, by more than the margin: overfitting from epoch 3.
+    assert overfitting([2.0, 1.5, 1.0, 0.5], [1.8, 1.2, 1.3, 1.5]).evidence["from_epoch"] == 3
+    # A small bump (5%) is noise; both rising is a broken run, not memorisation.
+    assert overfitting([2.0, 1.5, 1.0, 0.5], [1.8, 1.2, 1.22, 1.26]) is None
+    assert overfitting([1.0, 1.2, 1.5, 2.0], [1.0, 1.3, 1.6, 2.1]) is None
+    assert underfitting([2.3, 2.2, 2.1], 2.3, "class-prior").evidence["ratio"] == pytest.approx(2.1 / 2.3)
+    assert underfitting([2.3, 1.2, 0.4], 2.3, "class-prior") is None
+    assert underfitting([2.3, 2.2], None, None) is None
+
+
+def test_png_plot_and_rich_section(tmp_path, memorising):
+    from matplotlib.image import imread
+    from rich.console import Console
+
+    from nndoctor.render.rich import print_report
+
+    path = tmp_path / "fit.png"
+    report = run_checks_on("memorising_mlp", ["fit"], settings={"fit": {"epochs": 3, "plot": str(path)}})
+    assert report.sections["fit"]["plot"] == str(path) and path.stat().st_size > 10_000
+    image = imread(path)
+    rgb = image[..., :3]
+    orange = np.all(np.abs(rgb - np.array([0xFF, 0x7F, 0x0E]) / 255) < 0.08, axis=-1)  # validation curve
+    assert orange.sum() > 100
+    console = Console(width=80, record=True, color_system=None)
+    print_report(memorising, console)
+    text = console.export_text()
+    assert "overfitting from epoch" in text and "ep 5" in text
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
