@@ -21,7 +21,13 @@ def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None,
     `config` holds per-check settings, e.g. {"overfit": {"steps": 200}}.
     """
     from .config import validate
+    from .engine import resolve_device
     from .runner import run_checks
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
     if target is not None:
         setup = load_target(target, data)

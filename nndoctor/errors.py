@@ -63,14 +63,16 @@ def short_path(filename: str) -> str:
 def user_cause(exc: BaseException) -> BaseException:
     """The exception to report: a library that wraps the user's error (torchinfo's
     "Failed to run torchinfo") hides it in `__cause__`; the first link of the chain
-    raised from the user's code is the one that says what is wrong, and where."""
-    seen, link = set(), exc
+    raised from the user's code is the one that says what is wrong, and where. With
+    no user frame (a forward called with the wrong arguments fails in torch's call),
+    the root of the chain still says what is wrong; the wrapper does not."""
+    seen, link, root = set(), exc, exc
     while link is not None and id(link) not in seen:
         if user_frame(link) is not None:
             return link
         seen.add(id(link))
-        link = link.__cause__
-    return exc
+        root, link = link, link.__cause__
+    return root
 
 
 def summarize(exc: BaseException) -> str:

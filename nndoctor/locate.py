@@ -2,12 +2,15 @@
 
 Used by `--format github` to annotate the user's own file. A torch built-in
 (nn.ReLU) is defined in torch, so we climb to the nearest enclosing module
-whose class the user wrote.
+whose class the user wrote. A model no class of the user's holds (an
+nn.Sequential built inside `build()`) points at the target's `build` instead.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 from typing import Optional
 
 import torch.nn as nn
@@ -54,3 +57,31 @@ def attach_sources(model: nn.Module, findings: list) -> None:
     for finding in findings:
         if finding.source is None:
             finding.source = source_of(model, finding.where)
+
+
+def target_source(spec: Optional[str]) -> Optional[tuple]:
+    """(file, line) of the target's ATTR (`build`) in the user's already-imported module,
+    or None: where the model is defined when no class of the user's defines it."""
+    if not spec:
+        return None
+    from .target import split_target
+
+    where, attr = split_target(spec)
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        module = sys.modules.get(os.path.splitext(os.path.basename(where))[0])
+        if module is None or os.path.abspath(getattr(module, "__file__", None) or "") != os.path.abspath(where):
+            return None  # not the module load_target imported
+    else:
+        module = sys.modules.get(where)
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    try:
+        obj = inspect.unwrap(obj)
+        filename = inspect.getsourcefile(obj)
+        line = inspect.getsourcelines(obj)[1]
+    except (OSError, TypeError, ValueError):  # not a function or class: the module's file
+        filename, line = getattr(module, "__file__", None), 1
+    if not filename or not is_user_file(filename):
+        return None
+    return short_path(filename), line

@@ -14,15 +14,20 @@ def _escape_property(text: str) -> str:
 
 
 def render(report) -> str:
+    from ..locate import target_source
+
+    # Findings no class of the user's holds, and crashes outside the user's code,
+    # point at the target's build function.
+    fallback = target_source(report.target)
     lines = []
     for check in report.checks:
         if check.status == "error":
-            props = _location(_crash_site(check))
+            props = _location(_crash_site(check) or fallback)
             props.append(f"title={_escape_property('nndoctor ' + check.name)}")
             lines.append(f"::error {','.join(props)}::"
                          f"{_escape_data('the check did not complete: ' + (check.reason or ''))}")
     for f in report.findings:
-        props = _location(f.source)
+        props = _location(f.source or fallback)
         where = f" ({f.where})" if f.where else ""
         props.append(f"title={_escape_property(f'nndoctor {f.code}{where}')}")
         lines.append(f"::{_COMMAND[f.severity]} {','.join(props)}::"
