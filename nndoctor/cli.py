@@ -115,6 +115,9 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
                       max_seconds, common.debug)
     _emit(report, common)
     if report.interrupted:
+        count = len(report.checks)
+        print(f"nndoctor: interrupted: reported the {count} check{'s' * (count != 1)} that finished",
+              file=sys.stderr)
         return 130
     return report.exit_code(fail_on)
 
@@ -145,9 +148,7 @@ def _run(target, data, names, settings, device, seed, max_seconds, debug):
     from .engine import resolve_device
     from .runner import run_checks
     from .target import load_target
-    from .threads import configure_threads
 
-    configure_threads()
     try:
         resolve_device(device)
     except ValueError as exc:

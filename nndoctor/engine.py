@@ -31,8 +31,12 @@ class Skip(Exception):
     """Raised by a check that lacks what it needs; the message is the reason."""
 
 
-class CheckTimeout(Exception):
-    """A check ran past its --max-seconds."""
+class CheckTimeout(BaseException):
+    """A check ran past its --max-seconds.
+
+    A BaseException, as KeyboardInterrupt is: raised by SIGALRM anywhere in the user's
+    forward, it must pass through `except Exception` (torchinfo re-raises what it
+    catches as a RuntimeError; a check's own guard would swallow it and run on)."""
 
 
 # --------------------------------------------------------------------------- seeding
@@ -90,7 +94,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 @dataclass
 class _Snapshot:
-    tensors: dict  # id-keyed: parameter/buffer name -> cloned data
+    tensors: Optional[dict]  # parameter/buffer name -> cloned data (None: weights left out)
     grads: dict
     requires_grad: dict
     training: dict
@@ -140,6 +144,13 @@ class Batch:
 
 
 def split_batch(raw: Any) -> Batch:
+    batch = _split(raw)
+    if batch.batch_size == 0:  # a DataLoader never yields one; every statistic of it is undefined
+        raise DataError("the loader yielded a batch of 0 samples")
+    return batch
+
+
+def _split(raw: Any) -> Batch:
     if raw is None:
         raise DataError("the loader yielded None instead of a batch")
     if isinstance(raw, dict) or (hasattr(raw, "keys") and hasattr(raw, "__getitem__")):
@@ -199,7 +210,12 @@ class Session:
         self._batches: list = []
         self._batch_iter = None
         self._loader_exhausted = False
+        # What the loader raised (or a batch it yielded that cannot be split): raised again
+        # for every later check, which would otherwise meet a closed loader ("empty").
+        self._batch_error: Optional[BaseException] = None
         self._shared: dict = {}
+        self._base: Optional[_Snapshot] = None  # the outermost preserved() scope's snapshot
+        self._base_versions = None
         # Every check's settings as the user gave them ({check: {key: value}}), set by the
         # runner: work shared by several checks (one training run) reads its length here.
         self.settings: dict = {}
@@ -211,7 +227,10 @@ class Session:
         self.optimizer = setup.optimizer
         self.default_optimizer = self.optimizer is None
         if self.optimizer is None:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=DEFAULT_LR)
+            params = list(self.model.parameters())
+            # None for a model without parameters (Adam refuses an empty list): the
+            # runner reports the training checks as errors, the others still run.
+            self.optimizer = torch.optim.Adam(params, lr=DEFAULT_LR) if params else None
         elif self._original_device is not None and self._original_device != self.device:
             _optimizer_to(self.optimizer, self.device)
 
@@ -221,11 +240,13 @@ class Session:
             _optimizer_to(self.optimizer, self._original_device)
 
     # ---------------------------------------------------------------- state
-    def snapshot(self) -> _Snapshot:
+    def snapshot(self, weights: bool = True) -> _Snapshot:
+        """Everything a check may change. `weights=False` leaves out the parameters,
+        buffers and optimizer state (the heavy part), for scopes that restore those
+        from the run's base snapshot."""
         model = self.model
-        tensors = {}
-        for name, t in _named_state_tensors(model):
-            tensors[name] = t.detach().clone()
+        tensors = {name: t.detach().clone() for name, t in _named_state_tensors(model)} \
+            if weights else None
         grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
                  for n, p in model.named_parameters()}
         return _Snapshot(
@@ -233,16 +254,18 @@ class Session:
             grads=grads,
             requires_grad={n: p.requires_grad for n, p in model.named_parameters()},
             training={n: m.training for n, m in model.named_modules()},
-            optimizer=copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None,
+            optimizer=copy.deepcopy(self.optimizer.state_dict())
+            if weights and self.optimizer is not None else None,
             rng=rng_state(),
             loader_rng=tuple((g, g.get_state()) for g in _loader_generators(self.setup)),
         )
 
-    def restore(self, snap: _Snapshot) -> None:
+    def restore(self, snap: _Snapshot, weights_from: Optional[_Snapshot] = None) -> None:
         model = self.model
+        heavy = weights_from or snap
         with torch.no_grad():
             for name, t in _named_state_tensors(model):
-                saved = snap.tensors.get(name)
+                saved = heavy.tensors.get(name)
                 if saved is not None and saved.shape == t.shape:
                     t.copy_(saved)
         params = dict(model.named_parameters())
@@ -254,20 +277,46 @@ class Session:
         for name, m in model.named_modules():
             if name in snap.training:
                 m.training = snap.training[name]
-        if snap.optimizer is not None:
-            self.optimizer.load_state_dict(copy.deepcopy(snap.optimizer))
+        if heavy.optimizer is not None:
+            self.optimizer.load_state_dict(copy.deepcopy(heavy.optimizer))
         set_rng_state(snap.rng)
         for generator, state in snap.loader_rng:
             generator.set_state(state)
 
     @contextlib.contextmanager
     def preserved(self):
-        """Run a block and put the model, optimizer and RNGs back as they were."""
-        snap = self.snapshot()
+        """Run a block and put the model, optimizer and RNGs back as they were.
+
+        Scopes nest (the run, each check, shared work), but the weights are copied
+        once: the outermost scope keeps the base snapshot, and an inner scope that
+        starts while the weights are still the base ones (no parameter or buffer
+        modified in place since, by their version counters) restores them from it.
+        So a model is diagnosed holding one extra copy of its weights (issue 6).
+        """
+        if self._base is None:
+            snap = self._base = self.snapshot()
+            self._base_versions = _versions(self.model)
+            try:
+                yield
+            finally:
+                self.restore(snap)
+                self._base = self._base_versions = None
+            return
+        if _versions(self.model) == self._base_versions:
+            snap = self.snapshot(weights=False)
+            try:
+                yield
+            finally:
+                self.restore(snap, weights_from=self._base)
+                self._base_versions = _versions(self.model)  # copy_ bumped them
+            return
+        snap = self.snapshot()  # a scope opened mid-training: its own full copy
         try:
             yield
         finally:
             self.restore(snap)
+            if self._base is not None:
+                self._base_versions = None  # weights differ from the base until its scope ends
 
     def shared(self, key: str, compute: Callable[[], Any]) -> Any:
         """Work several checks read (e.g. one instrumented training run), done once.
@@ -294,6 +343,8 @@ class Session:
         if not self.has_data:
             raise Skip("no training data: return a train_loader from the target or pass --data")
         while len(self._batches) < n and not self._loader_exhausted:
+            if self._batch_error is not None:
+                raise self._batch_error
             if self._batch_iter is None:
                 with self.preserved():  # a shuffling loader draws from the global RNG
                     seed_everything(self.seed)
@@ -305,9 +356,16 @@ class Session:
             except StopIteration:
                 self._loader_exhausted = True
                 break
+            except Exception as exc:
+                self._batch_error = exc
+                raise
             finally:
                 set_rng_state(state)
-            self._batches.append(split_batch(to_device(raw, self.device)))
+            try:
+                self._batches.append(split_batch(to_device(raw, self.device)))
+            except DataError as exc:
+                self._batch_error = exc
+                raise
         if not self._batches:
             raise DataError("the training loader is empty: it yielded no batches")
         return self._batches[:n]
@@ -373,9 +431,11 @@ class Session:
                     raise DataError("cannot compute a loss: the batch has no target and the model "
                                     "returns no .loss; give a loss_fn(model, batch)")
                 loss = self.criterion(primary_output(output), target)
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise DataError(f"the loss is not a scalar (got {shape}); reduce it with .mean()")
+        if not isinstance(loss, torch.Tensor):
+            raise DataError(f"the loss is a {type(loss).__name__}, not a tensor; return a scalar tensor "
+                            "that autograd can differentiate")
+        if loss.numel() != 1:
+            raise DataError(f"the loss is not a scalar (got shape {tuple(loss.shape)}); reduce it with .mean()")
         return loss.reshape(())
 
     def output_and_loss(self, batch: Batch, model: Optional[nn.Module] = None):
@@ -442,6 +502,12 @@ def _loader_generators(setup: Setup) -> list:
             if isinstance(generator, torch.Generator) and all(generator is not g for g in found):
                 found.append(generator)
     return found
+
+
+def _versions(model: nn.Module) -> tuple:
+    """Identity and in-place modification counter of every parameter and buffer:
+    equal tuples mean no optimizer step, copy_, BatchNorm update or reassignment."""
+    return tuple((id(t), t._version) for _, t in _named_state_tensors(model))
 
 
 def _module_device(model: nn.Module) -> Optional[torch.device]:

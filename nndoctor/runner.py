@@ -13,6 +13,9 @@ from .errors import DataError, summarize
 from .findings import CheckResult, Report, status_from_findings
 from .locate import attach_sources
 from .target import Setup
+from .threads import limited_threads
+
+TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer
 
 
 def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = None, *,
@@ -28,7 +31,8 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     session.settings = settings
     report = Report(target=target, device=str(session.device), seed=seed)
     try:
-        with session.preserved():  # the whole run leaves the user's objects as they were
+        # the whole run leaves the user's objects (and torch's thread count) as they were
+        with limited_threads(), session.preserved():
             for name in [n for n in registry.CHECKS if n in set(names)]:
                 if on_check:
                     on_check(name)
@@ -54,6 +58,8 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
             reason = "not implemented in this version"
         if reason:
             raise Skip(reason)
+        if name in TRAINING_CHECKS and not any(p.requires_grad for p in session.model.parameters()):
+            raise DataError("the model has no trainable parameters (no requires_grad=True): nothing to train")
         module = registry.load(name)
         merged = {**getattr(module, "DEFAULTS", {}), **settings}
         seed_everything(session.seed)

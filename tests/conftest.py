@@ -34,6 +34,18 @@ def codes_of(report) -> set:
     return {f.code for f in report.findings}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    # As nndoctor's runs do on a 2-core machine (nndoctor/threads.py): tests that drive
+    # a Session directly would otherwise be many times slower on a loaded CI box.
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _chdir_root(monkeypatch):
     # nndoctor reads ./nndoctor.yaml: run every test from the repo root, where there is none.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from ..engine import Session
+from ..engine import Session, Skip
 from ..findings import make_finding
 from ..instrument import DEFAULT_STEPS, TrainRun, shared_run
 from . import Outcome
@@ -44,8 +44,12 @@ def run(session: Session, settings: dict) -> Outcome:
                                "first_loss": losses[0] if losses else None,
                                "final_loss": losses[-1] if losses else None,
                                "stopped_by_nonfinite": run_.nonfinite is not None})
-    if len(losses) < (MIN_VERDICT_STEPS if run_.nonfinite is not None else 2):
-        return outcome  # the nan check reports what stopped it
+    if run_.nonfinite is not None and len(losses) < MIN_VERDICT_STEPS:
+        raise Skip(f"the training run hit NaN/Inf at step {run_.nonfinite.step + 1}, after "
+                   f"{run_.steps_done} step{'s' if run_.steps_done != 1 else ''}: too few to judge "
+                   "(the nan check says where it came from)")
+    if len(losses) < 2:
+        return outcome
     outcome.findings += verdict(session, run_, threshold, outcome.metrics)
     return outcome
 
