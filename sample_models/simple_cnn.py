@@ -28,6 +28,6 @@ def build():
     return {
         "model": model,
         "train_loader": loader(x, y, batch_size=32),
-        "optimizer": torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        "optimizer": torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
         "example_input": [1, 3, 32, 32],
     }
