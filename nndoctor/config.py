@@ -74,7 +74,7 @@ def _check_section(registry, name: str, value, path: str) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: {name!r} must be a mapping of settings, not {value!r}")
-    allowed = registry.defaults(name) if registry.implemented(name) else {}
+    allowed = registry.defaults(name)
     for key, setting in value.items():
         if key not in allowed:
             raise ConfigError(f"{path}: unknown key {name}.{key} "

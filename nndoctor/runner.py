@@ -16,6 +16,9 @@ from .target import Setup
 from .threads import limited_threads
 
 TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer
+# Findings after which the loss cannot be computed: a later check that then raises is
+# skipped, naming the finding, rather than reported as a second, confusing error.
+BLOCKING_CODES = ("label-out-of-range",)
 
 
 def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = None, *,
@@ -30,6 +33,7 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     session = Session(setup, device=device, seed=seed, progress=progress)
     session.settings = settings
     report = Report(target=target, device=str(session.device), seed=seed)
+    blocking = None
     try:
         # the whole run leaves the user's objects (and torch's thread count) as they were
         with limited_threads(), session.preserved():
@@ -37,6 +41,10 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
                 if on_check:
                     on_check(name)
                 result = run_one(session, name, settings.get(name) or {}, max_seconds)
+                blocking = blocking or next((f.code for f in result.findings if f.code in BLOCKING_CODES), None)
+                if result.status == "error" and blocking and result.exception is not None:
+                    result.status = "skipped"
+                    result.reason = f"cannot run until {blocking} is fixed ({result.reason})"
                 report.checks.append(result)
                 report.sections.update(result.sections)
     except KeyboardInterrupt:
@@ -54,8 +62,6 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
     started = time.perf_counter()
     try:
         reason = _missing_input(session, info.needs)
-        if not registry.implemented(name):
-            reason = "not implemented in this version"
         if reason:
             raise Skip(reason)
         if name in TRAINING_CHECKS and not any(p.requires_grad for p in session.model.parameters()):

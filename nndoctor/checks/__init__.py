@@ -13,7 +13,6 @@ and raises `engine.Skip("reason")` when it lacks what it needs.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from dataclasses import dataclass, field
 
 
@@ -50,10 +49,6 @@ CHECKS = {c.name: c for c in [
 def load(name: str):
     """The module implementing check `name`."""
     return importlib.import_module(CHECKS[name].module)
-
-
-def implemented(name: str) -> bool:
-    return importlib.util.find_spec(CHECKS[name].module) is not None
 
 
 def defaults(name: str) -> dict:
