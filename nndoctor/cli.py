@@ -41,6 +41,12 @@ class FailOn(str, Enum):
     never = "never"
 
 
+class Cache(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    disk = "disk"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -318,13 +324,16 @@ def lr_find(target: TargetArg = None,
             end_lr: Annotated[Optional[float], typer.Option(help="[default: 10]", show_default=False)] = None,
             num_iter: Annotated[Optional[int], typer.Option(help="[default: 100]", show_default=False)] = None,
             plot: Annotated[Optional[str], typer.Option(help="Save the LR curve as a PNG.")] = None,
+            cache: Annotated[Optional[Cache], typer.Option(
+                help="Where the test keeps its copy of the weights: auto, memory or disk. "
+                     "[default: auto: disk above 256 MB]", show_default=False)] = None,
             data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
             output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
             device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
     """The LR range test (torch-lr-finder): a suggested LR and the curve."""
     execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
             ["lr-find"], {"lr-find": {"start_lr": start_lr, "end_lr": end_lr, "num_iter": num_iter,
-                                      "plot": plot}})
+                                      "plot": plot, "cache": cache and cache.value}})
 
 
 @app.command()

@@ -209,7 +209,8 @@ def test_rich_section_fits_80_columns(mlp_report):
 
 # --------------------------------------------------------------------------- the wrapper
 
-def test_model_and_optimizer_restored_bit_for_bit_and_nothing_printed(capsys):
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_model_and_optimizer_restored_bit_for_bit_and_nothing_printed(capsys, tmp_path, cache):
     setup = load_sample("mlp")
     x, y = next(iter(setup.train_loader))
     nn.CrossEntropyLoss()(setup.model(x), y).backward()
@@ -222,7 +223,12 @@ def test_model_and_optimizer_restored_bit_for_bit_and_nothing_printed(capsys):
                   "param_groups": [dict(g) for g in opt_before["param_groups"]]}
     session = Session(setup, device="cpu", seed=0)
     capsys.readouterr()
-    curve = lr_find.range_test(session, {**lr_find.DEFAULTS, "num_iter": 30})  # no preserved() here
+    settings = {**lr_find.DEFAULTS, "num_iter": 30, "cache": cache, "cache_dir": str(tmp_path)}
+    curve = lr_find.range_test(session, settings)  # no preserved() here: the finder's own reset()
+    import gc
+
+    gc.collect()  # torch-lr-finder deletes its cache files when its cacher is collected
+    assert list(tmp_path.iterdir()) == []
     out = capsys.readouterr()
     assert out.out == "" and out.err == ""  # torch-lr-finder's prints and tqdm bar are gone
     assert len(curve.lrs) >= lr_find.MIN_POINTS and any("finished" in m for m in curve.messages)
@@ -233,6 +239,16 @@ def test_model_and_optimizer_restored_bit_for_bit_and_nothing_printed(capsys):
     for k, s in opt_before["state"].items():
         for n, t in s.items():
             assert torch.equal(t, opt_after["state"][k][n]) if torch.is_tensor(t) else t == opt_after["state"][k][n]
+
+
+def test_cache_auto_goes_to_disk_only_for_large_state(monkeypatch):
+    session = Session(load_sample("mlp"), device="cpu", seed=0)
+    assert lr_find._cache_on_disk(session, {"cache": "auto"}) == (False, None)
+    monkeypatch.setattr(lr_find, "AUTO_DISK_MB", 0.5)  # the mlp's 235k weights are ~0.9 MB
+    assert lr_find._cache_on_disk(session, {"cache": "auto"}) == (True, None)
+    assert lr_find._cache_on_disk(session, {"cache": "memory"}) == (False, None)
+    with pytest.raises(ValueError, match="cache"):
+        lr_find._cache_on_disk(session, {"cache": "ssd"})
 
 
 class TwoInputs(nn.Module):

@@ -25,11 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from ..engine import Session
@@ -46,7 +50,18 @@ DEFAULTS = {
     "diverge_th": 5,  # ... and stop once the loss passes 5 x its best
     "method": "valley",  # which suggestion is *the* suggested LR: valley, steepest or min/10
     "plot": None,  # a PNG path: loss against LR, the suggestion and the current LR marked
+    # Where torch-lr-finder keeps its copy of the model and optimizer state during the test:
+    # "memory", "disk" (a temporary file; `cache_dir` to choose the folder) or "auto": disk
+    # once that state passes AUTO_DISK_MB. nndoctor already holds one snapshot of the weights
+    # to restore them, so an in-memory cache is a second copy (issue 6: a model too large to
+    # copy twice is diagnosed holding one extra copy).
+    "cache": "auto",
+    "cache_dir": None,
 }
+CACHES = ("auto", "memory", "disk")
+# 256 MB of state (64M fp32 parameters, or fewer with Adam's moments): below it an in-memory
+# copy costs less than writing and re-reading it (~0.5 s per GB on a laptop SSD).
+AUTO_DISK_MB = 256
 METHODS = ("valley", "steepest", "min/10")
 WHY = {
     "valley": "fastai's default: half-way into the longest stretch where the smoothed loss keeps "
@@ -229,7 +244,7 @@ def _passthrough_criterion(loss, _labels):
 
 def range_test(session: Session, settings: dict) -> Curve:
     """Run torch-lr-finder's range test on the session; the model and optimizer are reset after."""
-    import torch_lr_finder.lr_finder as tlf  # lazy: it imports matplotlib.pyplot
+    tlf = _import_lr_finder()  # lazy, and without the matplotlib.pyplot it imports
 
     num_iter = int(settings["num_iter"])
     if num_iter < 2:
@@ -249,8 +264,9 @@ def range_test(session: Session, settings: dict) -> Curve:
     # refuses such an optimizer; the runner's preserved() puts the keys back.
     for group in optimizer.param_groups:
         group.pop("initial_lr", None)
+    on_disk, cache_dir = _cache_on_disk(session, settings)
     finder = tlf.LRFinder(_LossModel(session, session.model), optimizer, _passthrough_criterion,
-                          device=session.device)
+                          device=session.device, memory_cache=not on_disk, cache_dir=cache_dir)
     messages: list = []
 
     def capture_print(*args, **kwargs):
@@ -276,6 +292,10 @@ def range_test(session: Session, settings: dict) -> Curve:
                                   smooth_f=float(settings["smooth_f"]),
                                   diverge_th=float(settings["diverge_th"]))
     finally:
+        # Free the gradients and the optimizer's state before reset() loads its copy back:
+        # with it cached on disk, that keeps the peak at one extra copy of the weights.
+        optimizer.zero_grad(set_to_none=True)
+        optimizer.state.clear()
         finder.reset()
     lrs, losses = list(finder.history["lr"]), [float(v) for v in finder.history["loss"]]
     stop = None
@@ -284,6 +304,63 @@ def range_test(session: Session, settings: dict) -> Curve:
     elif any("diverged" in m for m in messages):
         stop = "diverged"
     return Curve(lrs=lrs, losses=losses, num_iter=num_iter, stop=stop, messages=messages)
+
+
+def _cache_on_disk(session: Session, settings: dict) -> tuple:
+    """(whether torch-lr-finder caches the model and optimizer state on disk, its folder)."""
+    mode, cache_dir = settings.get("cache", "auto"), settings.get("cache_dir")
+    if mode not in CACHES:
+        raise ValueError(f"lr-find.cache must be one of {', '.join(CACHES)}, not {mode!r}")
+    if cache_dir is not None:
+        cache_dir = os.path.expanduser(str(cache_dir))
+        if not os.path.isdir(cache_dir):
+            raise ValueError(f"lr-find.cache_dir {cache_dir!r} is not a folder")
+    if mode == "auto":
+        tensors = list(session.model.state_dict().values())
+        tensors += [v for state in session.optimizer.state.values() for v in state.values()
+                    if torch.is_tensor(v)]
+        mode = "disk" if sum(t.numel() * t.element_size() for t in tensors) > AUTO_DISK_MB * 2**20 \
+            else "memory"
+    return mode == "disk", cache_dir
+
+
+class _LazyPyplot(types.ModuleType):
+    """Stands in for `matplotlib.pyplot` in torch-lr-finder's module, which imports it at
+    module level but uses it only in `LRFinder.plot()` (nndoctor draws its own plot, on
+    demand): the real pyplot is imported on first use. Importing it costs ~0.5-0.9 s, more
+    than the whole range test on a small model (bench/bench.py)."""
+
+    def __getattr__(self, name):
+        import matplotlib.pyplot as plt
+
+        return getattr(plt, name)
+
+
+def _import_lr_finder():
+    """`torch_lr_finder.lr_finder`, imported with a lazy pyplot unless matplotlib.pyplot is
+    already loaded. The stand-ins are in sys.modules only while that one module imports."""
+    loaded = sys.modules.get("torch_lr_finder.lr_finder")
+    if loaded is not None:
+        return loaded
+    if "matplotlib.pyplot" in sys.modules:
+        import torch_lr_finder.lr_finder as tlf
+
+        return tlf
+    pyplot = _LazyPyplot("matplotlib.pyplot")
+    stand_ins = {"matplotlib.pyplot": pyplot}
+    if "matplotlib" not in sys.modules:
+        package = types.ModuleType("matplotlib")
+        package.__path__ = []  # a package, for `import matplotlib.pyplot`
+        package.pyplot = pyplot
+        stand_ins["matplotlib"] = package
+    sys.modules.update(stand_ins)
+    try:
+        import torch_lr_finder.lr_finder as tlf
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return tlf
 
 
 @contextlib.contextmanager
