@@ -53,6 +53,10 @@ DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
 # tiny model rivals the step itself: measured on xor, every step costs 1.33x a bare loop,
 # every 10th 1.24x (2 cores, loaded); the norm alone, every step, is what the checks need.
 DETAIL_EVERY = 10
+# The update/weight ratio needs the weights from before the step: a second copy of them on
+# top of the session's snapshot. Above this size (64M fp32 parameters) it is not measured,
+# so a large model is diagnosed holding one extra copy of its weights (issue 6).
+UPDATE_RATIO_MAX_MB = 256
 
 
 # --------------------------------------------------------------------------- records
@@ -99,6 +103,7 @@ class TrainRun:
     # vanishes or explodes; unlike forward order it also places functionally used weights).
     depth_order: list = field(default_factory=list)
     nonfinite: Optional[NonFinite] = None
+    update_ratio_skipped: Optional[str] = None  # why the update/weight ratio was not measured
     steps_done: int = 0  # optimizer steps applied (never the non-finite step)
     forward_passes: int = 0  # model forward passes, the localisation re-run included
     seconds: float = 0.0
@@ -155,6 +160,10 @@ def train_run(session: Session, steps: int) -> TrainRun:
     devices = {p.device for p in params}
     multi_device = len(devices) > 1 or (devices and next(iter(devices)) != session.device)
     pending = None  # (step, [‖Δw‖...], [‖w‖...]) device tensors, read with the next sync
+    weights_mb = sum(p.numel() * p.element_size() for p in params) / 2**20
+    if weights_mb > UPDATE_RATIO_MAX_MB:
+        run.update_ratio_skipped = (f"not measured: the weights ({weights_mb:.0f} MB) are over "
+                                    f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")
     with session.progress("overfit", steps) as advance:
         for step in range(steps):
             rng = _rng_state(session.device)  # to re-run this very step if it goes non-finite
@@ -189,6 +198,9 @@ def train_run(session: Session, steps: int) -> TrainRun:
             if multi_device:
                 parts = [t.to(parts[0].device) for t in parts]
             values = torch.stack(parts).tolist()  # the step's one host sync
+            # Drop these references now: held into the next step, they keep this step's
+            # gradients alive beside the next backward's (a whole extra copy of the weights).
+            del grads, dense, parts
 
             loss_value, norm = values[0], values[1:1 + k]
             rest = values[1 + k:]
@@ -208,15 +220,17 @@ def train_run(session: Session, steps: int) -> TrainRun:
                 run.forward_passes += 1
                 break
 
-            sample = detail and params
+            sample = detail and params and run.update_ratio_skipped is None
             with torch.no_grad():
-                before = torch._foreach_mul(params, 1.0) if sample else None
+                if sample:
+                    before = torch._foreach_mul(params, 1.0)
+                    weight_norms = list(torch._foreach_norm(before, 2, dtype=torch.float32))
                 optimizer.step()
                 if sample:
-                    deltas = torch._foreach_sub(before, params)
-                    pending = (step, list(torch._foreach_norm(deltas, 2, dtype=torch.float32)),
-                               list(torch._foreach_norm(before, 2, dtype=torch.float32)))
-                    del before, deltas
+                    torch._foreach_sub_(before, params)  # in place: Δw without a third copy
+                    pending = (step, list(torch._foreach_norm(before, 2, dtype=torch.float32)),
+                               weight_norms)
+                    del before
             run.steps_done += 1
             advance(1)
     if pending is not None:

@@ -230,6 +230,8 @@ def metrics(run_: TrainRun) -> dict:
     if overall:
         out["update_ratio_median"] = _sig(statistics.median(overall))
         out["update_ratio_healthy"] = HEALTHY_UPDATE_RATIO
+    elif run_.update_ratio_skipped:
+        out["update_ratio"] = run_.update_ratio_skipped
     return out
 
 
