@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import ConfigError
 
 DEFAULT_FILE = "nndoctor.yaml"
+BUDGETS = ("max_params", "max_mb", "max_flops")  # size's budgets: 2e9, or "1.5G"
 TOP_LEVEL = {
     "target": str, "data": str, "fail_on": str, "seed": int, "device": str,
     "max_seconds": (int, float), "only": (list, str), "skip": (list, str),
@@ -82,6 +83,11 @@ def _check_section(registry, name: str, value, path: str) -> dict:
         expected = _setting_type(allowed[key])
         if expected and setting is not None and not _is_instance(setting, expected):
             raise ConfigError(f"{path}: {name}.{key} must be {_type_name(expected)}, not {setting!r}")
+        if key in BUDGETS:
+            try:
+                parse_budget(setting, key)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
     return dict(value)
 
 
@@ -113,3 +119,18 @@ def _type_name(types) -> str:
         types = tuple(t for t in types if t is not int)
     names = {str: "a string", int: "an integer", float: "a number", list: "a list", bool: "true or false"}
     return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+_SUFFIXES = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_budget(value: Any, key: str) -> Optional[float]:
+    """A budget as a number: 2000000, 2e9, or "1.5G" / "500M" (YAML reads `2e9` as a string)."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().upper()
+    scale = _SUFFIXES.get(text[-1:], 1.0)
+    try:
+        return float(text[:-1] if scale != 1.0 else text) * scale
+    except ValueError:
+        raise ValueError(f"size.{key} must be a number such as 2e9 or 1.5G, not {value!r}") from None

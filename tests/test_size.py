@@ -349,3 +349,63 @@ def test_parse_budget():
     assert size_check.parse_budget(500, "max_params") == 500
     with pytest.raises(ValueError, match="max_flops"):
         size_check.parse_budget("lots", "max_flops")
+
+
+def test_budgets_with_suffixes_on_the_command_line_and_bad_ones_exit_2(tmp_path):
+    result = runner.invoke(app, ["size", sample_path("simple_cnn"), "--format", "json", "--max-flops", "2M"])
+    assert result.exit_code == 1, result.output
+    [finding] = [f for f in _json(result)["findings"] if f["code"] == "model-too-large"]
+    assert finding["evidence"]["max_flops"] == 2e6
+    assert "max_flops = 2.00M" in finding["message"]
+    result = runner.invoke(app, ["size", sample_path("simple_cnn"), "--max-flops", "lots"])
+    assert result.exit_code == 2 and "--max-flops" in result.output
+    config = tmp_path / "nndoctor.yaml"
+    config.write_text("size:\n  max_params: plenty\n")
+    result = runner.invoke(app, ["size", sample_path("simple_cnn"), "--config", str(config)])
+    assert result.exit_code == 2 and "size.max_params" in result.output
+
+
+def test_param_mb_is_the_parameters_real_memory():
+    # torchinfo 1.8 leaves nn.MultiheadAttention's in_proj_weight out of its byte count
+    report = run_checks_on("transformer_encoder", ["size"])
+    model = load_sample("transformer_encoder").model
+    real = sum(p.numel() * p.element_size() for p in model.parameters()) / 1e6
+    metrics = report.checks[0].metrics
+    assert metrics["param_mb"] == round(real, 4) == 2.4177
+    assert metrics["torchinfo_param_mb"] < real
+
+
+class _Output:  # a model output that is neither a tensor, a dict nor a tuple
+    def __init__(self, loss, logits):
+        self.loss, self.logits = loss, logits
+
+
+class _ObjectOutputNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(20, 4)
+
+    def forward(self, x, labels=None):
+        logits = self.net(x)
+        return _Output(None if labels is None else nn.functional.cross_entropy(logits, labels), logits)
+
+
+def test_an_output_torchinfo_cannot_walk_is_still_sized():
+    batches = [{"x": torch.randn(8, 20), "labels": torch.randint(0, 4, (8,))}]
+    report = run_checks(Setup(model=_ObjectOutputNet(), train_loader=batches), ["size"], device="cpu")
+    check = report.checks[0]
+    assert check.status == "pass", check.reason
+    assert check.metrics["total_params"] == 84 and check.metrics["mult_adds"] is None
+    assert check.metrics["flops"] == 2 * 8 * 20 * 4
+    assert check.metrics["torchinfo"].startswith("failed: TypeError")
+
+
+def test_a_loss_fn_target_without_an_input_shape_skips_size():
+    batches = [{"features": torch.randn(8, 20), "y": torch.randint(0, 4, (8,))}]
+    setup = Setup(model=nn.Linear(20, 4), train_loader=batches,
+                  loss_fn=lambda model, batch: nn.functional.cross_entropy(model(batch["features"]), batch["y"]))
+    check = run_checks(setup, ["size"], device="cpu").checks[0]
+    assert check.status == "skipped" and "example_input" in check.reason
+    setup.example_input = [8, 20]
+    check = run_checks(setup, ["size"], device="cpu").checks[0]
+    assert check.status == "pass" and check.metrics["flops"] == 2 * 8 * 20 * 4
