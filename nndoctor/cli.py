@@ -313,7 +313,7 @@ def fit(target: TargetArg = None,
         data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
         output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
         device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """Over/underfitting: train a copy, evaluate the validation loader each epoch."""
+    """Over/underfitting: a few epochs, the validation loader evaluated after each."""
     execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
             ["fit"], {"fit": {"epochs": epochs, "plot": plot}})
 
@@ -336,12 +336,23 @@ def lr_find(target: TargetArg = None,
                                       "plot": plot, "cache": cache and cache.value}})
 
 
+def _budget(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:
+    from .config import parse_budget
+
+    try:
+        return parse_budget(value, param.name)
+    except ValueError:
+        raise typer.BadParameter(f"a number such as 2e9 or 1.5G, not {value!r}") from None
+
+
 @app.command()
 def size(target: TargetArg = None,
          input: Annotated[Optional[str], typer.Option("--input", help="Input shape, e.g. 1,3,224,224.")] = None,
-         max_params: Annotated[Optional[float], typer.Option(help="Budget: parameters.")] = None,
-         max_mb: Annotated[Optional[float], typer.Option(help="Budget: parameter MB.")] = None,
-         max_flops: Annotated[Optional[float], typer.Option(help="Budget: FLOPs per forward pass.")] = None,
+         max_params: Annotated[Optional[str], typer.Option(
+             help="Budget: parameters (5e6, 25M).", callback=_budget)] = None,
+         max_mb: Annotated[Optional[str], typer.Option(help="Budget: parameter MB.", callback=_budget)] = None,
+         max_flops: Annotated[Optional[str], typer.Option(
+             help="Budget: FLOPs per forward pass (2e9, 1.5G).", callback=_budget)] = None,
          depth: Annotated[Optional[int], typer.Option(help="Per-module breakdown to this depth.")] = None,
          data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
          output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
@@ -380,7 +391,8 @@ def codes(markdown: Annotated[bool, typer.Option("--markdown", help="As a Markdo
 @app.command()
 def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-neurons.")]):
     """The troubleshooting entry for a finding code."""
-    from rich.console import Console
+    from rich.console import Console, Group
+    from rich.padding import Padding
     from rich.text import Text
 
     from .codes import CODES
@@ -392,14 +404,14 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-
         print_error(f"unknown code {code!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                     + "; `nndoctor codes` lists them")
         raise typer.Exit(2)
-    text = Text()
-    text.append(entry.code, style="bold")
-    text.append(f"  ({entry.severity}, check: {entry.check})\n\n", style=SEVERITY_STYLE[entry.severity])
+    heading = Text(entry.code, style="bold")
+    heading.append(f"  ({entry.severity}, check: {entry.check})\n", style=SEVERITY_STYLE[entry.severity])
+    parts = [heading]
     for title, body in (("What it means", entry.meaning), ("Why it matters", entry.why), ("Fix", entry.fix)):
-        text.append(f"{title}\n", style="bold")
-        text.append(f"  {body}\n\n")
-    text.append(f"Run it: nndoctor {entry.check} model.py:build", style="dim")
-    Console().print(text)
+        # indented as a block, so that wrapped lines keep the indent
+        parts += [Text(title, style="bold"), Padding(Text(body), (0, 0, 1, 2))]
+    parts.append(Text(f"Run it: nndoctor {entry.check} model.py:build", style="dim"))
+    Console().print(Group(*parts))
 
 
 def main() -> None:

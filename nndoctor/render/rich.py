@@ -81,21 +81,25 @@ def verdict(report) -> Text:
     if report.status == "pass":
         text = Text("✓ No problems found", style="bold green")
     elif report.status == "warning":
-        text = Text(f"! {counts['warning']} warning(s)", style="bold yellow")
+        text = Text(f"! {_plural(counts['warning'], 'warning')}", style="bold yellow")
     else:
         parts = []
         if counts["error"]:
-            parts.append(f"{counts['error']} error(s)")
+            parts.append(_plural(counts["error"], "error"))
         if counts["warning"]:
-            parts.append(f"{counts['warning']} warning(s)")
+            parts.append(_plural(counts["warning"], "warning"))
         if crashed:
-            parts.append(f"{len(crashed)} check(s) did not complete")
+            parts.append(f"{_plural(len(crashed), 'check')} did not complete")
         text = Text("✗ " + ", ".join(parts), style="bold red")
-    text.append(f" — {len(report.checks)} checks in {report.seconds:.1f}s", style="dim")
+    text.append(f" — {_plural(len(report.checks), 'check')} in {report.seconds:.1f}s", style="dim")
     if report.interrupted:
         text.append(" (interrupted: only the finished checks are shown)", style="yellow")
     return text
 
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 def report_renderable(report) -> Group:
     parts = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
