@@ -16,6 +16,18 @@ def teacher_classification(n, shape, classes, seed=0, scale=1.0):
     return x, y
 
 
+def manifold_classification(n, dim, classes, latent=16, seed=0, noise=0.1):
+    """Inputs on a `latent`-dimensional plane in `dim` dimensions (as images lie near a
+    low-dimensional manifold), labelled by a linear teacher on the latent code: learnable
+    and, unlike a teacher over all `dim` inputs, learnable from ~1000 samples."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, latent, generator=g)
+    lift = torch.randn(latent, dim, generator=g) / latent ** 0.5
+    x = z @ lift + noise * torch.randn(n, dim, generator=g)
+    y = (z @ torch.randn(latent, classes, generator=g)).argmax(dim=1)
+    return x, y
+
+
 def loader(*tensors, batch_size=32, shuffle=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=g)

@@ -1,9 +1,13 @@
-"""Healthy: an MLP 784 -> [256, 128] -> 10 on MNIST-shaped synthetic data."""
+"""Healthy: an MLP 784 -> [256, 128] -> 10 on MNIST-shaped synthetic data.
+
+The 784 inputs lie near a 16-dimensional plane (as digit images lie near a
+low-dimensional manifold), so 1024 training samples are enough to generalise:
+the validation loss falls from ~1.0 to ~0.38 over `fit`'s 5 epochs."""
 
 import torch
 import torch.nn as nn
 
-from _data import loader, split, teacher_classification
+from _data import loader, manifold_classification, split
 
 
 class MLP(nn.Module):
@@ -22,7 +26,7 @@ class MLP(nn.Module):
 
 def build():
     torch.manual_seed(0)
-    x, y = teacher_classification(1280, (784,), 10, seed=0)
+    x, y = manifold_classification(1280, 784, 10, seed=0)
     (xt, yt), (xv, yv) = split(x, y, 256)
     model = MLP()
     return {
