@@ -306,3 +306,10 @@ def test_png_plot_is_written_with_the_curve(tmp_path):
     rgb = image[..., :3]
     blue = np.all(np.abs(rgb - np.array([0x1F, 0x77, 0xB4]) / 255) < 0.08, axis=-1)
     assert blue.sum() > 200
+
+
+def test_a_loss_non_finite_from_the_first_step_skips_the_test():
+    # log of a ReLU output: -inf at any LR, so the range test has nothing to say about the LR
+    check = run_checks_on("log_relu_net", ["lr-find"]).checks[0]
+    assert check.status == "skipped"
+    assert check.reason.startswith("the loss is NaN/Inf at the test's first step (LR 1e-07)")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import Session
+from ..engine import Session, Skip
 from ..findings import make_finding
 from . import Outcome
 
@@ -387,6 +387,9 @@ def run(session: Session, settings: dict) -> Outcome:
         raise ValueError(f"lr-find.method must be one of {', '.join(METHODS)}, not {method!r}")
     current_lr = float(session.optimizer.param_groups[0]["lr"])
     curve = range_test(session, settings)
+    if curve.losses and not math.isfinite(curve.losses[0]):
+        raise Skip(f"the loss is NaN/Inf at the test's first step (LR {curve.lrs[0]:.3g}), whatever "
+                   "the LR: the nan check says where it comes from")
     found = suggest(curve, method)
     section = {
         "suggested_lr": found["suggested_lr"],

@@ -45,9 +45,10 @@ def run(session: Session, settings: dict) -> Outcome:
                                "final_loss": losses[-1] if losses else None,
                                "stopped_by_nonfinite": run_.nonfinite is not None})
     if run_.nonfinite is not None and len(losses) < MIN_VERDICT_STEPS:
-        raise Skip(f"the training run hit NaN/Inf at step {run_.nonfinite.step + 1}, after "
-                   f"{run_.steps_done} step{'s' if run_.steps_done != 1 else ''}: too few to judge "
-                   "(the nan check says where it came from)")
+        done = f"after {run_.steps_done} update{'s' if run_.steps_done != 1 else ''}" \
+            if run_.steps_done else "before any update"
+        raise Skip(f"the training run hit NaN/Inf at step {run_.nonfinite.step + 1}, {done}: too few "
+                   "to judge (the nan check says where it came from)")
     if len(losses) < 2:
         return outcome
     outcome.findings += verdict(session, run_, threshold, outcome.metrics)
