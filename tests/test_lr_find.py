@@ -177,10 +177,12 @@ def _train(setup, lr, steps):
 
 def test_training_at_the_suggestion_beats_100x_it(mlp_report):
     suggested = mlp_report.sections["lr_find"]["suggested_lr"]
-    at_suggestion = _train(load_sample("mlp"), suggested, 48)
-    at_100x = _train(load_sample("mlp"), 100 * suggested, 48)
-    assert at_suggestion < at_100x
-    assert at_suggestion < 0.9 * math.log(10)  # it did learn (chance is ln 10; measured 1.81 vs 2.26)
+    # 30 epochs: valley is the cautious suggestion, slower at first (after 3 epochs, 1.48 vs
+    # 0.67 at 100x), and better once trained (measured: 0.061 vs 0.92; 10x it: 0.0012).
+    at_suggestion = _train(load_sample("mlp"), suggested, 480)
+    at_100x = _train(load_sample("mlp"), 100 * suggested, 480)
+    assert at_suggestion < 0.5 * at_100x
+    assert at_suggestion < 0.1 * math.log(10)  # it did learn (chance is ln 10)
 
 
 def test_json_section_and_metrics(mlp_report):

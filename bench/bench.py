@@ -1,0 +1,594 @@
+"""What `nndoctor check` costs against the training steps it needs (issue 5).
+
+Run from the repo root:
+
+    python bench/bench.py [--runs 3] [--samples xor,mlp] [--with-lr-find] [--json out.json]
+
+For each healthy sample model, one *timing* subprocess per run
+
+1. imports torch, loads the target (as the CLI does) and warms torch up with a few
+   steps of a second copy of the model, so neither side below pays torch's first-call
+   costs (nndoctor still pays its own lazy imports: torchinfo, torch-lr-finder);
+2. runs nndoctor's checks (`runner.run_checks`, what `nndoctor check` runs) while
+   counting, per check, the model's forward passes (a pre-hook on the root module),
+   with and without autograd, the backward passes (`torch.autograd.backward` and
+   `.grad`), the optimizer steps (a global step hook) and the batches drawn from the
+   loaders;
+3. then, in the same process, on the same model (restored by nndoctor), the same
+   batches and the same torch thread count (`nndoctor.threads.limited_threads`), runs a
+   *bare loop* that does exactly that work, check by check: the same number of
+   forward+backward+optimizer steps, forward+backward passes, forward-only passes, and
+   batches drawn from the same loaders. It reads the loss once per step (`.item()`),
+   as any loop that logs its loss does.
+
+Odd-numbered runs time the bare loop first (then put the model, optimizer and loader
+RNGs back), so that neither side always finds the caches warm.
+
+The ratio nndoctor / bare is the cost of the diagnosis beyond the steps it needs.
+Peak memory (ru_maxrss, a per-process high-water mark) is measured in two more
+subprocesses per run: one runs only nndoctor, one only the bare loop, both after
+`import torch` and loading the target. Every figure is the median over the runs.
+
+Start-up: the median wall time of `nndoctor --help`, `nndoctor codes` and
+`nndoctor explain dead-neurons` against `python -c "import torch"`, and whether
+torch was imported by them at all.
+
+The subprocesses write and use bytecode caches (__pycache__, git-ignored), as an installed
+package has them, even where PYTHONDONTWRITEBYTECODE is set (`--no-bytecode` keeps it):
+compiling nndoctor's modules on every start would add ~0.1-0.3 s that no user pays.
+
+Not a test: the machines are noisy. tests/test_steps.py counts the steps instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck", "transformer_encoder"]
+WARMUP_STEPS = 3
+# Counted per check; "train" = forward+backward+optimizer step, "fwd_bwd" = a forward and
+# backward without a step, "fwd_grad"/"fwd_nograd" = forward-only passes with/without autograd.
+KINDS = ("train", "fwd_bwd", "fwd_grad", "fwd_nograd")
+# The checks that read the one-batch training run (whichever runs first does its steps):
+# the bare loop trains on the first batch for them, on the batches drawn in turn otherwise.
+SHARED_RUN_CHECKS = ("nan", "grads", "overfit")
+
+
+# =========================================================================== worker side
+
+def _maxrss_mb() -> float:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 1024 / 1024 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _load(sample: str):
+    from nndoctor.target import load_target
+
+    return load_target(os.path.join(ROOT, "sample_models", f"{sample}.py"))
+
+
+class _CountingLoader:
+    """Delegates to a loader and counts the batches drawn from it (for the current check)."""
+
+    def __init__(self, loader, counts: dict, key: str, current: list):
+        self._loader, self._counts, self._key, self._current = loader, counts, key, current
+
+    def __iter__(self):
+        for batch in self._loader:
+            check = self._current[0]
+            self._counts.setdefault(check, {}).setdefault(self._key, 0)
+            self._counts[check][self._key] += 1
+            yield batch
+
+    def __len__(self):
+        return len(self._loader)
+
+    def __getattr__(self, name):  # sampler, generator, batch_size...: the loader's own
+        return getattr(self._loader, name)
+
+
+class _Counters:
+    """Counts forward passes, backward passes and optimizer steps per check."""
+
+    def __init__(self, model):
+        import torch
+
+        self.torch = torch
+        self.current = ["(setup)"]
+        self.counts: dict = {}
+        self._handles = [model.register_forward_pre_hook(self._forward)]
+        self._handles.append(__import__("torch.optim.optimizer", fromlist=["x"]).register_optimizer_step_post_hook(self._step))
+        self._backward, self._grad = torch.autograd.backward, torch.autograd.grad
+
+        def backward(*args, **kwargs):
+            self._bump("backward")
+            return self._backward(*args, **kwargs)
+
+        def grad(*args, **kwargs):
+            self._bump("backward")
+            return self._grad(*args, **kwargs)
+
+        torch.autograd.backward, torch.autograd.grad = backward, grad
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+        self.torch.autograd.backward, self.torch.autograd.grad = self._backward, self._grad
+
+    def _bump(self, key: str, n: int = 1):
+        row = self.counts.setdefault(self.current[0], {})
+        row[key] = row.get(key, 0) + n
+
+    def _forward(self, module, args):
+        self._bump("forward_grad" if self.torch.is_grad_enabled() else "forward_nograd")
+
+    def _step(self, optimizer, args, kwargs):
+        self._bump("step")
+
+    def plan(self) -> dict:
+        """check -> the bare loop's work: KINDS and the batches drawn from each loader."""
+        out = {}
+        for check, c in self.counts.items():
+            steps, backward = c.get("step", 0), c.get("backward", 0)
+            fwd_grad, fwd_nograd = c.get("forward_grad", 0), c.get("forward_nograd", 0)
+            out[check] = {"train": steps, "fwd_bwd": max(backward - steps, 0),
+                          "fwd_grad": max(fwd_grad - backward, 0), "fwd_nograd": fwd_nograd,
+                          "train_batches": c.get("train_batches", 0), "val_batches": c.get("val_batches", 0)}
+        return out
+
+
+def _checks(with_lr_find: bool) -> list:
+    from nndoctor import checks
+
+    return [n for n in checks.CHECKS if with_lr_find or n != "lr-find"]
+
+
+def run_nndoctor(setup, with_lr_find: bool, count: bool):
+    """nndoctor's `check` on a loaded setup: (report, plan or None, wall seconds, CPU seconds
+    {check: s, "total": s})."""
+    from nndoctor.runner import run_checks
+
+    counters = None
+    current = ["(setup)"]
+    if count:
+        counters = _Counters(setup.model)
+        current = counters.current
+        loader_counts = counters.counts
+        setup.train_loader = _CountingLoader(setup.train_loader, loader_counts, "train_batches", current)
+        if setup.val_loader is not None:
+            setup.val_loader = _CountingLoader(setup.val_loader, loader_counts, "val_batches", current)
+
+    cpu, mark = {}, [None, 0.0]
+
+    def on_check(name):
+        now = time.process_time()
+        if mark[0] is not None:
+            cpu[mark[0]] = now - mark[1]
+        mark[:] = [name, now]
+        current[0] = name
+
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        report = run_checks(setup, _checks(with_lr_find), {}, target="bench", device="cpu", seed=0,
+                            on_check=on_check)
+    finally:
+        if counters is not None:
+            counters.remove()
+    wall = time.perf_counter() - started
+    end = time.process_time()
+    if mark[0] is not None:
+        cpu[mark[0]] = end - mark[1]
+    cpu["total"] = end - cpu_started
+    if count:
+        setup.train_loader = setup.train_loader._loader
+        if setup.val_loader is not None:
+            setup.val_loader = setup.val_loader._loader
+    return report, (counters.plan() if counters else None), wall, cpu
+
+
+class Bare:
+    """A plain training loop over the setup: the baseline nndoctor is measured against."""
+
+    def __init__(self, setup):
+        import torch
+        import torch.nn as nn
+
+        self.torch = torch
+        self.setup, self.model = setup, setup.model
+        self.optimizer = setup.optimizer or torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.criterion = setup.criterion
+        self.pool: list = []  # batches drawn so far, reused round-robin like nndoctor's cache
+        self._iters: dict = {}
+        self._nn = nn
+
+    def draw(self, key: str, n: int) -> None:
+        """Draw n batches from a loader, as a training loop does (a new epoch when it ends)."""
+        loader = self.setup.train_loader if key == "train" else self.setup.val_loader
+        for _ in range(n):
+            it = self._iters.get(key)
+            try:
+                batch = next(it) if it is not None else None
+                if batch is None:
+                    raise StopIteration
+            except StopIteration:
+                it = self._iters[key] = iter(loader)
+                batch = next(it)
+            if key == "train" and len(self.pool) < 32:
+                self.pool.append(batch)
+
+    def loss(self, batch):
+        if self.setup.loss_fn is not None:
+            return self.setup.loss_fn(self.model, batch)
+        if isinstance(batch, dict):
+            out = self.model(**batch)
+            return out["loss"] if isinstance(out, dict) else out.loss
+        x, y = batch[0], batch[1]
+        out = self.model(*x) if isinstance(x, (tuple, list)) else self.model(x)
+        if self.criterion is None:
+            integer = not y.is_floating_point()
+            self.criterion = self._nn.CrossEntropyLoss() if integer else self._nn.MSELoss()
+        return self.criterion(out, y)
+
+    def forward_only(self, batch):
+        if self.setup.loss_fn is not None:
+            return self.setup.loss_fn(self.model, batch)
+        if isinstance(batch, dict):
+            return self.model(**batch)
+        x = batch[0]
+        return self.model(*x) if isinstance(x, (tuple, list)) else self.model(x)
+
+    def run(self, work: dict, same_batch: bool = False) -> None:
+        torch, model, opt = self.torch, self.model, self.optimizer
+        self.draw("train", work.get("train_batches", 0))
+        if work.get("val_batches"):
+            self.draw("val", work["val_batches"])
+        if not self.pool:
+            self.draw("train", 1)
+        pool, k = self.pool, 0
+        model.train()
+        for _ in range(work.get("train", 0)):
+            opt.zero_grad(set_to_none=True)
+            loss = self.loss(pool[0 if same_batch else k % len(pool)])
+            loss.backward()
+            opt.step()
+            loss.item()
+            k += 1
+        for _ in range(work.get("fwd_bwd", 0)):
+            opt.zero_grad(set_to_none=True)
+            loss = self.loss(pool[k % len(pool)])
+            loss.backward()
+            loss.item()
+            k += 1
+        opt.zero_grad(set_to_none=True)
+        for _ in range(work.get("fwd_grad", 0)):
+            self.forward_only(pool[k % len(pool)])
+            k += 1
+        with torch.no_grad():
+            for _ in range(work.get("fwd_nograd", 0)):
+                self.forward_only(pool[k % len(pool)])
+                k += 1
+
+
+def _warm_up(sample: str) -> None:
+    """A few steps of a separate copy, so neither side pays torch's first-call costs."""
+    import torch
+
+    bare = Bare(_load(sample))
+    bare.run({"train": WARMUP_STEPS, "fwd_nograd": 1, "train_batches": 1})
+    del bare
+
+
+def time_bare(setup, plan: dict, order: list) -> dict:
+    """The bare loop doing `plan`, check by check, timed; the model, optimizer and loader
+    RNGs are put back afterwards (untimed), so nndoctor may run after it on the same setup."""
+    import copy
+
+    from nndoctor.engine import _loader_generators
+    from nndoctor.threads import limited_threads
+
+    weights = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
+    optimizer = copy.deepcopy(setup.optimizer.state_dict()) if setup.optimizer is not None else None
+    generators = [(g, g.get_state()) for g in _loader_generators(setup)]
+    bare = Bare(setup)
+    rows, cpu = {}, {}
+    with limited_threads():
+        t0, c0 = time.perf_counter(), time.process_time()
+        for check in order:
+            work = plan.get(check, {})
+            t, c = time.perf_counter(), time.process_time()
+            if any(work.values()):
+                bare.run(work, same_batch=check in SHARED_RUN_CHECKS)
+            rows[check], cpu[check] = time.perf_counter() - t, time.process_time() - c
+        total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    setup.model.load_state_dict(weights)
+    if optimizer is not None:
+        setup.optimizer.load_state_dict(optimizer)
+    for g, state in generators:
+        g.set_state(state)
+    setup.model.zero_grad(set_to_none=True)
+    return {"total_s": total, "total_cpu": total_cpu, "checks": rows, "cpu": cpu}
+
+
+def worker(mode: str, sample: str, with_lr_find: bool, plan_json: str | None) -> dict:
+    from nndoctor.threads import limited_threads
+
+    started = time.perf_counter()
+    import torch  # noqa: F401  (what both sides need anyway)
+
+    import_torch = time.perf_counter() - started
+    setup = _load(sample)
+    out = {"sample": sample, "mode": mode, "import_torch_s": import_torch,
+           "rss_after_load_mb": _maxrss_mb()}
+    if mode == "time":
+        with limited_threads():
+            _warm_up(sample)
+        # Odd runs time the bare loop first: whichever runs second finds the allocator and
+        # caches warm, so the order alternates and the medians mix both.
+        given = json.loads(plan_json) if plan_json else None
+        if given is not None:
+            out["bare"] = time_bare(setup, given, order=list(given))
+        report, plan, wall, cpu = run_nndoctor(setup, with_lr_find, count=True)
+        out["nndoctor"] = {"total_s": wall, "total_cpu": cpu["total"],
+                           "checks": {c.name: {"seconds": c.seconds, "cpu": cpu.get(c.name, 0.0),
+                                               "status": c.status} for c in report.checks}}
+        out["plan"] = plan
+        out["bare_first"] = given is not None
+        if given is None:
+            out["bare"] = time_bare(setup, plan, order=["(setup)"] + [c.name for c in report.checks])
+    elif mode == "rss-nndoctor":
+        report, _, wall, _ = run_nndoctor(setup, with_lr_find, count=False)
+        out["seconds"] = wall
+        out["peak_rss_mb"] = _maxrss_mb()
+    elif mode == "rss-bare":
+        plan = json.loads(plan_json)
+        bare = Bare(setup)
+        t = time.perf_counter()
+        with limited_threads():
+            for check, work in plan.items():
+                bare.run(work, same_batch=check in SHARED_RUN_CHECKS)
+        out["seconds"] = time.perf_counter() - t
+        out["peak_rss_mb"] = _maxrss_mb()
+    return out
+
+
+# =========================================================================== driver side
+
+ENV = dict(os.environ)
+
+
+def _spawn(args: list, timeout: float = 1800) -> dict:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _wall(cmd: list) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, check=False)
+    return time.perf_counter() - t
+
+
+def startup(runs: int) -> dict:
+    exe = shutil.which("nndoctor")
+    nnd = [exe] if exe else [sys.executable, "-m", "nndoctor"]
+    commands = {
+        "import torch": [sys.executable, "-c", "import torch"],
+        "nndoctor --help": nnd + ["--help"],
+        "nndoctor codes": nnd + ["codes"],
+        "nndoctor explain dead-neurons": nnd + ["explain", "dead-neurons"],
+    }
+    times = {k: [] for k in commands}
+    for cmd in commands.values():  # once untimed: bytecode compiled and cached, files in the page cache
+        _wall(cmd)
+    for _ in range(runs):  # interleaved, so a burst of load hits every command alike
+        for k, cmd in commands.items():
+            times[k].append(_wall(cmd))
+    probe = ("import sys\nfrom nndoctor.cli import main\nsys.argv = ['nndoctor'] + sys.argv[1:]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "sys.stderr.write('\\nTORCH_IMPORTED=%s\\n' % ('torch' in sys.modules))")
+    result = {}
+    base = statistics.median(times["import torch"])
+    for k, ts in times.items():
+        row = {"seconds": statistics.median(ts), "ratio": statistics.median(ts) / base}
+        if k != "import torch":
+            args = k.split()[1:]
+            proc = subprocess.run([sys.executable, "-c", probe, *args], cwd=ROOT, capture_output=True,
+                                  text=True, env=ENV)
+            row["imports_torch"] = "TORCH_IMPORTED=True" in proc.stderr
+        result[k] = row
+    return result
+
+
+def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log) -> dict:
+    flag = "1" if with_lr_find else "0"
+    timings, rss_nd, rss_bare = [], [], []
+    for r in range(runs):
+        t = time.perf_counter()
+        plan = [json.dumps(timings[0]["plan"])] if r % 2 == 1 else []
+        res = _spawn(["time", sample, flag, *plan])
+        timings.append(res)
+        if r < rss:
+            rss_nd.append(_spawn(["rss-nndoctor", sample, flag]))
+            rss_bare.append(_spawn(["rss-bare", sample, flag, json.dumps(res["plan"])]))
+        nd, bare = res["nndoctor"]["total_s"], res["bare"]["total_s"]
+        log(f"  {sample} run {r + 1}/{runs}{' (bare first)' if res['bare_first'] else ''}: nndoctor "
+            f"{nd:.2f} s, bare {bare:.2f} s, ratio {nd / bare:.2f} ({time.perf_counter() - t:.0f} s)")
+    return summarise(sample, runs, with_lr_find, timings, rss_nd, rss_bare)
+
+
+def _ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def summarise(sample, runs, with_lr_find, timings, rss_nd, rss_bare) -> dict:
+    """Medians over the runs, per check and in total, of wall and CPU seconds and their ratios.
+
+    CPU seconds (time.process_time, torch on one thread) leave out the time the process
+    waited for a core, which on a shared machine is most of the noise; wall seconds are
+    what a user on a quiet machine waits. Both are reported."""
+    med = statistics.median
+    checks = list(timings[0]["nndoctor"]["checks"])
+    rows = []
+    for name in ["(setup)"] + checks:
+        plan = timings[0]["plan"].get(name, {})
+        if name == "(setup)" and not any(plan.values()):
+            continue
+        ours = name in checks
+        nd = [t["nndoctor"]["checks"][name]["seconds"] for t in timings] if ours else None
+        nd_cpu = [t["nndoctor"]["checks"][name]["cpu"] for t in timings] if ours else None
+        bare = [t["bare"]["checks"].get(name, 0.0) for t in timings]
+        bare_cpu = [t["bare"]["cpu"].get(name, 0.0) for t in timings]
+        has_work = any(plan.values())
+        row = {"check": name, "status": timings[0]["nndoctor"]["checks"][name]["status"] if ours else "",
+               **{k: plan.get(k, 0) for k in KINDS},
+               "batches": plan.get("train_batches", 0) + plan.get("val_batches", 0),
+               "seconds": med(nd) if ours else None, "bare_seconds": med(bare),
+               "cpu": med(nd_cpu) if ours else None, "bare_cpu": med(bare_cpu),
+               "per_run": {"seconds": nd, "bare_seconds": bare, "cpu": nd_cpu, "bare_cpu": bare_cpu}}
+        row["ratio"] = _ratio(row["seconds"], row["bare_seconds"]) if has_work else None
+        row["cpu_ratio"] = _ratio(row["cpu"], row["bare_cpu"]) if has_work else None
+        rows.append(row)
+
+    def total(drop=()):
+        nd = [t["nndoctor"]["total_s"] - sum(t["nndoctor"]["checks"][c]["seconds"] for c in drop) for t in timings]
+        nd_cpu = [t["nndoctor"]["total_cpu"] - sum(t["nndoctor"]["checks"][c]["cpu"] for c in drop)
+                  for t in timings]
+        bare = [t["bare"]["total_s"] - sum(t["bare"]["checks"].get(c, 0.0) for c in drop) for t in timings]
+        bare_cpu = [t["bare"]["total_cpu"] - sum(t["bare"]["cpu"].get(c, 0.0) for c in drop) for t in timings]
+        # the ratio of each run, then the median: the two sides of one run shared its load
+        return {"seconds": med(nd), "bare_seconds": med(bare), "cpu": med(nd_cpu), "bare_cpu": med(bare_cpu),
+                "ratio": med([a / b for a, b in zip(nd, bare)]),
+                "cpu_ratio": med([a / b for a, b in zip(nd_cpu, bare_cpu)])}
+
+    out = {"sample": sample, "runs": runs, "with_lr_find": with_lr_find, "checks": rows,
+           "per_run": [{"seconds": t["nndoctor"]["total_s"], "bare_seconds": t["bare"]["total_s"],
+                        "cpu": t["nndoctor"]["total_cpu"], "bare_cpu": t["bare"]["total_cpu"],
+                        "bare_first": t["bare_first"]} for t in timings],
+           "total": {**total(), **{k: sum(r[k] for r in rows) for k in KINDS}},
+           "import_torch_s": med([t["import_torch_s"] for t in timings])}
+    if with_lr_find:  # the same runs without the lr-find row: what `check --skip lr-find` costs
+        out["total_without_lr_find"] = total(drop=("lr-find",))
+    if rss_nd:
+        nd_peak, bare_peak = med([x["peak_rss_mb"] for x in rss_nd]), med([x["peak_rss_mb"] for x in rss_bare])
+        base = med([x["rss_after_load_mb"] for x in rss_bare])
+        out["rss"] = {"runs": len(rss_nd), "after_load_mb": base, "nndoctor_peak_mb": nd_peak,
+                      "bare_peak_mb": bare_peak, "ratio": nd_peak / bare_peak,
+                      "nndoctor_above_load_mb": nd_peak - base, "bare_above_load_mb": bare_peak - base}
+    return out
+
+
+def _fmt(v, spec=".2f", none="-"):
+    return none if v is None else format(v, spec)
+
+
+def print_sample(res: dict, out=sys.stdout) -> None:
+    p = lambda s="": print(s, file=out)  # noqa: E731
+    p(f"\n{res['sample']}  (median of {res['runs']} runs; steps = forward+backward+optimizer step; "
+      f"seconds: CPU, wall)")
+    p(f"  {'check':11s} {'steps':>5s} {'fwd+bwd':>7s} {'fwd-only':>8s} {'batches':>7s} "
+      f"{'nndoctor':>8s} {'bare':>8s} {'ratio':>6s} {'wall':>8s} {'bare':>8s} {'ratio':>6s}")
+
+    def line(name, r, counts=True):
+        c = (f"{r['train']:5d} {r['fwd_bwd']:7d} {r['fwd_grad'] + r['fwd_nograd']:8d} {r['batches']:7d}"
+             if counts == "all" else f"{r['train']:5d} {r['fwd_bwd']:7d} {r['fwd_grad'] + r['fwd_nograd']:8d} "
+             f"{'':7s}" if counts else f"{'':5s} {'':7s} {'':8s} {'':7s}")
+        p(f"  {name:11s} {c} {_fmt(r['cpu'], '.3f'):>8s} {_fmt(r['bare_cpu'], '.3f'):>8s} "
+          f"{_fmt(r['cpu_ratio']):>6s} {_fmt(r['seconds'], '.3f'):>8s} {_fmt(r['bare_seconds'], '.3f'):>8s} "
+          f"{_fmt(r['ratio']):>6s}")
+
+    for r in res["checks"]:
+        line(r["check"], r, "all")
+    line("TOTAL", res["total"])
+    if "total_without_lr_find" in res:
+        line("w/o lr-find", res["total_without_lr_find"], counts=False)
+    if "rss" in res:
+        m = res["rss"]
+        p(f"  peak RSS: nndoctor {m['nndoctor_peak_mb']:.0f} MB, bare {m['bare_peak_mb']:.0f} MB, "
+          f"ratio {m['ratio']:.2f} (after import torch + load: {m['after_load_mb']:.0f} MB; above it "
+          f"+{m['nndoctor_above_load_mb']:.0f} vs +{m['bare_above_load_mb']:.0f} MB)")
+
+
+def print_summary(results: list, start: dict | None, out=sys.stdout) -> None:
+    p = lambda s="": print(s, file=out)  # noqa: E731
+    lr = bool(results) and results[0]["with_lr_find"]
+    p("\nSUMMARY  (nndoctor / a bare loop doing the same steps, median of the runs' ratios;"
+      " targets: time <= 1.2, RSS <= 1.5)")
+    head = f"  {'sample':20s} {'steps':>5s} {'bare s':>7s} {'check s':>8s} {'CPU':>5s} {'wall':>5s}"
+    if lr:
+        head += f" {'w/o lr-find CPU':>15s} {'wall':>5s}"
+    p(head + f" {'RSS':>5s}")
+    for res in results:
+        t = res["total"]
+        line = (f"  {res['sample']:20s} {t['train']:5d} {t['bare_seconds']:7.2f} {t['seconds']:8.2f} "
+                f"{t['cpu_ratio']:5.2f} {t['ratio']:5.2f}")
+        if lr:
+            w = res["total_without_lr_find"]
+            line += f" {w['cpu_ratio']:15.2f} {w['ratio']:5.2f}"
+        p(line + f" {_fmt(res.get('rss', {}).get('ratio')):>5s}")
+    if start:
+        p("\nSTART-UP  (median wall time; target <= 0.25 x import torch, torch not imported)")
+        for k, row in start.items():
+            extra = "" if "imports_torch" not in row else f"  imports torch: {'YES' if row['imports_torch'] else 'no'}"
+            p(f"  {k:32s} {row['seconds']:6.3f} s  {row['ratio']:5.2f} x{extra}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per sample (medians are reported)")
+    parser.add_argument("--samples", default=",".join(SAMPLES), help="comma-separated sample names")
+    parser.add_argument("--with-lr-find", action="store_true", help="include the lr-find check")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--rss-runs", type=int, default=None,
+                        help="runs that also measure peak RSS (default: every run)")
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument("--startup-runs", type=int, default=None, help="default: max(5, --runs)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="keep PYTHONDONTWRITEBYTECODE if set (default: the subprocesses cache "
+                             "bytecode, as an installed package has it)")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        mode, sample, flag = args.worker[:3]
+        plan = args.worker[3] if len(args.worker) > 3 else None
+        print(json.dumps(worker(mode, sample, flag == "1", plan)))
+        return 0
+
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if not args.no_bytecode:
+        ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+        subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(ROOT, "nndoctor")],
+                       env=ENV, check=False)
+    results = []
+    for sample in [s.strip() for s in args.samples.split(",") if s.strip()]:
+        rss = 0 if args.no_rss else (args.runs if args.rss_runs is None else args.rss_runs)
+        res = bench_sample(sample, args.runs, args.with_lr_find, rss, log)
+        print_sample(res)
+        sys.stdout.flush()
+        results.append(res)
+    start = None
+    if not args.no_startup:
+        log("start-up timings...")
+        start = startup(args.startup_runs or max(5, args.runs))
+    print_summary(results, start)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"samples": results, "startup": start, "cores": os.cpu_count()}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, ROOT)
+    sys.exit(main())
