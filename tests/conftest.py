@@ -34,6 +34,22 @@ def codes_of(report) -> set:
     return {f.code for f in report.findings}
 
 
+def only(report, code: str):
+    """The report's one finding with `code` (failing, with all findings, if not exactly one)."""
+    found = [f for f in report.findings if f.code == code]
+    assert len(found) == 1, [(f.code, f.message) for f in report.findings]
+    return found[0]
+
+
+def seeded_loader(x, y, batch_size: int = 32):
+    """A shuffling DataLoader over (x, y) whose order does not depend on the global RNG."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
+                                       shuffle=True, generator=g)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     # As nndoctor's runs do on a 2-core machine (nndoctor/threads.py): tests that drive

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import codes_of, load_sample, run_checks_on
+from conftest import codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import data as data_check
 from nndoctor.engine import Session
 from nndoctor.runner import run_checks
@@ -27,26 +27,11 @@ def scanned_batches(name: str, seed: int = 0) -> list:
     return Session(load_sample(name), device="cpu", seed=seed).batches(data_check.SCAN_BATCHES)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP's
-    # spinning threads make them several times slower; restored for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def run_on(model, x, y, criterion=None, checks=("data",), batch_size=16):
     setup = Setup(model=model, train_loader=DataLoader(TensorDataset(x, y), batch_size=batch_size),
                   criterion=criterion)
     return run_checks(setup, list(checks), device="cpu")
-
-
-def only(report, code):
-    found = [f for f in report.findings if f.code == code]
-    assert len(found) == 1, [(f.code, f.message) for f in report.findings]
-    return found[0]
 
 
 @pytest.fixture(scope="module")

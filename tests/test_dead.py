@@ -14,14 +14,6 @@ from nndoctor.scan import SATURATION_MARGIN, scan_activations
 from nndoctor.target import Setup
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: one thread is faster, and immune to other processes on 2 cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --------------------------------------------------------------------------- broken samples
 

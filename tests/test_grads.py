@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import codes_of, load_sample, run_checks_on
+from conftest import codes_of, load_sample, run_checks_on, seeded_loader
 from nndoctor import instrument
 from nndoctor.checks import grads
 from nndoctor.engine import Session
@@ -17,15 +17,6 @@ from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models train as fast on one thread, and one thread is immune to the
-    # oversubscription that makes shared 2-core machines 20x slower for multi-threaded runs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 # sample -> (its code, where, codes of these checks that follow from the same bug)
 BROKEN = {
@@ -103,7 +94,7 @@ def test_exactly_zero_gradient_is_no_gradient():
 
     torch.manual_seed(0)
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
-    report = run_checks(Setup(model=ZeroedGate(), train_loader=_loader(x, y)), ["grads"],
+    report = run_checks(Setup(model=ZeroedGate(), train_loader=seeded_loader(x, y)), ["grads"],
                         {"overfit": {"steps": 5}}, device="cpu")
     (finding,) = report.findings
     assert finding.code == "no-gradient" and finding.where == "gate"
@@ -156,12 +147,6 @@ def test_group_by_module():
 # ---------------------------------------------------------------- healthy architectures
 # The vanishing-gradient ratio must stay quiet on deep healthy nets: measured here on
 # a TransformerEncoder, a ResNet of BasicBlocks with BatchNorm and a 2-layer LSTM.
-
-def _loader(x, y, batch_size=32):
-    g = torch.Generator().manual_seed(0)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
-                                       shuffle=True, generator=g)
-
 
 class TokenTransformer(nn.Module):
     def __init__(self, vocab=200, d=32, classes=5):
@@ -230,7 +215,7 @@ def _lstm():
 def test_healthy_deep_architectures_are_silent(build):
     torch.manual_seed(0)
     model, x, y, optimizer = build()
-    setup = Setup(model=model, train_loader=_loader(x, y), optimizer=optimizer(model.parameters()))
+    setup = Setup(model=model, train_loader=seeded_loader(x, y), optimizer=optimizer(model.parameters()))
     report = run_checks(setup, ["grads"], {"overfit": {"steps": 30}}, device="cpu")
     assert report.findings == []
     metrics = report.checks[0].metrics

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 import torch.nn as nn
 
-from conftest import codes_of, load_sample, run_checks_on, sample_path
+from conftest import codes_of, load_sample, run_checks_on, sample_path, seeded_loader
 from nndoctor import instrument
 from nndoctor.engine import Session
 from nndoctor.runner import run_checks
@@ -16,21 +15,6 @@ from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models train as fast on one thread, and one thread is immune to the
-    # oversubscription that makes shared 2-core machines 20x slower for multi-threaded runs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _loader(x, y, batch_size=32):
-    g = torch.Generator().manual_seed(0)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
-                                       shuffle=True, generator=g)
 
 
 def _nonfinite(report):
@@ -118,7 +102,7 @@ class _MaskedThenLog(nn.Module):
 
 def test_an_op_in_the_root_forward_and_a_division():
     torch.manual_seed(0)
-    setup = Setup(model=_RootDivision(), train_loader=_loader(torch.randn(16, 4), torch.randn(16, 2)))
+    setup = Setup(model=_RootDivision(), train_loader=seeded_loader(torch.randn(16, 4), torch.randn(16, 2)))
     finding = _nonfinite(run_checks(setup, ["nan"], {"overfit": {"steps": 3}}, device="cpu"))
     assert finding.where is None and finding.evidence["scope"] == "model"
     assert finding.evidence["op"] in ("div", "/") and "the model's own forward" in finding.message
@@ -126,7 +110,7 @@ def test_an_op_in_the_root_forward_and_a_division():
 
 def test_intended_infinities_of_an_attention_mask_are_not_blamed():
     torch.manual_seed(0)
-    setup = Setup(model=_MaskedThenLog(), train_loader=_loader(torch.randn(16, 5, 8),
+    setup = Setup(model=_MaskedThenLog(), train_loader=seeded_loader(torch.randn(16, 5, 8),
                                                                torch.randint(0, 3, (16,))))
     finding = _nonfinite(run_checks(setup, ["nan"], {"overfit": {"steps": 3}}, device="cpu"))
     assert finding.evidence["op"] == "log" and finding.where is None  # log is in the root's forward
@@ -135,7 +119,7 @@ def test_intended_infinities_of_an_attention_mask_are_not_blamed():
 def test_non_finite_inputs_are_named_as_such():
     x = torch.randn(16, 4)
     x[3, 1] = float("nan")
-    setup = Setup(model=nn.Linear(4, 2), train_loader=_loader(x, torch.randn(16, 2), batch_size=16))
+    setup = Setup(model=nn.Linear(4, 2), train_loader=seeded_loader(x, torch.randn(16, 2), batch_size=16))
     finding = _nonfinite(run_checks(setup, ["nan"], {"overfit": {"steps": 3}}, device="cpu"))
     assert finding.evidence["kind"] == "input" and finding.where is None
     assert "inputs" in finding.message
@@ -148,7 +132,7 @@ def test_healthy_transformer_with_a_causal_mask_is_silent():
             return self.head(self.layer(x, src_mask=mask, is_causal=True).mean(1))
 
     torch.manual_seed(0)
-    setup = Setup(model=Causal(), train_loader=_loader(torch.randn(16, 5, 8), torch.randint(0, 3, (16,))))
+    setup = Setup(model=Causal(), train_loader=seeded_loader(torch.randn(16, 5, 8), torch.randint(0, 3, (16,))))
     report = run_checks(setup, ["nan"], {"overfit": {"steps": 10}}, device="cpu")
     assert report.findings == [] and report.checks[0].metrics["steps_done"] == 10
 

@@ -6,28 +6,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import HEALTHY, codes_of, load_sample, run_checks_on
+from conftest import HEALTHY, codes_of, load_sample, run_checks_on, seeded_loader
 from nndoctor.checks import overfit
 from nndoctor.runner import run_checks
 from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small models train as fast on one thread, and one thread is immune to the
-    # oversubscription that makes shared 2-core machines 20x slower for multi-threaded runs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def _loader(x, y, batch_size=32):
-    g = torch.Generator().manual_seed(0)
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
-                                       shuffle=True, generator=g)
 
 
 # The healthy samples are silent for all three checks that read the shared run. Their
@@ -108,7 +93,7 @@ def test_cannot_overfit_through_a_one_unit_bottleneck():
     torch.manual_seed(0)
     x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
     model = nn.Sequential(nn.Linear(20, 1), nn.Linear(1, 10))  # 10 classes through one number
-    setup = Setup(model=model, train_loader=_loader(x, y, 64),
+    setup = Setup(model=model, train_loader=seeded_loader(x, y, 64),
                   optimizer=torch.optim.Adam(model.parameters(), lr=1e-2))
     report = run_checks(setup, ["overfit"], {}, device="cpu")
     assert codes_of(report) == {"cannot-overfit"}
@@ -121,7 +106,7 @@ def test_regression_threshold_is_relative_to_the_first_loss():
     x = torch.randn(64, 8)
     y = 100 * x @ torch.randn(8, 1)  # targets in the hundreds: MSE starts near 1e5
     model = nn.Linear(8, 1)
-    setup = Setup(model=model, train_loader=_loader(x, y),
+    setup = Setup(model=model, train_loader=seeded_loader(x, y),
                   optimizer=torch.optim.Adam(model.parameters(), lr=5.0))
     report = run_checks(setup, ["overfit"], {}, device="cpu")
     metrics = report.checks[0].metrics

@@ -12,7 +12,7 @@ so BatchNorm statistics never move.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn as nn
