@@ -25,6 +25,15 @@ from .target import Setup
 
 DEFAULT_LR = 1e-3  # SPEC §1: Adam(lr=1e-3) when no optimizer is given
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")  # dict batches: the target's key
+# Above this much state (64M fp32 parameters) nndoctor keeps no second copy of it in memory:
+# the snapshot it restores from is the one extra copy (issue 6). So the update/weight ratio
+# is not measured (instrument.py) and the LR test caches its copy on disk (lr_find.py).
+SECOND_COPY_MAX_MB = 256
+
+
+def tensors_mb(tensors) -> float:
+    """The memory the tensors hold, in MiB."""
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 class Skip(Exception):

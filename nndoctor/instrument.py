@@ -43,7 +43,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .engine import Batch, Session
+from .engine import SECOND_COPY_MAX_MB, Batch, Session, tensors_mb
 from .errors import is_user_file, short_path
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -54,9 +54,8 @@ DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
 # every 10th 1.24x (2 cores, loaded); the norm alone, every step, is what the checks need.
 DETAIL_EVERY = 10
 # The update/weight ratio needs the weights from before the step: a second copy of them on
-# top of the session's snapshot. Above this size (64M fp32 parameters) it is not measured,
-# so a large model is diagnosed holding one extra copy of its weights (issue 6).
-UPDATE_RATIO_MAX_MB = 256
+# top of the session's snapshot, so it is not measured above this size.
+UPDATE_RATIO_MAX_MB = SECOND_COPY_MAX_MB
 
 
 # --------------------------------------------------------------------------- records
@@ -160,7 +159,7 @@ def train_run(session: Session, steps: int) -> TrainRun:
     devices = {p.device for p in params}
     multi_device = len(devices) > 1 or (devices and next(iter(devices)) != session.device)
     pending = None  # (step, [‖Δw‖...], [‖w‖...]) device tensors, read with the next sync
-    weights_mb = sum(p.numel() * p.element_size() for p in params) / 2**20
+    weights_mb = tensors_mb(params)
     if weights_mb > UPDATE_RATIO_MAX_MB:
         run.update_ratio_skipped = (f"not measured: the weights ({weights_mb:.0f} MB) are over "
                                     f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import Session, Skip
+from ..engine import SECOND_COPY_MAX_MB, Session, Skip, tensors_mb
 from ..findings import make_finding
 from . import Outcome
 
@@ -59,9 +59,9 @@ DEFAULTS = {
     "cache_dir": None,
 }
 CACHES = ("auto", "memory", "disk")
-# 256 MB of state (64M fp32 parameters, or fewer with Adam's moments): below it an in-memory
-# copy costs less than writing and re-reading it (~0.5 s per GB on a laptop SSD).
-AUTO_DISK_MB = 256
+# Below it an in-memory copy costs less than writing and re-reading it (~0.5 s per GB on a
+# laptop SSD); above it, it would be a second copy of the state (engine.SECOND_COPY_MAX_MB).
+AUTO_DISK_MB = SECOND_COPY_MAX_MB
 METHODS = ("valley", "steepest", "min/10")
 WHY = {
     "valley": "fastai's default: half-way into the longest stretch where the smoothed loss keeps "
@@ -319,8 +319,7 @@ def _cache_on_disk(session: Session, settings: dict) -> tuple:
         tensors = list(session.model.state_dict().values())
         tensors += [v for state in session.optimizer.state.values() for v in state.values()
                     if torch.is_tensor(v)]
-        mode = "disk" if sum(t.numel() * t.element_size() for t in tensors) > AUTO_DISK_MB * 2**20 \
-            else "memory"
+        mode = "disk" if tensors_mb(tensors) > AUTO_DISK_MB else "memory"
     return mode == "disk", cache_dir
 
 
