@@ -148,8 +148,9 @@ def run(session: Session, settings: dict) -> Outcome:
         # parameters still take memory, so the direct count is the truth.
         if int(stats.total_params) != direct_total:
             outcome.metrics["torchinfo_total_params"] = int(stats.total_params)
-        if round(stats.to_megabytes(stats.total_param_bytes), 4) != param_mb:
-            outcome.metrics["torchinfo_param_mb"] = round(stats.to_megabytes(stats.total_param_bytes), 4)
+        torchinfo_mb = round(stats.to_megabytes(stats.total_param_bytes), 4)
+        if torchinfo_mb != param_mb:
+            outcome.metrics["torchinfo_param_mb"] = torchinfo_mb
     depth = int(settings.get("depth") or 0)
     if depth > 0:
         size["layers"] = layer_breakdown(model, flop_count, depth)

@@ -97,9 +97,9 @@ def verdict(report) -> Text:
     return text
 
 
-
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
+
 
 def report_renderable(report) -> Group:
     parts = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
