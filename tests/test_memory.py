@@ -63,3 +63,41 @@ def test_a_reassigned_parameter_is_not_taken_for_the_base_one():
             first.weight = nn.Parameter(torch.zeros_like(first.weight))  # same version 0
     # after the run the parameter object may be the new one, but its values are the base's
     assert torch.equal(session.model[0].weight.detach(), original)
+
+
+def test_the_shared_run_frees_each_steps_gradients_before_the_next_backward():
+    # Held into the next step, they would sit beside the next backward's: a whole extra copy.
+    import weakref
+
+    from nndoctor import instrument
+
+    session = _session()
+    previous, alive = [], []
+
+    def after_step(optimizer, args, kwargs):
+        previous[:] = [weakref.ref(p.grad) for p in session.model.parameters() if p.grad is not None]
+
+    def during_backward(grad):  # how many of the last step's gradients still exist
+        alive.append(sum(ref() is not None for ref in previous))
+
+    session.optimizer.register_step_post_hook(after_step)
+    session.model[0].weight.register_hook(during_backward)
+    with session.preserved():
+        run = instrument.train_run(session, 5)
+    assert run.steps_done == 5 and len(previous) == 6
+    assert alive == [0] * 5
+
+
+def test_no_update_ratio_copy_above_the_size_limit(monkeypatch):
+    from nndoctor import instrument
+    from nndoctor.checks import grads
+
+    session = _session()
+    with session.preserved():
+        measured = instrument.train_run(session, 3)
+    assert measured.update_ratio and measured.update_ratio_skipped is None
+    monkeypatch.setattr(instrument, "UPDATE_RATIO_MAX_MB", 0)
+    with session.preserved():
+        skipped = instrument.train_run(session, 3)
+    assert skipped.update_ratio == {} and skipped.update_ratio_skipped.startswith("not measured")
+    assert grads.metrics(skipped)["update_ratio"] == skipped.update_ratio_skipped
