@@ -209,6 +209,15 @@ def test_seed_everything_seeds_all_three():
     assert a == (random.random(), float(np.random.rand()), float(torch.rand(1)))
 
 
+def test_seed_everything_gives_torch_manual_seeds_stream():
+    # It seeds the default generator directly (torch.manual_seed is slow: see its comment);
+    # a user's code that seeds with torch.manual_seed must see the same numbers.
+    seed_everything(5)
+    ours = torch.randn(8)
+    torch.manual_seed(5)
+    assert torch.equal(ours, torch.randn(8))
+
+
 def test_resolve_device():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
