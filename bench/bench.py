@@ -61,6 +61,10 @@ KINDS = ("train", "fwd_bwd", "fwd_grad", "fwd_nograd")
 # The checks that read the one-batch training run (whichever runs first does its steps):
 # the bare loop trains on the first batch for them, on the batches drawn in turn otherwise.
 SHARED_RUN_CHECKS = ("nan", "grads", "overfit")
+FLOOR_STEPS = 100  # lr-find.num_iter's default
+SEED = 0  # run_checks' seed here
+POOL_SIZE = 20  # lr_find.MAX_BATCHES: the most batches nndoctor caches and cycles
+FLOOR_REPEATS = 5
 
 
 # =========================================================================== worker side
@@ -208,21 +212,63 @@ class Bare:
         self.criterion = setup.criterion
         self.pool: list = []  # batches drawn so far, reused round-robin like nndoctor's cache
         self._iters: dict = {}
+        self._first_epoch = True
+        self._start = None
         self._nn = nn
 
+    def keep_start(self) -> "Bare":
+        """Copy the weights and optimizer state now, for rewind()."""
+        import copy
+
+        self._start = ({k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                       copy.deepcopy(self.optimizer.state_dict()))
+        return self
+
+    def rewind(self) -> None:
+        """Back to the kept weights and optimizer state: each of nndoctor's checks starts from
+        the model as given, so the bare loop's row for it does too (the same values)."""
+        import copy
+
+        weights, optimizer = self._start
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(copy.deepcopy(optimizer))
+
     def draw(self, key: str, n: int) -> None:
-        """Draw n batches from a loader, as a training loop does (a new epoch when it ends)."""
+        """Draw n batches from a loader, as a training loop does (a new epoch when it ends).
+
+        The first training batches are drawn as nndoctor's session draws its cached ones
+        (seeded: engine.Session.batches), so the pool holds the very batches nndoctor
+        trains on: the same values, hence the same subnormal floats (an LSTM trained to
+        memorise one batch is ~1.3x slower per step on it than on another batch)."""
+        from nndoctor.engine import rng_state, seed_everything, set_rng_state
+
         loader = self.setup.train_loader if key == "train" else self.setup.val_loader
         for _ in range(n):
+            seeded = key == "train" and self._first_epoch and len(self.pool) < POOL_SIZE
             it = self._iters.get(key)
+            if it is None and seeded:
+                state = rng_state()
+                seed_everything(SEED)
+                it = self._iters[key] = iter(loader)
+                set_rng_state(state)
             try:
-                batch = next(it) if it is not None else None
-                if batch is None:
+                if it is None:
                     raise StopIteration
+                if seeded:
+                    state = rng_state()
+                    seed_everything(SEED + len(self.pool))
+                    try:
+                        batch = next(it)
+                    finally:
+                        set_rng_state(state)
+                else:
+                    batch = next(it)
             except StopIteration:
+                if key == "train" and it is not None:
+                    self._first_epoch = False
                 it = self._iters[key] = iter(loader)
                 batch = next(it)
-            if key == "train" and len(self.pool) < 32:
+            if key == "train" and len(self.pool) < POOL_SIZE:
                 self.pool.append(batch)
 
     def loss(self, batch):
@@ -246,7 +292,10 @@ class Bare:
         x = batch[0]
         return self.model(*x) if isinstance(x, (tuple, list)) else self.model(x)
 
-    def run(self, work: dict, same_batch: bool = False) -> None:
+    def run(self, work: dict, same_batch: bool = False, lr_sweep: bool = False) -> None:
+        """Do `work`. `lr_sweep`: set each step's LR as the LR range test does (exponential,
+        lr_find.DEFAULTS' start_lr to end_lr over num_iter steps), so its steps see the same
+        weights and values as the test's; the LRs are put back after."""
         torch, model, opt = self.torch, self.model, self.optimizer
         self.draw("train", work.get("train_batches", 0))
         if work.get("val_batches"):
@@ -254,14 +303,24 @@ class Bare:
         if not self.pool:
             self.draw("train", 1)
         pool, k = self.pool, 0
+        lrs = [g["lr"] for g in opt.param_groups]
+        if lr_sweep:
+            from nndoctor.checks.lr_find import DEFAULTS
+
+            start, end, num_iter = DEFAULTS["start_lr"], DEFAULTS["end_lr"], DEFAULTS["num_iter"]
         model.train()
-        for _ in range(work.get("train", 0)):
+        for i in range(work.get("train", 0)):
+            if lr_sweep:
+                for g in opt.param_groups:
+                    g["lr"] = start * (end / start) ** (i / (num_iter - 1))
             opt.zero_grad(set_to_none=True)
             loss = self.loss(pool[0 if same_batch else k % len(pool)])
             loss.backward()
             opt.step()
             loss.item()
             k += 1
+        for g, lr in zip(opt.param_groups, lrs):
+            g["lr"] = lr
         for _ in range(work.get("fwd_bwd", 0)):
             opt.zero_grad(set_to_none=True)
             loss = self.loss(pool[k % len(pool)])
@@ -298,17 +357,18 @@ def time_bare(setup, plan: dict, order: list) -> dict:
     weights = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
     optimizer = copy.deepcopy(setup.optimizer.state_dict()) if setup.optimizer is not None else None
     generators = [(g, g.get_state()) for g in _loader_generators(setup)]
-    bare = Bare(setup)
+    bare = Bare(setup).keep_start()
     rows, cpu = {}, {}
     with limited_threads():
-        t0, c0 = time.perf_counter(), time.process_time()
         for check in order:
             work = plan.get(check, {})
+            if any(work.values()):
+                bare.rewind()  # untimed
             t, c = time.perf_counter(), time.process_time()
             if any(work.values()):
-                bare.run(work, same_batch=check in SHARED_RUN_CHECKS)
+                bare.run(work, same_batch=check in SHARED_RUN_CHECKS, lr_sweep=check == "lr-find")
             rows[check], cpu[check] = time.perf_counter() - t, time.process_time() - c
-        total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+        total, total_cpu = sum(rows.values()), sum(cpu.values())
     setup.model.load_state_dict(weights)
     if optimizer is not None:
         setup.optimizer.load_state_dict(optimizer)
@@ -316,6 +376,86 @@ def time_bare(setup, plan: dict, order: list) -> dict:
         g.set_state(state)
     setup.model.zero_grad(set_to_none=True)
     return {"total_s": total, "total_cpu": total_cpu, "checks": rows, "cpu": cpu}
+
+
+def lr_finder_floor(setup, repeats: int) -> dict:
+    """torch-lr-finder's own loop against the bare loop, with nothing of nndoctor's around it.
+
+    `LRFinder.range_test` runs FLOOR_STEPS steps on a plain module wrapping the bare loop's
+    loss (the batches it draws are the bare loop's, cached); the bare loop runs as many
+    steps on the same batches. Untimed: the finder's construction (it copies the state)
+    and its reset(). Warm, in one process, alternating, `repeats` pairs: what the range
+    test costs over the steps it takes before nndoctor adds anything, the floor of the
+    lr-find row."""
+    import warnings
+
+    import torch
+    import torch.nn as nn
+    import torch_lr_finder.lr_finder as tlf
+
+    from nndoctor.threads import limited_threads
+
+    bare = Bare(setup).keep_start()
+    bare.draw("train", 8)
+    pool = bare.pool
+
+    class LossOf(nn.Module):  # the finder's "model": a batch in, the bare loop's loss out
+        def __init__(self):
+            super().__init__()
+            self.model = setup.model
+
+        def forward(self, batch):
+            return bare.loss(batch)
+
+    class Batches(tlf.TrainDataLoaderIter):
+        def __init__(self):  # no DataLoader behind it: the pool, cycled
+            self.k = 0
+
+        def __next__(self):
+            self.k += 1
+            return pool[self.k % len(pool)], None
+
+    def bare_steps():
+        bare.rewind()  # untimed, as the finder's reset()
+        t, c = time.perf_counter(), time.process_time()
+        bare.run({"train": FLOOR_STEPS}, lr_sweep=True)
+        return time.perf_counter() - t, time.process_time() - c
+
+    def finder_steps():
+        bare.rewind()  # untimed: the finder starts from the same weights as the bare loop
+        finder = tlf.LRFinder(LossOf(), bare.optimizer, lambda loss, _: loss, device="cpu")
+        t, c = time.perf_counter(), time.process_time()
+        finder.range_test(Batches(), start_lr=1e-7, end_lr=10, num_iter=FLOOR_STEPS,
+                          diverge_th=float("inf"))
+        spent = time.perf_counter() - t, time.process_time() - c
+        finder.reset()
+        return spent
+
+    wall, cpu = {"bare": [], "finder": []}, {"bare": [], "finder": []}
+    with limited_threads(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        saved_tqdm, saved_print = tlf.tqdm, getattr(tlf, "print", None)
+        tlf.tqdm, tlf.print = (lambda it: it), (lambda *a, **k: None)
+        try:
+            bare_steps(), finder_steps()  # warm-up, untimed
+            for _ in range(repeats):
+                w, c = bare_steps()
+                wall["bare"].append(w)
+                cpu["bare"].append(c)
+                w, c = finder_steps()
+                wall["finder"].append(w)
+                cpu["finder"].append(c)
+        finally:
+            tlf.tqdm = saved_tqdm
+            if saved_print is None:
+                del tlf.print
+            else:
+                tlf.print = saved_print
+    med = statistics.median
+    return {"steps": FLOOR_STEPS, "repeats": repeats,
+            "ratio": med([f / b for f, b in zip(wall["finder"], wall["bare"])]),
+            "cpu_ratio": med([f / b for f, b in zip(cpu["finder"], cpu["bare"])]),
+            "bare_s": med(wall["bare"]), "finder_s": med(wall["finder"])}
 
 
 def worker(mode: str, sample: str, with_lr_find: bool, plan_json: str | None) -> dict:
@@ -344,17 +484,26 @@ def worker(mode: str, sample: str, with_lr_find: bool, plan_json: str | None) ->
         out["bare_first"] = given is not None
         if given is None:
             out["bare"] = time_bare(setup, plan, order=["(setup)"] + [c.name for c in report.checks])
+    elif mode == "lr-finder-floor":
+        out["floor"] = lr_finder_floor(setup, int(plan_json or FLOOR_REPEATS))
     elif mode == "rss-nndoctor":
         report, _, wall, _ = run_nndoctor(setup, with_lr_find, count=False)
         out["seconds"] = wall
         out["peak_rss_mb"] = _maxrss_mb()
-    elif mode == "rss-bare":
+    elif mode in ("rss-bare", "e2e-bare"):
+        # rss-bare keeps no copy of the weights (its peak is the bare loop's own); e2e-bare,
+        # timed from outside as a whole process, rewinds the model before each check's work
+        # as nndoctor does, so its steps see the same values.
         plan = json.loads(plan_json)
         bare = Bare(setup)
+        if mode == "e2e-bare":
+            bare.keep_start()
         t = time.perf_counter()
         with limited_threads():
             for check, work in plan.items():
-                bare.run(work, same_batch=check in SHARED_RUN_CHECKS)
+                if mode == "e2e-bare" and any(work.values()):
+                    bare.rewind()
+                bare.run(work, same_batch=check in SHARED_RUN_CHECKS, lr_sweep=check == "lr-find")
         out["seconds"] = time.perf_counter() - t
         out["peak_rss_mb"] = _maxrss_mb()
     return out
@@ -380,8 +529,7 @@ def _wall(cmd: list) -> float:
 
 
 def startup(runs: int) -> dict:
-    exe = shutil.which("nndoctor")
-    nnd = [exe] if exe else [sys.executable, "-m", "nndoctor"]
+    nnd = _nndoctor_cli()
     commands = {
         "import torch": [sys.executable, "-c", "import torch"],
         "nndoctor --help": nnd + ["--help"],
@@ -410,7 +558,37 @@ def startup(runs: int) -> dict:
     return result
 
 
-def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log) -> dict:
+def _nndoctor_cli() -> list:
+    exe = shutil.which("nndoctor")
+    return [exe] if exe else [sys.executable, "-m", "nndoctor"]
+
+
+def end_to_end(sample: str, plan: dict, runs: int, with_lr_find: bool) -> dict:
+    """Wall time of the whole process, as a user waits for it: `nndoctor check` on the
+    sample against a process that imports torch, loads the same target and runs the bare
+    loop's steps (the issue's limit: the steps plus `import torch`). Interleaved per run,
+    with and without lr-find (`--skip lr-find` against the plan without its row)."""
+    target = os.path.join("sample_models", f"{sample}.py")
+    check = _nndoctor_cli() + ["check", target, "--seed", "0", "--format", "json"]
+    bare = [sys.executable, os.path.abspath(__file__), "--worker", "e2e-bare", sample, "0"]
+    variants = {"without_lr_find": (check + ["--skip", "lr-find"],
+                                    {k: v for k, v in plan.items() if k != "lr-find"})}
+    if with_lr_find:
+        variants["with_lr_find"] = (check, plan)
+    times = {k: {"check": [], "bare": []} for k in variants}
+    for name, (cmd, work) in variants.items():  # once untimed: page cache, bytecode
+        _wall(cmd), _wall(bare + [json.dumps(work)])
+    for _ in range(runs):
+        for name, (cmd, work) in variants.items():
+            times[name]["check"].append(_wall(cmd))
+            times[name]["bare"].append(_wall(bare + [json.dumps(work)]))
+    med = statistics.median
+    return {name: {"check_s": med(t["check"]), "bare_s": med(t["bare"]),
+                   "ratio": med([c / b for c, b in zip(t["check"], t["bare"])])}
+            for name, t in times.items()}
+
+
+def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log, e2e: bool = True) -> dict:
     flag = "1" if with_lr_find else "0"
     timings, rss_nd, rss_bare = [], [], []
     for r in range(runs):
@@ -424,7 +602,19 @@ def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log) -> d
         nd, bare = res["nndoctor"]["total_s"], res["bare"]["total_s"]
         log(f"  {sample} run {r + 1}/{runs}{' (bare first)' if res['bare_first'] else ''}: nndoctor "
             f"{nd:.2f} s, bare {bare:.2f} s, ratio {nd / bare:.2f} ({time.perf_counter() - t:.0f} s)")
-    return summarise(sample, runs, with_lr_find, timings, rss_nd, rss_bare)
+    result = summarise(sample, runs, with_lr_find, timings, rss_nd, rss_bare)
+    if with_lr_find:
+        t = time.perf_counter()
+        result["lr_finder_floor"] = _spawn(["lr-finder-floor", sample, flag, str(FLOOR_REPEATS)])["floor"]
+        log(f"  {sample} torch-lr-finder alone: {result['lr_finder_floor']['ratio']:.2f}x the bare "
+            f"loop ({time.perf_counter() - t:.0f} s)")
+    if e2e:
+        t = time.perf_counter()
+        result["end_to_end"] = end_to_end(sample, timings[0]["plan"], runs, with_lr_find)
+        log(f"  {sample} end to end: " + ", ".join(f"{k} {v['ratio']:.2f}" for k, v in
+                                                     result["end_to_end"].items())
+            + f" ({time.perf_counter() - t:.0f} s)")
+    return result
 
 
 def _ratio(a, b):
@@ -536,6 +726,27 @@ def print_summary(results: list, start: dict | None, out=sys.stdout) -> None:
             w = res["total_without_lr_find"]
             line += f" {w['cpu_ratio']:15.2f} {w['ratio']:5.2f}"
         p(line + f" {_fmt(res.get('rss', {}).get('ratio')):>5s}")
+    if any("lr_finder_floor" in r for r in results):
+        p("\nTORCH-LR-FINDER ALONE  (its range_test loop / the bare loop, same steps, warm, one"
+          " process; the floor of the lr-find row)")
+        for res in results:
+            f = res.get("lr_finder_floor")
+            if f:
+                p(f"  {res['sample']:20s} {f['steps']:5d} steps  bare {f['bare_s']:6.3f} s  "
+                  f"range_test {f['finder_s']:6.3f} s  ratio {f['ratio']:5.2f}  CPU {f['cpu_ratio']:5.2f}")
+    if any("end_to_end" in r for r in results):
+        p("\nEND TO END  (median wall time of the whole process: `nndoctor check` against import"
+          " torch + load + the bare steps)")
+        p(f"  {'sample':20s} {'bare s':>7s} {'check s':>8s} {'ratio':>6s}   {'w/o lr-find: bare s':>19s}"
+          f" {'check s':>8s} {'ratio':>6s}")
+        for res in results:
+            e = res.get("end_to_end")
+            if not e:
+                continue
+            w, full = e["without_lr_find"], e.get("with_lr_find")
+            head = (f"{full['bare_s']:7.2f} {full['check_s']:8.2f} {full['ratio']:6.2f}" if full
+                    else f"{'-':>7s} {'-':>8s} {'-':>6s}")
+            p(f"  {res['sample']:20s} {head}   {w['bare_s']:19.2f} {w['check_s']:8.2f} {w['ratio']:6.2f}")
     if start:
         p("\nSTART-UP  (median wall time; target <= 0.25 x import torch, torch not imported)")
         for k, row in start.items():
@@ -552,6 +763,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rss-runs", type=int, default=None,
                         help="runs that also measure peak RSS (default: every run)")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    parser.add_argument("--no-end-to-end", action="store_true",
+                        help="skip the whole-process timings of `nndoctor check`")
     parser.add_argument("--startup-runs", type=int, default=None, help="default: max(5, --runs)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--no-bytecode", action="store_true",
@@ -574,7 +787,7 @@ def main(argv=None) -> int:
     results = []
     for sample in [s.strip() for s in args.samples.split(",") if s.strip()]:
         rss = 0 if args.no_rss else (args.runs if args.rss_runs is None else args.rss_runs)
-        res = bench_sample(sample, args.runs, args.with_lr_find, rss, log)
+        res = bench_sample(sample, args.runs, args.with_lr_find, rss, log, e2e=not args.no_end_to_end)
         print_sample(res)
         sys.stdout.flush()
         results.append(res)

@@ -1,0 +1,45 @@
+"""bench/bench.py, the README's performance command, still runs and counts the right work.
+
+No timing is asserted (the machines are noisy): the step counts are, and that every
+ratio the benchmark reports was measured and is a positive number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def xor_bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "xor.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench.py"), "--runs", "1", "--samples", "xor",
+         "--with-lr-find", "--no-rss", "--no-startup", "--no-end-to-end", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text())["samples"][0], proc.stdout
+
+
+def test_bench_counts_the_steps_check_needs(xor_bench):
+    res, _ = xor_bench
+    rows = {r["check"]: r for r in res["checks"]}
+    # the shared run: overfit.steps = 100 steps on one batch, counted in the first check to ask
+    assert rows["nan"]["train"] == 100
+    assert rows["lr-find"]["train"] == 100  # num_iter; xor's loss does not diverge before the end
+    assert res["total"]["train"] == 200
+    assert rows["dead"]["fwd_nograd"] + rows["dead"]["fwd_grad"] == 4  # scan.SCAN_BATCHES
+
+
+def test_bench_reports_every_ratio_and_the_lr_finder_floor(xor_bench):
+    res, stdout = xor_bench
+    assert res["total"]["ratio"] > 0 and res["total_without_lr_find"]["ratio"] > 0
+    floor = res["lr_finder_floor"]
+    assert floor["steps"] == 100 and floor["ratio"] > 0 and floor["bare_s"] > 0
+    assert "TORCH-LR-FINDER ALONE" in stdout and "SUMMARY" in stdout
