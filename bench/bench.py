@@ -233,8 +233,9 @@ class Bare:
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(copy.deepcopy(optimizer))
 
-    def draw(self, key: str, n: int) -> None:
-        """Draw n batches from a loader, as a training loop does (a new epoch when it ends).
+    def draw(self, key: str, n: int):
+        """Draw n batches from a loader, as a training loop does (a new epoch when it ends);
+        returns the last one.
 
         The first training batches are drawn as nndoctor's session draws its cached ones
         (seeded: engine.Session.batches), so the pool holds the very batches nndoctor
@@ -270,6 +271,7 @@ class Bare:
                 batch = next(it)
             if key == "train" and len(self.pool) < POOL_SIZE:
                 self.pool.append(batch)
+        return batch if n else None
 
     def loss(self, batch):
         if self.setup.loss_fn is not None:
@@ -297,7 +299,11 @@ class Bare:
         lr_find.DEFAULTS' start_lr to end_lr over num_iter steps), so its steps see the same
         weights and values as the test's; the LRs are put back after."""
         torch, model, opt = self.torch, self.model, self.optimizer
-        self.draw("train", work.get("train_batches", 0))
+        steps, drawn = work.get("train", 0), work.get("train_batches", 0)
+        # A row that draws a batch per step (fit's epochs) trains on each batch as it is drawn,
+        # as `for batch in loader` does; the others train on the cached pool, as nndoctor does.
+        fresh = not same_batch and steps > 0 and drawn >= steps
+        self.draw("train", drawn - steps if fresh else drawn)
         if work.get("val_batches"):
             self.draw("val", work["val_batches"])
         if not self.pool:
@@ -309,12 +315,12 @@ class Bare:
 
             start, end, num_iter = DEFAULTS["start_lr"], DEFAULTS["end_lr"], DEFAULTS["num_iter"]
         model.train()
-        for i in range(work.get("train", 0)):
+        for i in range(steps):
             if lr_sweep:
                 for g in opt.param_groups:
                     g["lr"] = start * (end / start) ** (i / (num_iter - 1))
             opt.zero_grad(set_to_none=True)
-            loss = self.loss(pool[0 if same_batch else k % len(pool)])
+            loss = self.loss(self.draw("train", 1) if fresh else pool[0 if same_batch else k % len(pool)])
             loss.backward()
             opt.step()
             loss.item()
