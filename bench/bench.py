@@ -2,7 +2,7 @@
 
 Run from the repo root:
 
-    python bench/bench.py [--runs 3] [--samples xor,mlp] [--with-lr-find] [--json out.json]
+    python bench/bench.py [--runs 4] [--samples xor,mlp] [--with-lr-find] [--json out.json]
 
 For each healthy sample model, one *timing* subprocess per run
 
@@ -19,15 +19,29 @@ For each healthy sample model, one *timing* subprocess per run
    *bare loop* that does exactly that work, check by check: the same number of
    forward+backward+optimizer steps, forward+backward passes, forward-only passes, and
    batches drawn from the same loaders. It reads the loss once per step (`.item()`),
-   as any loop that logs its loss does.
+   as any loop that logs its loss does. Its steps compute the same values as
+   nndoctor's, because a step's cost depends on them (subnormal floats are many times
+   slower on a CPU: an LSTM's LR range test runs ~1.7x slower than the same number of
+   steps at the LSTM's own LR): it draws the same seeded batches, starts each check's
+   work from the weights as given (nndoctor restores them after every check), sweeps
+   the LR as the range test does in the lr-find row, and trains on each batch as it is
+   drawn in the fit row.
 
-Odd-numbered runs time the bare loop first (then put the model, optimizer and loader
+Every second run (the 2nd, 4th...) times the bare loop first (then put the model, optimizer and loader
 RNGs back), so that neither side always finds the caches warm.
 
 The ratio nndoctor / bare is the cost of the diagnosis beyond the steps it needs.
 Peak memory (ru_maxrss, a per-process high-water mark) is measured in two more
 subprocesses per run: one runs only nndoctor, one only the bare loop, both after
 `import torch` and loading the target. Every figure is the median over the runs.
+
+The floor of the lr-find row (`lr_finder_floor`): torch-lr-finder's own `range_test`
+loop on a bare module against the bare loop with the same LR sweep, warm, in one
+process; nndoctor cannot make the range test cheaper than that without replacing it.
+
+End to end (`end_to_end`): the wall time of the whole `nndoctor check` process against
+a process that imports torch, loads the target and runs the bare steps: the issue's
+limit, "the steps it needs plus `import torch`", as a user waits for it.
 
 Start-up: the median wall time of `nndoctor --help`, `nndoctor codes` and
 `nndoctor explain dead-neurons` against `python -c "import torch"`, and whether
@@ -762,7 +776,8 @@ def print_summary(results: list, start: dict | None, out=sys.stdout) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per sample (medians are reported)")
+    parser.add_argument("--runs", type=int, default=4,
+                        help="runs per sample (medians are reported; an even count times each side first equally often)")
     parser.add_argument("--samples", default=",".join(SAMPLES), help="comma-separated sample names")
     parser.add_argument("--with-lr-find", action="store_true", help="include the lr-find check")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory subprocesses")
