@@ -91,7 +91,10 @@ def test_sigint_prints_the_finished_checks_and_exits_130():
     process = subprocess.Popen(
         [sys.executable, "-m", "nndoctor", "check", f"{SLOW}:slow_train", "--only", "size,overfit",
          "--format", "json"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A suite started in the background (`pytest &` in a script) inherits SIGINT ignored,
+        # and Python then leaves it ignored: give the child the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     stderr_lines: list = []
     training = threading.Event()
 
