@@ -76,7 +76,7 @@ KINDS = ("train", "fwd_bwd", "fwd_grad", "fwd_nograd")
 # the bare loop trains on the first batch for them, on the batches drawn in turn otherwise.
 SHARED_RUN_CHECKS = ("nan", "grads", "overfit")
 FLOOR_STEPS = 100  # lr-find.num_iter's default
-SEED = 0  # run_checks' seed here
+SEED = 0  # the seed nndoctor runs with here; the bare loop draws its batches with it
 POOL_SIZE = 20  # lr_find.MAX_BATCHES: the most batches nndoctor caches and cycles
 FLOOR_REPEATS = 5
 
@@ -196,7 +196,7 @@ def run_nndoctor(setup, with_lr_find: bool, count: bool):
 
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        report = run_checks(setup, _checks(with_lr_find), {}, target="bench", device="cpu", seed=0,
+        report = run_checks(setup, _checks(with_lr_find), {}, target="bench", device="cpu", seed=SEED,
                             on_check=on_check)
     finally:
         if counters is not None:
@@ -253,8 +253,7 @@ class Bare:
 
         The first training batches are drawn as nndoctor's session draws its cached ones
         (seeded: engine.Session.batches), so the pool holds the very batches nndoctor
-        trains on: the same values, hence the same subnormal floats (an LSTM trained to
-        memorise one batch is ~1.3x slower per step on it than on another batch)."""
+        trains on: the same values, hence the same cost (subnormal floats are slow)."""
         from nndoctor.engine import rng_state, seed_everything, set_rng_state
 
         loader = self.setup.train_loader if key == "train" else self.setup.val_loader

@@ -54,7 +54,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     # Not torch.manual_seed: for each accelerator backend that is not yet initialised it
     # queues a lazy seed with a formatted stack trace, ~0.14 ms a call, and nndoctor
-    # reseeds per check and per batch (~20 calls: a tenth of the xor sample's bare steps).
+    # reseeds per check and per batch (~20 calls, ~3 ms per `check`).
     # A device nndoctor runs on is initialised by then, so seeding the initialised ones is
     # the same.
     torch.default_generator.manual_seed(seed)
