@@ -39,7 +39,7 @@ The floor of the lr-find row (`lr_finder_floor`): torch-lr-finder's own `range_t
 loop on a bare module against the bare loop with the same LR sweep, warm, in one
 process; nndoctor cannot make the range test cheaper than that without replacing it.
 
-End to end (`end_to_end`): the wall time of the whole `nndoctor check` process against
+End to end (`end_to_end`): the wall and CPU time of the whole `nndoctor check` process against
 a process that imports torch, loads the target and runs the bare steps: the issue's
 limit, "the steps it needs plus `import torch`", as a user waits for it.
 
@@ -542,9 +542,17 @@ def _spawn(args: list, timeout: float = 1800) -> dict:
 
 
 def _wall(cmd: list) -> float:
+    return _timed(cmd)[0]
+
+
+def _timed(cmd: list) -> tuple:
+    """(wall seconds, CPU seconds: user + system) of a subprocess run to its end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, check=False)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def startup(runs: int) -> dict:
@@ -583,10 +591,12 @@ def _nndoctor_cli() -> list:
 
 
 def end_to_end(sample: str, plan: dict, runs: int, with_lr_find: bool) -> dict:
-    """Wall time of the whole process, as a user waits for it: `nndoctor check` on the
-    sample against a process that imports torch, loads the same target and runs the bare
-    loop's steps (the issue's limit: the steps plus `import torch`). Interleaved per run,
-    with and without lr-find (`--skip lr-find` against the plan without its row)."""
+    """Wall and CPU time of the whole process, as a user waits for it: `nndoctor check` on
+    the sample against a process that imports torch, loads the same target and runs the
+    bare loop's steps (the issue's limit: the steps plus `import torch`). Interleaved per
+    run, with and without lr-find (`--skip lr-find` against the plan without its row).
+    CPU time (user + system) leaves out waiting for a core or the disk, which makes
+    `import torch` vary by seconds between processes on a shared machine."""
     target = os.path.join("sample_models", f"{sample}.py")
     check = _nndoctor_cli() + ["check", target, "--seed", "0", "--format", "json"]
     bare = [sys.executable, os.path.abspath(__file__), "--worker", "e2e-bare", sample, "0"]
@@ -599,12 +609,17 @@ def end_to_end(sample: str, plan: dict, runs: int, with_lr_find: bool) -> dict:
         _wall(cmd), _wall(bare + [json.dumps(work)])
     for _ in range(runs):
         for name, (cmd, work) in variants.items():
-            times[name]["check"].append(_wall(cmd))
-            times[name]["bare"].append(_wall(bare + [json.dumps(work)]))
+            times[name]["check"].append(_timed(cmd))
+            times[name]["bare"].append(_timed(bare + [json.dumps(work)]))
     med = statistics.median
-    return {name: {"check_s": med(t["check"]), "bare_s": med(t["bare"]),
-                   "ratio": med([c / b for c, b in zip(t["check"], t["bare"])])}
-            for name, t in times.items()}
+    out = {}
+    for name, t in times.items():
+        (check_wall, check_cpu), (bare_wall, bare_cpu) = zip(*t["check"]), zip(*t["bare"])
+        out[name] = {"check_s": med(check_wall), "bare_s": med(bare_wall),
+                     "ratio": med([c / b for c, b in zip(check_wall, bare_wall)]),
+                     "check_cpu": med(check_cpu), "bare_cpu": med(bare_cpu),
+                     "cpu_ratio": med([c / b for c, b in zip(check_cpu, bare_cpu)])}
+    return out
 
 
 def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log, e2e: bool = True) -> dict:
@@ -630,8 +645,8 @@ def bench_sample(sample: str, runs: int, with_lr_find: bool, rss: int, log, e2e:
     if e2e:
         t = time.perf_counter()
         result["end_to_end"] = end_to_end(sample, timings[0]["plan"], runs, with_lr_find)
-        log(f"  {sample} end to end: " + ", ".join(f"{k} {v['ratio']:.2f}" for k, v in
-                                                     result["end_to_end"].items())
+        log(f"  {sample} end to end (CPU): " + ", ".join(f"{k} {v['cpu_ratio']:.2f}" for k, v in
+                                                           result["end_to_end"].items())
             + f" ({time.perf_counter() - t:.0f} s)")
     return result
 
@@ -754,18 +769,15 @@ def print_summary(results: list, start: dict | None, out=sys.stdout) -> None:
                 p(f"  {res['sample']:20s} {f['steps']:5d} steps  bare {f['bare_s']:6.3f} s  "
                   f"range_test {f['finder_s']:6.3f} s  ratio {f['ratio']:5.2f}  CPU {f['cpu_ratio']:5.2f}")
     if any("end_to_end" in r for r in results):
-        p("\nEND TO END  (median wall time of the whole process: `nndoctor check` against import"
-          " torch + load + the bare steps)")
-        p(f"  {'sample':20s} {'bare s':>7s} {'check s':>8s} {'ratio':>6s}   {'w/o lr-find: bare s':>19s}"
-          f" {'check s':>8s} {'ratio':>6s}")
+        p("\nEND TO END  (the whole process: `nndoctor check` against import torch + load + the"
+          " bare steps; median seconds, CPU = user + system, and the median of the runs' ratios)")
+        p(f"  {'sample':20s} {'':12s} {'bare CPU':>8s} {'check CPU':>9s} {'ratio':>6s}"
+          f" {'bare wall':>9s} {'check wall':>10s} {'ratio':>6s}")
         for res in results:
-            e = res.get("end_to_end")
-            if not e:
-                continue
-            w, full = e["without_lr_find"], e.get("with_lr_find")
-            head = (f"{full['bare_s']:7.2f} {full['check_s']:8.2f} {full['ratio']:6.2f}" if full
-                    else f"{'-':>7s} {'-':>8s} {'-':>6s}")
-            p(f"  {res['sample']:20s} {head}   {w['bare_s']:19.2f} {w['check_s']:8.2f} {w['ratio']:6.2f}")
+            for name, e in res.get("end_to_end", {}).items():
+                label = "w/o lr-find" if name == "without_lr_find" else "with lr-find"
+                p(f"  {res['sample']:20s} {label:12s} {e['bare_cpu']:8.2f} {e['check_cpu']:9.2f}"
+                  f" {e['cpu_ratio']:6.2f} {e['bare_s']:9.2f} {e['check_s']:10.2f} {e['ratio']:6.2f}")
     if start:
         p("\nSTART-UP  (median wall time; target <= 0.25 x import torch, torch not imported)")
         for k, row in start.items():
