@@ -75,7 +75,7 @@ KINDS = ("train", "fwd_bwd", "fwd_grad", "fwd_nograd")
 # The checks that read the one-batch training run (whichever runs first does its steps):
 # the bare loop trains on the first batch for them, on the batches drawn in turn otherwise.
 SHARED_RUN_CHECKS = ("nan", "grads", "overfit")
-FLOOR_STEPS = 100  # lr-find.num_iter's default
+FLOOR_STEPS = 100  # = lr_find.DEFAULTS["num_iter"], the steps Bare.run's LR sweep spans
 SEED = 0  # the seed nndoctor runs with here; the bare loop draws its batches with it
 POOL_SIZE = 20  # lr_find.MAX_BATCHES: the most batches nndoctor caches and cycles
 FLOOR_REPEATS = 5
@@ -368,15 +368,11 @@ def _warm_up(sample: str) -> None:
 def time_bare(setup, plan: dict, order: list) -> dict:
     """The bare loop doing `plan`, check by check, timed; the model, optimizer and loader
     RNGs are put back afterwards (untimed), so nndoctor may run after it on the same setup."""
-    import copy
-
     from nndoctor.engine import _loader_generators
     from nndoctor.threads import limited_threads
 
-    weights = {k: v.detach().clone() for k, v in setup.model.state_dict().items()}
-    optimizer = copy.deepcopy(setup.optimizer.state_dict()) if setup.optimizer is not None else None
     generators = [(g, g.get_state()) for g in _loader_generators(setup)]
-    bare = Bare(setup).keep_start()
+    bare = Bare(setup).keep_start()  # its copy of the weights and optimizer state serves both
     rows, cpu = {}, {}
     with limited_threads():
         for check in order:
@@ -388,9 +384,7 @@ def time_bare(setup, plan: dict, order: list) -> dict:
                 bare.run(work, same_batch=check in SHARED_RUN_CHECKS, lr_sweep=check == "lr-find")
             rows[check], cpu[check] = time.perf_counter() - t, time.process_time() - c
         total, total_cpu = sum(rows.values()), sum(cpu.values())
-    setup.model.load_state_dict(weights)
-    if optimizer is not None:
-        setup.optimizer.load_state_dict(optimizer)
+    bare.rewind()
     for g, state in generators:
         g.set_state(state)
     setup.model.zero_grad(set_to_none=True)
@@ -408,10 +402,10 @@ def lr_finder_floor(setup, repeats: int) -> dict:
     lr-find row."""
     import warnings
 
-    import torch
     import torch.nn as nn
     import torch_lr_finder.lr_finder as tlf
 
+    from nndoctor.checks.lr_find import DEFAULTS
     from nndoctor.threads import limited_threads
 
     bare = Bare(setup).keep_start()
@@ -444,7 +438,8 @@ def lr_finder_floor(setup, repeats: int) -> dict:
         bare.rewind()  # untimed: the finder starts from the same weights as the bare loop
         finder = tlf.LRFinder(LossOf(), bare.optimizer, lambda loss, _: loss, device="cpu")
         t, c = time.perf_counter(), time.process_time()
-        finder.range_test(Batches(), start_lr=1e-7, end_lr=10, num_iter=FLOOR_STEPS,
+        finder.range_test(Batches(), start_lr=DEFAULTS["start_lr"], end_lr=DEFAULTS["end_lr"],
+                          num_iter=FLOOR_STEPS,
                           diverge_th=float("inf"))
         spent = time.perf_counter() - t, time.process_time() - c
         finder.reset()
