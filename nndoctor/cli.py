@@ -33,6 +33,8 @@ class Format(str, Enum):
     json = "json"
     junit = "junit"
     github = "github"
+    sarif = "sarif"
+    markdown = "markdown"
 
 
 class FailOn(str, Enum):
@@ -209,6 +211,9 @@ def _emit(report, common: Common) -> None:
         return
     from .render import render_text
 
+    if common.format == "github":
+        from .render.github import write_step_summary
+        write_step_summary(report)  # where the annotations past GitHub's limit are read
     text = render_text(report, common.format)
     if common.output:
         with open(common.output, "w", encoding="utf-8") as fh:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-FORMATS = ("rich", "json", "junit", "github")
+FORMATS = ("rich", "json", "junit", "github", "sarif", "markdown")
 
 
 def render_text(report, fmt: str) -> str:
@@ -13,6 +13,10 @@ def render_text(report, fmt: str) -> str:
         from .junit import render
     elif fmt == "github":
         from .github import render
+    elif fmt == "sarif":
+        from .sarif import render
+    elif fmt == "markdown":
+        from .markdown import render
     else:
         raise ValueError(f"unknown format {fmt!r}")
     return render(report)
