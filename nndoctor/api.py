@@ -33,6 +33,11 @@ def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None,
         setup = load_target(target, data)
     elif model is None:
         raise UsageError("diagnose() needs a model or a target")
+    elif isinstance(model, (Setup, dict, tuple, list)):  # a whole setup, as a target's build() gives
+        if any(v is not None for v in (train_loader, criterion, optimizer, val_loader)):
+            raise UsageError("diagnose() takes a whole setup (a Setup, dict or tuple) or a model "
+                             "with its loaders, not both")
+        setup = to_setup(model, label="diagnose()")
     else:
         setup = to_setup(Setup(model=model, train_loader=train_loader, criterion=criterion,
                                optimizer=optimizer, val_loader=val_loader), label="diagnose()")
