@@ -207,7 +207,7 @@ def assert_sound(report, names, before=None, after=None):
             assert "timed out" not in reason, f"{check.name} hung: {reason}"
             assert "Traceback" not in reason
     json.dumps(report.to_dict(), allow_nan=False)
-    for fmt in ("json", "junit", "github"):
+    for fmt in ("json", "junit", "github", "sarif", "markdown"):
         render_text(report, fmt)
     if before is not None:
         assert differences(before, after) == []
