@@ -8,6 +8,7 @@ Nothing here imports torch until a diagnosis runs.
 
 from __future__ import annotations
 
+import io
 from typing import Any, Iterable, Optional, Union
 
 __all__ = ["UnhealthyModelError", "assert_healthy", "findings_table"]
@@ -111,15 +112,7 @@ def findings_table(report, width: int = TABLE_WIDTH) -> str:
         table.add_row(f.severity, f.code, f.where or "–", f"{f.message}\nfix: {f.fix}")
     if not table.rows:
         return "no findings"
-    console = Console(width=width, no_color=True, color_system=None, force_terminal=False,
-                      highlight=False, emoji=False, record=True, file=_Discard())
-    console.print(table)
-    return "\n".join(line.rstrip() for line in console.export_text().splitlines())
-
-
-class _Discard:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+    out = io.StringIO()
+    Console(file=out, width=width, no_color=True, color_system=None, force_terminal=False,
+            highlight=False, emoji=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())

@@ -232,7 +232,7 @@ def test_github_annotations():
     assert "50%25 of it" in crash_line and "%0Asecond line" in crash_line  # escaped: one line each
     assert warnings[0].startswith("::warning title=nndoctor dead-neurons (net.1)::73.4%25 of units")
     assert all(line.startswith("::") for line in lines)  # workflow commands and nothing else
-    assert lines[-1] == "::notice title=nndoctor%3A error::✗ 1 error, 1 check did not complete — 3 checks in 1.5s (model.py:build)"
+    assert lines[-1] == "::notice title=nndoctor%3A error::✗ 1 error, 1 warning, 1 check did not complete — 3 checks in 1.5s (model.py:build)"
 
 
 def test_github_annotation_of_a_crashing_check_points_at_the_users_line():

@@ -55,7 +55,8 @@ def render(report) -> str:
             f"nndoctor {f.code}{where}")))
     limits = {"error": MAX_PER_LEVEL, "warning": MAX_PER_LEVEL,
               "notice": MAX_PER_LEVEL - RESERVED_NOTICES}
-    shown, folded = [], {}
+    shown: list = []
+    folded: dict = {}
     for level, command in annotations:
         if limits[level] > 0:
             limits[level] -= 1

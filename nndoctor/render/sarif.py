@@ -94,7 +94,7 @@ def _locations(source, where) -> list:
         artifact = {"uri": Path(filename).as_uri()}
     else:
         artifact = {"uri": quote(filename.replace(os.sep, "/")), "uriBaseId": "%SRCROOT%"}
-    location = {"physicalLocation": {"artifactLocation": artifact, "region": {"startLine": line}}}
+    location: dict = {"physicalLocation": {"artifactLocation": artifact, "region": {"startLine": line}}}
     if where:
         location["logicalLocations"] = [{"fullyQualifiedName": where, "kind": "module"}]
     return [location]
