@@ -22,13 +22,26 @@ LABELS = os.path.join(ROOT, "sample_models", "label_overflow_mlp.py")
 DEAD = os.path.join(ROOT, "sample_models", "dead_relu_mlp.py")
 
 
+def plugin_args() -> list:
+    """`-p nndoctor.pytest_plugin` where the installed nndoctor predates its pytest11 entry
+    point; nothing where it has it (pytest then loads it by itself, and refuses a second
+    registration of the same module under another name)."""
+    from importlib.metadata import entry_points
+
+    found = entry_points()
+    group = found.select(group="pytest11") if hasattr(found, "select") else found.get("pytest11", [])
+    installed = any(ep.value == "nndoctor.pytest_plugin" for ep in group)
+    if installed and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return []
+    return ["-p", "nndoctor.pytest_plugin"]
+
+
 def run_pytest(*args: str, cwd: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    """pytest with the plugin loaded as its entry point will load it once installed."""
+    """A real pytest, in a subprocess, with this checkout's nndoctor and its plugin."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
     env.pop("PYTEST_ADDOPTS", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "nndoctor.pytest_plugin",
-                           "-p", "no:cacheprovider", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "pytest", *plugin_args(), "-p", "no:cacheprovider", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------ assert_healthy
