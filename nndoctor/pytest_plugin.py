@@ -56,6 +56,7 @@ class Doctor:
 
     def __call__(self, target_or_model=None, *args, target=None, **options):
         __tracebackhide__ = True
+        from .errors import UsageError
         from .testing import UnhealthyModelError, assert_healthy
 
         subject = target if target is not None else target_or_model
@@ -72,6 +73,8 @@ class Doctor:
         except UnhealthyModelError as exc:
             _record(self._record, exc.report)
             raise
+        except UsageError as exc:  # a target that cannot be loaded: the CLI's one line, no traceback
+            pytest.fail(f"nndoctor: {exc}", pytrace=False)
         _record(self._record, report)
         return report
 

@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -68,6 +69,7 @@ def test_sarif_of_a_real_run_validates_and_points_at_the_users_class():
     log = validate_sarif(result.stdout)
     (run,) = log["runs"]
     assert log["version"] == "2.1.0"
+    assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == Path.cwd().as_uri().rstrip("/") + "/"
     rules = run["tool"]["driver"]["rules"]
     assert [r["id"] for r in rules] == list(CODES)  # one rule per code
     dead = rules[list(CODES).index("dead-neurons")]

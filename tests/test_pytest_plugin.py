@@ -122,6 +122,10 @@ def test_marker_on_what_the_test_returns():
 def test_marker_without_a_target():
     pass
 
+@pytest.mark.nndoctor(target="no/such/model.py", checks=["data"])
+def test_marker_on_a_missing_file():
+    pass
+
 def test_fixture(nndoctor):
     report = nndoctor(XOR, checks=["data"])
     assert report.status == "pass"
@@ -142,8 +146,9 @@ def test_plugin_outcomes(plugin_run):
     proc, cases = plugin_run
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failed = {name for name, case in cases.items() if case.find("failure") is not None}
-    assert failed == {"test_marker_broken", "test_marker_on_what_the_test_returns", "test_marker_without_a_target"}
-    assert "3 failed, 3 passed" in proc.stdout
+    assert failed == {"test_marker_broken", "test_marker_on_what_the_test_returns", "test_marker_without_a_target",
+                      "test_marker_on_a_missing_file"}
+    assert "4 failed, 3 passed" in proc.stdout
 
 
 def test_plugin_failure_shows_the_findings_table(plugin_run):
@@ -157,6 +162,8 @@ def test_plugin_failure_shows_the_findings_table(plugin_run):
     assert props["nndoctor_status"] == "error"
     assert props["nndoctor_error"].startswith("label-out-of-range at network.2: ")
     assert "needs target=" in cases["test_marker_without_a_target"].find("failure").get("message")
+    missing = cases["test_marker_on_a_missing_file"].find("failure").get("message")
+    assert missing == "Failed: nndoctor: file not found: no/such/model.py"  # one line, no traceback
     assert "dead-neurons" in cases["test_marker_on_what_the_test_returns"].find("failure").get("message")
     assert {p.get("value") for p in cases["test_fixture"].iter("property")} >= {"pass", "warning"}
 

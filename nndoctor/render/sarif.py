@@ -57,6 +57,8 @@ def render(report) -> str:
             "semanticVersion": __version__,
             "rules": [_rule(code) for code in CODES.values()],
         }},
+        # Relative URIs are relative to where nndoctor ran (the checkout, in CI).
+        "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().as_uri().rstrip("/") + "/"}},
         "invocations": [{
             # The checks ran; a check that raised on the user's model is reported, not fatal.
             "executionSuccessful": not report.interrupted,
