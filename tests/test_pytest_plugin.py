@@ -168,6 +168,7 @@ def test_plugin_failure_shows_the_findings_table(plugin_run):
     assert {p.get("value") for p in cases["test_fixture"].iter("property")} >= {"pass", "warning"}
 
 
+@pytest.mark.slow  # a second pytest process (the plugin itself is covered by plugin_run)
 def test_the_example_file_fails_on_the_broken_sample_and_passes_on_the_healthy_one():
     """SPEC §6's promise, from a clean clone: pytest on examples/test_model_health.py."""
     proc = run_pytest(EXAMPLE, "-q", "-rN", cwd=ROOT)
