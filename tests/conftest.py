@@ -71,3 +71,8 @@ def _chdir_root(monkeypatch):
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-snapshots", action="store_true", default=False,
+                     help="rewrite tests/snapshots/ and the README's outputs instead of comparing")

@@ -1,0 +1,87 @@
+"""Golden outputs (tools/snapshots.py): the README shows real runs, and outputs don't drift.
+
+The fast tests check the README against the stored snapshots; the slow ones re-run every
+sample and README example and compare, timings masked. `pytest --update-snapshots`
+rewrites the snapshots and the README's outputs instead of comparing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import snapshots  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def readme() -> str:
+    return snapshots.read(snapshots.README)
+
+
+def test_every_example_has_one_readme_marker(readme):
+    markers = re.findall(r"^<!-- snapshot: ([\w-]+) -->$", readme, re.M)
+    assert sorted(markers) == sorted(snapshots.EXAMPLES), "README markers and tools/snapshots.py disagree"
+    assert len(markers) == len(set(markers))
+
+
+def test_every_console_run_in_the_readme_is_a_snapshot(readme):
+    """No hand-edited output: each ```console block that runs nndoctor sits under a marker."""
+    lines = readme.splitlines()
+    unmarked = [lines[i + 1] for i, line in enumerate(lines[:-1])
+                if line == "```console" and lines[i + 1].startswith("$ nndoctor")
+                and not (i and lines[i - 1].startswith("<!-- snapshot: "))]
+    assert not unmarked, unmarked
+
+
+def test_readme_blocks_are_the_stored_snapshots(readme):
+    blocks = snapshots.readme_blocks(readme)
+    stale = [name for name in snapshots.EXAMPLES
+             if blocks.get(name, (None, None))[1] != snapshots.read(snapshots.readme_path(name))]
+    assert not stale, f"README outputs differ from tests/snapshots/readme/: {stale}; run python tools/snapshots.py"
+
+
+def test_every_sample_has_a_snapshot():
+    missing = [name for name in snapshots.sample_names()
+               if not all(os.path.exists(p) for p in snapshots.sample_paths(name))]
+    assert not missing, f"no snapshot for {missing}: run python tools/snapshots.py --only {','.join(missing)}"
+
+
+def test_masking_ignores_timings_only():
+    a = "✓   nan       pass     0.6s   ok\n✓ No problems found — 9 checks in 1.9s"
+    b = "✓   nan       pass     10.6s   ok\n✓ No problems found — 9 checks in 12.0s"
+    assert snapshots.masked(a) == snapshots.masked(b)
+    assert snapshots.masked(a) != snapshots.masked(a.replace("pass", "fail"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", snapshots.sample_names())
+def test_sample_output_has_not_drifted(name, request):
+    text, data = snapshots.run_sample(name)
+    paths = snapshots.sample_paths(name)
+    if request.config.getoption("--update-snapshots"):
+        for path, fresh in zip(paths, (text, data)):
+            snapshots.write(path, fresh)
+        return
+    for path, fresh in zip(paths, (text, data)):
+        assert os.path.exists(path), f"no snapshot {path}: run pytest --update-snapshots"
+        diff = snapshots.drift(snapshots.read(path), fresh, os.path.relpath(path, ROOT))
+        assert not diff, diff
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(snapshots.EXAMPLES))
+def test_readme_example_has_not_drifted(name, request):
+    fresh = snapshots.run_example(snapshots.EXAMPLES[name])
+    path = snapshots.readme_path(name)
+    if request.config.getoption("--update-snapshots"):
+        snapshots.write(path, fresh)
+        snapshots.write_readme()
+        return
+    diff = snapshots.drift(snapshots.read(path), fresh, os.path.relpath(path, ROOT))
+    assert not diff, diff
