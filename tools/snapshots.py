@@ -98,6 +98,10 @@ EXAMPLES = {
     "junit-xml": Example(("nndoctor check sample_models/dead_relu_mlp.py --format junit -o report.xml",),
                          show_commands=False, lang="xml", files=("cat report.xml",)),
     "github": Example(("nndoctor check sample_models/dead_relu_mlp.py --format github",)),
+    "markdown": Example(("nndoctor check sample_models/dead_relu_mlp.py --format markdown",)),
+    "sarif": Example(
+        ("nndoctor check sample_models/label_overflow_mlp.py --only data --format sarif | jq '.runs[0].results[0] | "
+         "{ruleId, level, message: .message.text, location: .locations[0].physicalLocation}'",)),
     "exit-2": Example((
         "nndoctor check models/missing.py",
         "nndoctor check tests/fixtures/bad/nd_syntax.py",
