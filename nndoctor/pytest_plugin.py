@@ -27,8 +27,6 @@ import os
 import pytest
 
 MARKER = "nndoctor"
-# The marker's own keywords; any other keyword goes to nndoctor.testing.assert_healthy.
-_TARGET_KEYS = ("target",)
 
 
 def pytest_addoption(parser) -> None:
@@ -91,14 +89,14 @@ def pytest_pyfunc_call(pyfuncitem):
         return None  # not ours: pytest calls the test as usual
     __tracebackhide__ = True
     if marker.args:
-        raise pytest.UsageError(f"{pyfuncitem.nodeid}: @pytest.mark.nndoctor takes keywords only "
-                                "(target=..., checks=..., fail_on=...)")
+        pytest.fail("@pytest.mark.nndoctor takes keywords only (target=..., checks=..., fail_on=...)",
+                    pytrace=False)
     testfunction = pyfuncitem.obj
     if inspect.iscoroutinefunction(testfunction):
-        raise pytest.UsageError(f"{pyfuncitem.nodeid}: @pytest.mark.nndoctor does not run async tests")
+        pytest.fail("@pytest.mark.nndoctor does not run async tests", pytrace=False)
     names = pyfuncitem._fixtureinfo.argnames
     returned = testfunction(**{name: pyfuncitem.funcargs[name] for name in names})
-    options = dict(marker.kwargs)
+    options = dict(marker.kwargs)  # all but target= go to nndoctor.testing.assert_healthy
     target = options.pop("target", None)
     if target is None and returned is None:
         pytest.fail("@pytest.mark.nndoctor needs target=\"model.py:build\" or a test that returns "
