@@ -13,7 +13,7 @@ from ..errors import UsageError
 from .errors import StopWatching
 
 _OURS = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
-         os.path.dirname(os.path.abspath(runpy.__file__)) + os.sep + "runpy.py")
+         os.path.dirname(os.path.abspath(runpy.__file__)) + os.sep + "runpy.py", "<frozen runpy>")
 
 
 @dataclass
