@@ -281,3 +281,84 @@ def test_api_not_in_optimizer_and_grad_accumulation_counts_one_step():
     report = doc.report
     assert report.sections["watch"]["steps"] == 6
     assert {f.where for f in report.findings if f.code == "not-in-optimizer"} == {"2.weight", "2.bias"}
+
+
+# ------------------------------------------------------------------ integrations (real tiny runs)
+
+def _regression_data(n=256):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    return x, x.sum(1, keepdim=True) / 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", ["lightning.pytorch", "pytorch_lightning"])
+def test_lightning_callback_watches_a_real_fit(package, tmp_path, monkeypatch):
+    pl = pytest.importorskip(package)
+    import torch
+
+    from nndoctor.integrations.lightning import DoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    x, y = _regression_data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    path = tmp_path / "report.json"
+    monkeypatch.setenv("NNDOCTOR_REPORT", str(path))
+    callback = DoctorCallback(print_report=False)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=str(tmp_path))
+    trainer.fit(Module(), loader, loader)
+    report = callback.report
+    assert report.sections["watch"]["steps"] == 3 * 8 == trainer.global_step
+    losses = report.sections["watch"]["losses"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert report.findings == []
+    assert json.loads(path.read_text())["watch"]["steps"] == 24
+
+
+@pytest.mark.slow
+def test_transformers_callback_watches_a_real_trainer_run(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # the Trainer needs it
+    import torch
+
+    from nndoctor.integrations.transformers import DoctorCallback
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x, labels=None):
+            out = self.net(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    x, y = _regression_data()
+    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=16, learning_rate=1e-2,
+        eval_strategy="steps", eval_steps=10, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True, logging_strategy="no")
+    callback = DoctorCallback(print_report=False)
+    trainer = transformers.Trainer(model=Net(), args=args, train_dataset=data, eval_dataset=data[:64],
+                                   callbacks=[callback])
+    trainer.train()
+    report = callback.report
+    assert report.sections["watch"]["steps"] == 40
+    assert report.findings == []

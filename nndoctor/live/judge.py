@@ -34,6 +34,7 @@ MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 sigma
 SPIKE_PROGRESS_SHARE = 0.5
 SPIKE_START = 10
 SPIKE_COUNT = 3
+SPIKE_REFRESH = 10  # the baseline is recomputed every 10 steps: a median per step costs more than the step
 SPIKE_SPAN = 20
 
 # --- amp-skipped-steps. The scaler starts at 2**16 and halves on each overflowing step
@@ -106,6 +107,7 @@ class History:
     val_losses: list = field(default_factory=list)  # (step, value)
     eval_modules: dict = field(default_factory=dict)  # step -> [module paths in eval]
     clip_scaled: list = field(default_factory=list)  # steps at which clipping saw scaled grads
+    clip_scale: Optional[float] = None  # the GradScaler's scale at the first of them
     nonfinite: Optional[NonFiniteEvent] = None
     no_grad_samples: dict = field(default_factory=dict)  # param name -> sampled steps without gradient
     samples: int = 0  # sampled steps judged for no-gradient
@@ -128,6 +130,7 @@ class Judge:
         self._lr_zero_since: Optional[int] = None
         self._lr_alive_steps = 0
         self._spikes: list = []
+        self._baseline: Optional[tuple] = None
         self._first_taken: Optional[int] = None
 
     def _add(self, finding: Finding) -> Optional[Finding]:
@@ -153,17 +156,10 @@ class Judge:
         loss = losses[step]
         if step < SPIKE_WINDOW or not math.isfinite(loss) or ("loss-spike", None) in self._seen:
             return None
-        if self._first_losses is None:
-            first = [v for v in losses[:SPIKE_START] if math.isfinite(v)]
-            self._first_losses = statistics.median(first) if first else math.nan
-        window = [v for v in losses[step - SPIKE_WINDOW:step] if math.isfinite(v)]
-        if len(window) < SPIKE_WINDOW // 2:
-            return None
-        median = statistics.median(window)
-        sigma = MAD_TO_SIGMA * statistics.median(abs(v - median) for v in window)
-        progress = self._first_losses - median
-        if not (loss - median > SPIKE_MADS * sigma and progress > 0
-                and loss - median > SPIKE_PROGRESS_SHARE * progress):
+        if self._baseline is None or step % SPIKE_REFRESH == 0:
+            self._baseline = self._spike_bar(step)
+        median, bar = self._baseline
+        if not loss > bar:
             return None
         self._spikes = [s for s in self._spikes if s[0] > step - SPIKE_SPAN] + [(step, loss, median)]
         if len(self._spikes) < SPIKE_COUNT:
@@ -176,6 +172,21 @@ class Judge:
             f"and spiked {len(self._spikes)} times within {SPIKE_SPAN} steps (peak {peak:.4g}).",
             {"step": first[0], "loss": first[1], "median": first[2], "peak": peak,
              "spikes": [s[0] for s in self._spikes], "initial_median": self._first_losses}))
+
+    def _spike_bar(self, step: int) -> tuple:
+        """(median, the loss above which a step is a spike), from the last SPIKE_WINDOW losses."""
+        if self._first_losses is None:
+            first = [v for v in self.h.losses[:SPIKE_START] if math.isfinite(v)]
+            self._first_losses = statistics.median(first) if first else math.nan
+        window = [v for v in self.h.losses[step - SPIKE_WINDOW:step] if math.isfinite(v)]
+        if len(window) < SPIKE_WINDOW // 2:
+            return math.nan, math.inf
+        median = statistics.median(window)
+        sigma = MAD_TO_SIGMA * statistics.median(abs(v - median) for v in window)
+        progress = self._first_losses - median
+        if not progress > 0:
+            return median, math.inf
+        return median, median + max(SPIKE_MADS * sigma, SPIKE_PROGRESS_SHARE * progress)
 
     def _amp(self, step: int) -> Optional[Finding]:
         skipped = self.h.skipped
@@ -236,9 +247,10 @@ class Judge:
             return None
         return self._add(make_finding(
             "clip-before-unscale", CHECK, None,
-            f"At step {step + 1} clip_grad_norm_ ran on gradients still multiplied by the GradScaler's "
-            "scale (no scaler.unscale_(optimizer) before it): max_norm is in effect divided by the scale.",
-            {"step": step, "occurrences": len(self.h.clip_scaled)}))
+            f"At step {step + 1} gradients were clipped while still multiplied by the GradScaler's "
+            f"scale ({self.h.clip_scale:g}; no scaler.unscale_(optimizer) before the clip): max_norm is "
+            f"in effect divided by {self.h.clip_scale:g}.",
+            {"step": step, "scale": self.h.clip_scale, "occurrences": len(self.h.clip_scaled)}))
 
     def _eval_mode(self, step: int) -> Optional[Finding]:
         modules = self.h.eval_modules.get(step)
