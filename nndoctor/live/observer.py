@@ -304,6 +304,8 @@ class Watcher:
             self._sample(params, values)
         if not skipped and any(not root.training for root in self.roots):
             self._eval_mode(step)
+        # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
+        # judged as amp-skipped-steps, never as non-finite.
         if not skipped and not h.scaler_seen and h.nonfinite is None and not (
                 math.isfinite(loss) and (norm is None or math.isfinite(norm))):
             h.nonfinite = self._localise(step, loss, norm, params)
