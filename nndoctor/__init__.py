@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "Setup", "diagnose"]
+__all__ = ["__version__", "Setup", "TrainingBug", "diagnose", "watch"]
 
 
 def __getattr__(name):
@@ -13,4 +13,7 @@ def __getattr__(name):
     if name == "diagnose":
         from .api import diagnose
         return diagnose
+    if name in ("watch", "TrainingBug"):
+        from . import live
+        return getattr(live, name)
     raise AttributeError(f"module 'nndoctor' has no attribute {name!r}")

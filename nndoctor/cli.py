@@ -368,6 +368,35 @@ def size(target: TargetArg = None,
                                 "max_flops": max_flops, "depth": depth}})
 
 
+# ------------------------------------------------------------------ watch (SPEC §8)
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                               "allow_interspersed_args": False})
+def watch(ctx: typer.Context,
+          script: Annotated[Optional[str], typer.Argument(
+              help="The training script; the arguments after it are the script's own.",
+              show_default=False)] = None,
+          module: Annotated[Optional[str], typer.Option(
+              "-m", "--module", help="Run a module as the script, as python -m does.")] = None,
+          every: Annotated[int, typer.Option(help="Detail (sampled) step period.")] = 50,
+          max_steps: Annotated[Optional[int], typer.Option(
+              help="End the script cleanly after this many optimizer steps.")] = None,
+          config: ConfigOpt = None, format: FormatOpt = Format.rich, output: OutputOpt = None,
+          fail_on: FailOnOpt = None, seed: SeedOpt = None, max_seconds: Annotated[Optional[float], typer.Option(
+              "--max-seconds", help="End the script cleanly after this many seconds.")] = None,
+          debug: DebugOpt = False):
+    """Run your own training script unchanged and diagnose it live, step by step."""
+    from .live.command import watch_command
+
+    common = _shared(None, None, config, format, output, fail_on, seed, None, max_seconds, debug)
+    try:
+        code = watch_command(script, module, list(ctx.args), every, max_steps, max_seconds, common)
+    except UsageError as exc:
+        print_error(str(exc), debug, exc)
+        raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
 @app.command()
 def codes(markdown: Annotated[bool, typer.Option("--markdown", help="As a Markdown table (the README's).")]
           = False):
@@ -415,7 +444,8 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-
     for title, body in (("What it means", entry.meaning), ("Why it matters", entry.why), ("Fix", entry.fix)):
         # indented as a block, so that wrapped lines keep the indent
         parts += [Text(title, style="bold"), Padding(Text(body), (0, 0, 1, 2))]
-    parts.append(Text(f"Run it: nndoctor {entry.check} model.py:build", style="dim"))
+    run_it = "watch train.py" if entry.check == "watch" else f"{entry.check} model.py:build"
+    parts.append(Text(f"Run it: nndoctor {run_it}", style="dim"))
     Console().print(Group(*parts))
 
 

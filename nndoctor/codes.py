@@ -170,6 +170,46 @@ _TABLE = [
         "Trust `flops` (every matmul, convolution and attention the forward pass ran); "
         "size and budget compute with `--max-flops`.",
     ),
+    Code(
+        "eval-mode-in-training", "warning", "watch",
+        "Optimizer steps are taken while Dropout/BatchNorm modules that were training are in eval mode.",
+        "After `model.eval()` for a validation pass that is never undone, dropout is off and "
+        "BatchNorm normalises with frozen running statistics: the model trains without "
+        "regularisation and its BatchNorm statistics stop tracking the weights.",
+        "Call model.train() after each validation pass (or use a context that restores the mode).",
+    ),
+    Code(
+        "loss-spike", "warning", "watch",
+        "The loss jumps far above its running median and stays there or recurs.",
+        "A spike undoes much of the progress made; repeated spikes mean the updates are "
+        "intermittently too large (LR, a bad batch, missing warm-up or clipping) and often "
+        "precede a divergence.",
+        "Lower the LR or add warm-up, clip gradients (clip_grad_norm_), and look for bad batches "
+        "(outliers, wrong labels) around the spike's step.",
+    ),
+    Code(
+        "amp-skipped-steps", "error", "watch",
+        "After the scale's calibration, the GradScaler skips a large share of the steps (overflow).",
+        "A skipped step applies no update: the run spends its time doing nothing, while the "
+        "scale shrinks towards 0 and underflows the gradients.",
+        "Find the float16 overflow (large activations or inputs; normalise them), run the overflowing "
+        "op in float32 (autocast(enabled=False)), or use bfloat16, which has float32's range.",
+    ),
+    Code(
+        "clip-before-unscale", "error", "watch",
+        "Gradients are clipped while still multiplied by the GradScaler's scale.",
+        "The scaled gradients are ~65,536 times too large, so clip_grad_norm_ clips every step: "
+        "max_norm is in effect divided by the scale and the updates shrink to nothing.",
+        "Call scaler.unscale_(optimizer) before clip_grad_norm_ (and then scaler.step(optimizer)).",
+    ),
+    Code(
+        "lr-collapsed", "warning", "watch",
+        "The LR schedule has driven every group's LR to ~0 long before training ends.",
+        "With an LR of ~0 the remaining steps change nothing: a schedule meant per epoch "
+        "stepped per batch, or a decay too fast for the run's length, ends training early.",
+        "Step the scheduler as often as its length assumes (per epoch vs per batch), or set its "
+        "length (T_max, total_steps, step_size) in the unit it is stepped in.",
+    ),
 ]
 
 CODES: dict[str, Code] = {c.code: c for c in _TABLE}

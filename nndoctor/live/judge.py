@@ -1,0 +1,364 @@
+"""Judging a watched run: the per-step records to findings (thresholds live here).
+
+No torch: the observer (`observer.py`) measures and fills a `History`; this module
+reads it. `on_step` runs at every step (cheap: a few comparisons, a median over a
+short window every few steps) so that a finding carries the step it appeared at
+and `fail_on` can stop the loop there; `finish` adds what only the whole run can
+say (the loss trend, overfitting, a parameter that never got a gradient).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..findings import Finding, make_finding
+
+CHECK = "watch"
+
+# --- loss-spike. A spike is a loss above BOTH bars below; a finding needs SPIKE_COUNT
+# spikes within SPIKE_SPAN steps ("stays or recurs", SPEC §3), against a baseline of the
+# median of the last SPIKE_WINDOW losses, never before SPIKE_WINDOW steps have been seen
+# (issue 16 item 6: no baseline, no spike).
+SPIKE_WINDOW = 50
+# 1. Far outside the baseline's own noise: more than 10 robust standard deviations
+# (1.4826 x MAD) above the median. Mini-batch losses of the healthy sample scripts stay
+# within ~4 of them; 10 leaves room for heavy-tailed batches.
+SPIKE_MADS = 10.0
+MAD_TO_SIGMA = 1.4826  # the MAD of a normal distribution is 0.6745 sigma
+# 2. A jump that undoes at least half of the progress made since the first steps
+# (median of the first SPIKE_START losses minus the baseline): a hard batch near
+# convergence (0.05 -> 0.3 on a loss that started at 2.3) is noise, not a spike.
+SPIKE_PROGRESS_SHARE = 0.5
+SPIKE_START = 10
+SPIKE_COUNT = 3
+SPIKE_REFRESH = 10  # the baseline is recomputed every 10 steps: a median per step costs more than the step
+SPIKE_SPAN = 20
+
+# --- amp-skipped-steps. The scaler starts at 2**16 and halves on each overflowing step
+# until the gradients fit: with fp16 that takes a handful of skips at the start (about
+# log2(65536 / usable scale)), then one skip per growth_interval (2000) steps when it tries
+# to grow. Those are normal. Steps before the first applied step are calibration; after it,
+# a finding needs more than AMP_SKIP_SHARE of the last AMP_WINDOW steps skipped (the
+# growth probe's 1 in 2000 is 0.05%).
+AMP_WINDOW = 50
+AMP_SKIP_SHARE = 0.25
+
+# --- lr-collapsed. "~0": every group's LR below LR_ZERO_RATIO of the highest LR the run
+# has used. The lowest phase of the common step schedules is 1e-3 of the peak (ResNet:
+# 0.1 -> 1e-4 over 3 decays, He et al. 2016); 1e-5 is two decades below that. A cosine
+# schedule ending at its planned end spends the last ~0.2% of its length below 1e-5 of
+# the peak; a finding needs LR ~0 for LR_ZERO_MIN_STEPS steps and for at least
+# LR_ZERO_SHARE of the steps before it, so a schedule only finishing is never reported.
+LR_ZERO_RATIO = 1e-5
+LR_ZERO_MIN_STEPS = 100
+LR_ZERO_SHARE = 0.25
+
+# --- exploding-gradient: the same bar as `check`'s grads (checks/grads.py, measured there).
+EXPLODING_NORM = 1e3
+
+# --- loss-not-decreasing: the median of the last LOSS_TREND_SHARE of the losses is not at
+# least MIN_RELATIVE_DROP below the median of the first share (the bar `overfit` uses on a
+# short run, checks/overfit.py). Judged only on runs of LOSS_TREND_MIN_STEPS steps or more:
+# a short watch (--max-steps 50 on a large model) may simply not have got there yet.
+LOSS_TREND_SHARE = 0.1
+MIN_RELATIVE_DROP = 0.1
+LOSS_TREND_MIN_STEPS = 200
+
+# --- overfitting: the last logged validation loss more than OVERFIT_MARGIN above the lowest,
+# while the training loss went down over the same steps (the bar of `fit`, checks/fit.py).
+OVERFIT_MARGIN = 0.10
+MIN_VAL_POINTS = 3
+
+# --- no-gradient: a parameter in the optimizer with no gradient (None or all zeros) on
+# every one of at least NO_GRAD_MIN_SAMPLES sampled steps.
+NO_GRAD_MIN_SAMPLES = 3
+
+
+@dataclass
+class NonFiniteEvent:
+    """Where the first NaN/Inf of the run came from (see observer.localise)."""
+
+    step: int
+    kind: str  # "loss", "forward", "backward", "parameter", "input", "gradient"
+    where: Optional[str] = None
+    scope: str = "model"
+    op: Optional[str] = None
+    value: Optional[str] = None
+    source: Optional[tuple] = None
+    loss: Optional[float] = None
+    grad_norm: Optional[float] = None
+    params: list = field(default_factory=list)
+    reproduced: bool = True
+
+
+@dataclass
+class History:
+    """What the observer recorded, one entry per optimizer step (taken or skipped)."""
+
+    every: int
+    losses: list = field(default_factory=list)  # float, nan when none was seen
+    grad_norms: list = field(default_factory=list)  # total norm; None on skipped steps
+    lrs: list = field(default_factory=list)  # max over groups
+    skipped: list = field(default_factory=list)
+    scaler_seen: bool = False
+    val_losses: list = field(default_factory=list)  # (step, value)
+    eval_modules: dict = field(default_factory=dict)  # step -> [module paths in eval]
+    clip_scaled: list = field(default_factory=list)  # steps at which clipping saw scaled grads
+    clip_scale: Optional[float] = None  # the GradScaler's scale at the first of them
+    nonfinite: Optional[NonFiniteEvent] = None
+    no_grad_samples: dict = field(default_factory=dict)  # param name -> sampled steps without gradient
+    samples: int = 0  # sampled steps judged for no-gradient
+    not_in_optimizer: list = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+class Judge:
+    """Turns a History into findings, once per code and place."""
+
+    def __init__(self, history: History):
+        self.h = history
+        self.findings: list = []
+        self._seen: set = set()
+        self._first_losses: Optional[float] = None
+        self._lr_peak = 0.0
+        self._lr_zero_since: Optional[int] = None
+        self._lr_alive_steps = 0
+        self._spikes: list = []
+        self._baseline: Optional[tuple] = None
+        self._first_taken: Optional[int] = None
+
+    def _add(self, finding: Finding) -> Optional[Finding]:
+        key = (finding.code, finding.where)
+        if key in self._seen:
+            return None
+        self._seen.add(key)
+        self.findings.append(finding)
+        return finding
+
+    def on_step(self, step: int) -> list:
+        """Findings that appear at `step` (the step just recorded)."""
+        new = [self._spike(step), self._amp(step), self._lr(step), self._exploding(step),
+               self._clip(step), self._eval_mode(step), self._nonfinite(step)]
+        if step == 0:
+            new += self._not_in_optimizer()
+        return [f for f in new if f is not None]
+
+    # ---------------------------------------------------------------- per step
+
+    def _spike(self, step: int) -> Optional[Finding]:
+        losses = self.h.losses
+        loss = losses[step]
+        if step < SPIKE_WINDOW or not math.isfinite(loss) or ("loss-spike", None) in self._seen:
+            return None
+        if self._baseline is None or step % SPIKE_REFRESH == 0:
+            self._baseline = self._spike_bar(step)
+        median, bar = self._baseline
+        if not loss > bar:
+            return None
+        self._spikes = [s for s in self._spikes if s[0] > step - SPIKE_SPAN] + [(step, loss, median)]
+        if len(self._spikes) < SPIKE_COUNT:
+            return None
+        first, peak = self._spikes[0], max(s[1] for s in self._spikes)
+        return self._add(make_finding(
+            "loss-spike", CHECK, None,
+            f"At step {first[0] + 1} the loss jumped to {first[1]:.4g} from a running median of "
+            f"{first[2]:.4g} ({first[1] / first[2]:.1f}x; the run started at {self._first_losses:.4g}) "
+            f"and spiked {len(self._spikes)} times within {SPIKE_SPAN} steps (peak {peak:.4g}).",
+            {"step": first[0], "loss": first[1], "median": first[2], "peak": peak,
+             "spikes": [s[0] for s in self._spikes], "initial_median": self._first_losses}))
+
+    def _spike_bar(self, step: int) -> tuple:
+        """(median, the loss above which a step is a spike), from the last SPIKE_WINDOW losses."""
+        if self._first_losses is None:
+            first = [v for v in self.h.losses[:SPIKE_START] if math.isfinite(v)]
+            self._first_losses = statistics.median(first) if first else math.nan
+        window = [v for v in self.h.losses[step - SPIKE_WINDOW:step] if math.isfinite(v)]
+        if len(window) < SPIKE_WINDOW // 2:
+            return math.nan, math.inf
+        median = statistics.median(window)
+        sigma = MAD_TO_SIGMA * statistics.median(abs(v - median) for v in window)
+        progress = self._first_losses - median
+        if not progress > 0:
+            return median, math.inf
+        return median, median + max(SPIKE_MADS * sigma, SPIKE_PROGRESS_SHARE * progress)
+
+    def _amp(self, step: int) -> Optional[Finding]:
+        skipped = self.h.skipped
+        if not skipped[step]:
+            if self._first_taken is None:
+                self._first_taken = step
+            return None
+        if self._first_taken is None or ("amp-skipped-steps", None) in self._seen:
+            return None  # calibration: the scale has not yet fitted once
+        start = max(self._first_taken + 1, step - AMP_WINDOW + 1)
+        window = skipped[start:step + 1]
+        if len(window) < AMP_WINDOW or sum(window) <= AMP_SKIP_SHARE * len(window):
+            return None
+        first = start + window.index(True)
+        count = sum(window)
+        total = sum(skipped[self._first_taken:step + 1])
+        return self._add(make_finding(
+            "amp-skipped-steps", CHECK, None,
+            f"From step {first + 1} the GradScaler skipped {count} of the last {len(window)} steps "
+            f"({100.0 * count / len(window):.0f}%) for inf/NaN gradients, after its scale had "
+            f"calibrated (first applied step: {self._first_taken + 1}); {total} skipped in all.",
+            {"step": first, "skipped_in_window": count, "window": len(window),
+             "skipped_after_calibration": total, "calibration_steps": self._first_taken}))
+
+    def _lr(self, step: int) -> Optional[Finding]:
+        lr = self.h.lrs[step]
+        if lr is None or ("lr-collapsed", None) in self._seen:
+            return None
+        self._lr_peak = max(self._lr_peak, lr)
+        if self._lr_peak <= 0 or lr > LR_ZERO_RATIO * self._lr_peak:
+            self._lr_zero_since = None
+            self._lr_alive_steps = step + 1
+            return None
+        if self._lr_zero_since is None:
+            self._lr_zero_since = step
+        length = step - self._lr_zero_since + 1
+        if length < LR_ZERO_MIN_STEPS or length < LR_ZERO_SHARE * self._lr_alive_steps:
+            return None
+        since = self._lr_zero_since
+        return self._add(make_finding(
+            "lr-collapsed", CHECK, None,
+            f"From step {since + 1} every group's LR is below {LR_ZERO_RATIO:g} of its peak "
+            f"({self._lr_peak:.3g}): {lr:.3g} at step {step + 1}, {length} steps with no "
+            "effective update so far.",
+            {"step": since, "lr": lr, "peak_lr": self._lr_peak, "steps_at_zero": length}))
+
+    def _exploding(self, step: int) -> Optional[Finding]:
+        norm = self.h.grad_norms[step]
+        if norm is None or not math.isfinite(norm) or norm <= EXPLODING_NORM:
+            return None
+        return self._add(make_finding(
+            "exploding-gradient", CHECK, None,
+            f"At step {step + 1} the total gradient norm is {norm:.4g}, above {EXPLODING_NORM:g}.",
+            {"step": step, "grad_norm": norm, "threshold": EXPLODING_NORM}))
+
+    def _clip(self, step: int) -> Optional[Finding]:
+        if not self.h.clip_scaled or self.h.clip_scaled[0] != step:
+            return None
+        return self._add(make_finding(
+            "clip-before-unscale", CHECK, None,
+            f"At step {step + 1} gradients were clipped while still multiplied by the GradScaler's "
+            f"scale ({self.h.clip_scale:g}; no scaler.unscale_(optimizer) before the clip): max_norm is "
+            f"in effect divided by {self.h.clip_scale:g}.",
+            {"step": step, "scale": self.h.clip_scale, "occurrences": len(self.h.clip_scaled)}))
+
+    def _eval_mode(self, step: int) -> Optional[Finding]:
+        modules = self.h.eval_modules.get(step)
+        if not modules or ("eval-mode-in-training", None) in self._seen:
+            return None
+        shown = ", ".join(f"`{m}`" for m in modules[:5]) + (f" and {len(modules) - 5} more"
+                                                           if len(modules) > 5 else "")
+        return self._add(make_finding(
+            "eval-mode-in-training", CHECK, None,
+            f"At step {step + 1} the optimizer stepped while the model was in eval mode: {shown} "
+            "(Dropout/BatchNorm) trained earlier but are now in eval mode.",
+            {"step": step, "modules": modules}))
+
+    def _nonfinite(self, step: int) -> Optional[Finding]:
+        event = self.h.nonfinite
+        if event is None or event.step != step:
+            return None
+        return self._add(make_finding(
+            "non-finite", CHECK, event.where, describe_nonfinite(event),
+            {"step": step, "kind": event.kind, "op": event.op, "value": event.value, "loss": event.loss,
+             "grad_norm": event.grad_norm, "scope": event.scope, "parameters": event.params,
+             "reproduced": event.reproduced,
+             "last_finite_losses": [v for v in self.h.losses[:step] if math.isfinite(v)][-5:]},
+            source=event.source))
+
+    def _not_in_optimizer(self) -> list:
+        return [self._add(make_finding(
+            "not-in-optimizer", CHECK, name,
+            f"The trainable parameter `{name}` is in no parameter group of the optimizer: it gets "
+            "gradients but is never updated.", {"step": 0}))
+            for name in self.h.not_in_optimizer]
+
+    # ---------------------------------------------------------------- at the end
+
+    def finish(self) -> list:
+        new = [self._loss_trend(), self._overfitting()] + self._no_gradient()
+        return [f for f in new if f is not None]
+
+    def _loss_trend(self) -> Optional[Finding]:
+        losses = [v for v in self.h.losses if math.isfinite(v)]
+        if len(losses) < LOSS_TREND_MIN_STEPS or self.h.nonfinite is not None:
+            return None
+        span = max(1, int(LOSS_TREND_SHARE * len(losses)))
+        first, last = statistics.median(losses[:span]), statistics.median(losses[-span:])
+        if last < first - MIN_RELATIVE_DROP * abs(first):
+            return None
+        return self._add(make_finding(
+            "loss-not-decreasing", CHECK, None,
+            f"Over {len(losses)} steps the loss went from a median of {first:.4g} (first {span} "
+            f"steps) to {last:.4g} (last {span}): less than a {MIN_RELATIVE_DROP:.0%} drop.",
+            {"step": len(self.h.losses) - 1, "first_median": first, "last_median": last, "span": span}))
+
+    def _overfitting(self) -> Optional[Finding]:
+        vals = self.h.val_losses
+        if len(vals) < MIN_VAL_POINTS:
+            return None
+        best = min(range(len(vals)), key=lambda i: vals[i][1])
+        (best_step, best_val), (last_step, last_val) = vals[best], vals[-1]
+        if best == len(vals) - 1 or last_val <= best_val * (1 + OVERFIT_MARGIN):
+            return None
+        train_then, train_now = self._train_near(best_step), self._train_near(last_step)
+        if train_then is None or train_now is None or train_now >= train_then:
+            return None
+        return self._add(make_finding(
+            "overfitting", CHECK, None,
+            f"The validation loss rose from {best_val:.4g} (step {best_step + 1}) to {last_val:.4g} "
+            f"(step {last_step + 1}) while the training loss fell from {train_then:.4g} to {train_now:.4g}.",
+            {"step": best_step, "best_val_loss": best_val, "last_val_loss": last_val,
+             "train_loss_at_best": train_then, "train_loss_at_last": train_now,
+             "val_losses": [v for _, v in vals]}))
+
+    def _train_near(self, step: int) -> Optional[float]:
+        window = [v for v in self.h.losses[max(0, step - SPIKE_WINDOW + 1):step + 1] if math.isfinite(v)]
+        return statistics.median(window) if window else None
+
+    def _no_gradient(self) -> list:
+        if self.h.samples < NO_GRAD_MIN_SAMPLES:
+            return []
+        return [self._add(make_finding(
+            "no-gradient", CHECK, name,
+            f"The parameter `{name}` got no gradient (None or all zeros) on any of the "
+            f"{self.h.samples} sampled steps.", {"step": 0, "sampled_steps": self.h.samples}))
+            for name, count in self.h.no_grad_samples.items() if count >= self.h.samples]
+
+
+def describe_nonfinite(event: NonFiniteEvent) -> str:
+    """One sentence: when, what, where, which op."""
+    when = f"At step {event.step + 1}"
+    place = "the loss" if event.scope == "loss" else (f"`{event.where}`" if event.where
+                                                       else "the model's own forward")
+    line = f" ({event.source[0]}:{event.source[1]})" if event.source else ""
+    value = event.value or "NaN/Inf"
+    loss = "unknown" if event.loss is None else f"{event.loss:.4g}"
+    if event.kind == "parameter":
+        return (f"{when} the weight `{event.where}` is already {value}: the previous update "
+                "overflowed it (the LR or the gradients are far too large).")
+    if event.kind == "input":
+        return f"{when} the batch's inputs hold {value} values, so the loss is {loss}."
+    if event.kind == "forward" and event.op:
+        return (f"{when} the forward pass went {value}: `{event.op}` in {place}{line} turned finite "
+                f"inputs into {value}; the loss is {loss}.")
+    if event.kind == "forward":
+        return f"{when} the forward output of {place} is {value}; the loss is {loss}."
+    if event.kind == "backward":
+        op = f"the backward of `{event.op}` in {place}{line}" if event.op else place
+        return f"{when} the forward pass and the loss ({loss}) are finite, but {op} made the gradient {value}."
+    if event.kind == "loss":
+        return f"{when} the loss is {loss} while the model's output is finite."
+    norm = "unknown" if event.grad_norm is None else f"{event.grad_norm:.4g}"
+    return (f"{when} the loss ({loss}) or the gradient norm ({norm}) went non-finite, and a re-run of "
+            "the step could not place it (a nondeterministic op, or the model's inputs were not seen).")

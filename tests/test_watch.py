@@ -1,0 +1,364 @@
+"""`nndoctor watch` (SPEC §8): the sample scripts end to end, the exit paths, the Python API."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPTS = os.path.join(ROOT, "sample_scripts")
+EVERY = 50  # the default sampling period: a finding's step is right within one period
+
+# script -> (code, first step the bug exists at, where)
+BROKEN = {
+    "eval_left_on": ("eval-mode-in-training", 101, None),
+    "warmup_nan": ("non-finite", 150, None),
+    "amp_skipping": ("amp-skipped-steps", 100, None),
+    "clip_before_unscale": ("clip-before-unscale", 100, None),
+    "lr_per_batch": ("lr-collapsed", 100, None),
+    "loss_spike": ("loss-spike", 150, None),
+}
+HEALTHY = ["mlp", "cnn_bn_dropout", "lstm", "transformer", "amp_bf16", "cosine"]
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def watch(*args: str, cwd: str = ROOT, env=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nndoctor", "watch", *args], cwd=cwd, env=env or _env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def watch_json(*args: str, **kwargs):
+    proc = watch("--format", "json", *args, **kwargs)
+    assert proc.stdout, proc.stderr
+    return proc, json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_broken_script_names_its_bug_at_its_step(name):
+    code, step, where = BROKEN[name]
+    proc, report = watch_json(os.path.join(SCRIPTS, f"{name}.py"))
+    found = [f for f in report["findings"] if f["code"] == code]
+    assert found, (proc.stderr, [(f["code"], f["message"]) for f in report["findings"]])
+    finding = found[0]
+    assert step <= finding["evidence"]["step"] <= step + EVERY, finding
+    assert finding["where"] == where
+    assert any(ch.isdigit() for ch in finding["message"])
+    assert report["watch"]["steps"] >= step and report["watch"]["every"] == EVERY
+    expected_exit = 1 if finding["severity"] == "error" or any(
+        f["severity"] == "error" for f in report["findings"]) else 0
+    assert proc.returncode == expected_exit, proc.stderr
+
+
+@pytest.mark.parametrize("name", HEALTHY)
+def test_healthy_script_is_quiet(name):
+    proc, report = watch_json(os.path.join(SCRIPTS, f"{name}.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert report["findings"] == [], [(f["code"], f["message"]) for f in report["findings"]]
+    assert report["status"] == "pass"
+    losses = report["watch"]["losses"]
+    assert len(losses) == report["watch"]["steps"] >= 300 and all(math.isfinite(v) for v in losses)
+
+
+def test_nan_is_localised_and_the_report_lists_the_losses():
+    proc, report = watch_json(os.path.join(SCRIPTS, "warmup_nan.py"))
+    finding = next(f for f in report["findings"] if f["code"] == "non-finite")
+    # The MSE of a finite (huge) output overflows: the loss is where it went inf.
+    assert finding["evidence"]["kind"] == "loss" and finding["evidence"]["scope"] == "loss"
+    assert finding["evidence"]["reproduced"] is True
+    assert any(f["code"] == "exploding-gradient" and f["evidence"]["step"] < finding["evidence"]["step"]
+               for f in report["findings"])
+
+
+def test_max_steps_ends_the_script_cleanly(tmp_path):
+    proc, report = watch_json("--max-steps", "30", os.path.join(SCRIPTS, "mlp.py"))
+    assert proc.returncode == 0, proc.stderr
+    assert report["watch"]["steps"] == 30
+    assert "final loss" not in proc.stderr  # the script's own end never ran
+    assert any("max-steps 30" in n for n in report["notes"])
+
+
+def test_script_arguments_pass_through_untouched(tmp_path):
+    script = tmp_path / "args.py"
+    script.write_text("import sys\nprint('ARGV', sys.argv[1:], __name__)\n")
+    proc = watch(str(script), "--every", "3", "--format", "x", "pos")
+    assert proc.returncode == 0, proc.stderr
+    assert "ARGV ['--every', '3', '--format', 'x', 'pos'] __main__" in proc.stdout
+    assert "no optimizer step" in proc.stdout
+
+
+def test_module_form_runs_with_its_arguments():
+    proc, report = watch_json("--max-steps", "20", "-m", "mlp", "ignored-arg", cwd=SCRIPTS)
+    assert proc.returncode == 0, proc.stderr
+    assert report["watch"]["steps"] == 20 and report["target"] == "-m mlp"
+
+
+def _train_then(tail: str) -> str:
+    return textwrap.dedent("""\
+        import torch
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        def train(steps):
+            for _ in range(steps):
+                opt.zero_grad()
+                model(torch.randn(8, 4)).pow(2).mean().backward()
+                opt.step()
+        """) + textwrap.dedent(tail)
+
+
+def test_a_script_that_raises_shows_its_traceback_first_and_exits_1(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text(_train_then("""\
+        train(5)
+        raise ValueError("boom at the end")
+        """))
+    proc = watch(str(script))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", proc.stderr
+    assert lines[-1] == "ValueError: boom at the end"
+    assert "runpy" not in proc.stderr and "nndoctor" not in proc.stderr
+    assert "watched 5 optimizer steps" in proc.stdout and "the script raised ValueError" in proc.stdout
+
+
+def test_a_missing_script_is_a_usage_error():
+    proc = watch("no/such/train.py")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "nndoctor: error: no such script: no/such/train.py"
+
+
+def test_sigint_exits_130_with_the_report(tmp_path):
+    script = tmp_path / "forever.py"
+    script.write_text(_train_then("""\
+        import sys
+        train(20)
+        print("ready", file=sys.stderr, flush=True)
+        while True:
+            train(1)
+        """))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nndoctor", "watch", "--format", "json", str(script)], cwd=ROOT, env=_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert process.stderr.readline().strip() == "ready"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert json.loads(out)["watch"]["steps"] >= 20
+    assert "interrupted" in err
+
+
+def test_report_env_var_writes_the_json(tmp_path):
+    path = tmp_path / "report.json"
+    proc = watch("--max-steps", "10", os.path.join(SCRIPTS, "mlp.py"), env=_env(NNDOCTOR_REPORT=str(path)))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(path.read_text())["watch"]["steps"] == 10
+
+
+def test_watch_help_does_not_import_torch():
+    script = ("import sys\nfrom typer.testing import CliRunner\nimport nndoctor.cli as cli\n"
+              "out = CliRunner().invoke(cli.app, ['watch', '--help'])\n"
+              "assert out.exit_code == 0 and '--max-steps' in out.output, out.output\n"
+              "import nndoctor\nnndoctor.watch, nndoctor.TrainingBug\n"
+              "assert 'torch' not in sys.modules\nprint('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+# ------------------------------------------------------------------ the Python API
+
+def _mlp():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+
+
+def test_api_fail_on_raises_at_the_step_before_its_update():
+    import torch
+
+    import nndoctor
+
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(32, 8)
+    with pytest.raises(nndoctor.TrainingBug) as caught:
+        with nndoctor.watch(model, opt, fail_on="error"):
+            for step in range(20):
+                opt.zero_grad()
+                inputs = x if step < 7 else x * math.inf  # a corrupt batch at step 7
+                model(inputs).mean().backward()
+                opt.step()
+    finding = caught.value.finding
+    assert finding.code == "non-finite" and finding.evidence["step"] == 7
+    assert finding.evidence["kind"] == "input"
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())  # no NaN update applied
+
+
+def test_api_localises_a_forward_nan_to_module_and_op_and_restores_the_user_state():
+    import torch
+
+    import nndoctor
+
+    class LogNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()
+            self.norm = torch.nn.BatchNorm1d(1)
+
+        def forward(self, x):
+            return torch.log(self.norm(self.body(x)))  # log of negative values: NaN
+
+    torch.manual_seed(0)
+    model = LogNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: nothing else changes
+    x = torch.randn(32, 8)
+    with nndoctor.watch(model, opt) as doc:
+        opt.zero_grad()
+        model(x).mean().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        stats = model.norm.running_mean.clone()
+        rng = torch.get_rng_state()
+        opt.step()
+    finding = next(f for f in doc.report.findings if f.code == "non-finite")
+    assert finding.evidence["kind"] == "forward" and finding.evidence["op"] == "log"
+    assert finding.evidence["step"] == 0
+    assert all(torch.equal(g, p.grad, ) or (g.isnan() == p.grad.isnan()).all()
+               for g, p in zip(grads, model.parameters()))
+    assert torch.equal(stats, model.norm.running_mean)
+    assert torch.equal(rng, torch.get_rng_state())
+
+
+def test_api_logged_validation_losses_feed_overfitting():
+    import torch
+
+    import nndoctor
+
+    model = _mlp()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.randn(64, 8), torch.randn(64, 1)
+    with nndoctor.watch(model, opt) as doc:
+        for step in range(200):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+            if step % 40 == 39:
+                doc.log(val_loss=[1.0, 0.8, 0.9, 1.1, 1.3][step // 40])
+    found = [f for f in doc.report.findings if f.code == "overfitting"]
+    assert found and found[0].evidence["step"] == 79, [f.code for f in doc.report.findings]
+    assert doc.report.sections["watch"]["steps"] == 200
+
+
+def test_api_not_in_optimizer_and_grad_accumulation_counts_one_step():
+    import torch
+
+    import nndoctor
+
+    model = _mlp()
+    opt = torch.optim.SGD(model[0].parameters(), lr=0.01)  # the head is left out
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    with nndoctor.watch(model, opt) as doc:
+        for _ in range(6):
+            opt.zero_grad()
+            for _ in range(4):  # 4 micro-batches per step
+                (torch.nn.functional.mse_loss(model(x), y) / 4).backward()
+            opt.step()
+    report = doc.report
+    assert report.sections["watch"]["steps"] == 6
+    assert {f.where for f in report.findings if f.code == "not-in-optimizer"} == {"2.weight", "2.bias"}
+
+
+# ------------------------------------------------------------------ integrations (real tiny runs)
+
+def _regression_data(n=256):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    return x, x.sum(1, keepdim=True) / 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("package", ["lightning.pytorch", "pytorch_lightning"])
+def test_lightning_callback_watches_a_real_fit(package, tmp_path, monkeypatch):
+    pl = pytest.importorskip(package)
+    import torch
+
+    from nndoctor.integrations.lightning import DoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def validation_step(self, batch, _):
+            self.log("val_loss", torch.nn.functional.mse_loss(self.net(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    x, y = _regression_data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    path = tmp_path / "report.json"
+    monkeypatch.setenv("NNDOCTOR_REPORT", str(path))
+    callback = DoctorCallback(print_report=False)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=str(tmp_path))
+    trainer.fit(Module(), loader, loader)
+    report = callback.report
+    assert report.sections["watch"]["steps"] == 3 * 8 == trainer.global_step
+    losses = report.sections["watch"]["losses"]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert report.findings == []
+    assert json.loads(path.read_text())["watch"]["steps"] == 24
+
+
+@pytest.mark.slow
+def test_transformers_callback_watches_a_real_trainer_run(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")  # the Trainer needs it
+    import torch
+
+    from nndoctor.integrations.transformers import DoctorCallback
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _mlp()
+
+        def forward(self, x, labels=None):
+            out = self.net(x)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    x, y = _regression_data()
+    data = [{"x": a, "labels": b} for a, b in zip(x, y)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), max_steps=40, per_device_train_batch_size=16, learning_rate=1e-2,
+        eval_strategy="steps", eval_steps=10, save_strategy="no", report_to=[], use_cpu=True,
+        disable_tqdm=True, logging_strategy="no")
+    callback = DoctorCallback(print_report=False)
+    trainer = transformers.Trainer(model=Net(), args=args, train_dataset=data, eval_dataset=data[:64],
+                                   callbacks=[callback])
+    trainer.train()
+    report = callback.report
+    assert report.sections["watch"]["steps"] == 40
+    assert report.findings == []
