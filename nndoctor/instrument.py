@@ -3,8 +3,8 @@
 `shared_run(session)` trains the model on one fixed batch (`session.first_batch`)
 with the user's optimizer for `overfit.steps` steps, once per `nndoctor check`
 whichever of the three checks asks first (`session.shared`, keyed by the length).
-At the default length the run goes on past it, EXTEND_WINDOW steps at a time
-up to EXTEND_CAP, while the loss is still above overfit's target and still
+The run then goes on, EXTEND_WINDOW steps at a time up to `overfit.max_steps`
+(EXTEND_CAP), while the loss is still above overfit's target and still
 clearly falling (`still_falling`): a healthy model that memorises slowly at
 the user's LR gets the steps it needs, a plateau stops at once. It records
 per step:
@@ -74,8 +74,8 @@ EXTEND_WINDOW = 50
 SMOOTH_STEPS = 10
 MIN_WINDOW_DROP = 0.10
 MIN_ACCELERATING_DROP = 0.02
-# The extended run's cap: 5x the SPEC's 100 steps. The slowest healthy zoo models of issue 13
-# memorise their batch by step 500 (the GRU LM 0.050, nn.Transformer 0.069; BERT 0.041 and
+# The extended run's cap (`overfit.max_steps`): 5x the SPEC's 100 steps. The slowest healthy
+# zoo models of issue 13 memorise their batch by step 500 (the GRU LM 0.050, nn.Transformer 0.069; BERT 0.041 and
 # GPT-2 0.011 by 200, Whisper 0.064 by 300); one still falling at the cap is "memorising
 # slowly" (overfit: not an error), not extended further.
 EXTEND_CAP = 5 * DEFAULT_STEPS
@@ -162,10 +162,11 @@ def run_length(session: Session) -> int:
     return DEFAULT_STEPS if steps is None else int(steps)
 
 
-def extendable(session: Session) -> bool:
-    """The shared run may go past its length: `overfit.steps` was left at its default (an
-    explicit `--steps N` is run exactly)."""
-    return (session.settings.get("overfit") or {}).get("steps") is None
+def max_steps_of(session: Session, steps: int) -> int:
+    """How far the shared run may go past `steps`: `overfit.max_steps` (EXTEND_CAP unless set;
+    set it to `steps` for a run of exactly `steps`)."""
+    cap = (session.settings.get("overfit") or {}).get("max_steps")
+    return max(EXTEND_CAP if cap is None else int(cap), steps)
 
 
 def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
@@ -175,10 +176,10 @@ def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     max_steps, target = steps, None
-    if steps == length and extendable(session):
+    if steps == length:  # the shared run; a check's own length (nan --steps N) is run exactly
         from .checks import overfit  # lazy: the check owns the threshold the run extends towards
 
-        max_steps, target = max(EXTEND_CAP, steps), lambda first: overfit.target_loss(session, first)
+        max_steps, target = max_steps_of(session, steps), lambda first: overfit.target_loss(session, first)
     return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
 
 
@@ -261,7 +262,7 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
                 output, loss = session.output_and_loss(batch)
                 output = primary_output(output)
                 if isinstance(output, torch.Tensor) and output.requires_grad:
-                    output.register_hook(lambda g: output_grad.append(_dense(g).norm(dtype=torch.float32)))
+                    output.register_hook(lambda g, seen=output_grad: seen.append(_dense(g).norm(dtype=torch.float32)))
                 del output
             else:
                 loss = session.loss(batch)

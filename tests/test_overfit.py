@@ -180,8 +180,9 @@ def test_a_plateau_stops_the_extension_early_and_cannot_overfit():
     assert "stopped falling" in finding.message
 
 
-def test_explicit_steps_are_run_exactly():
-    report = run_checks(_keras_mlp(3e-4), ["overfit"], {"overfit": {"steps": 100}}, device="cpu")
+def test_max_steps_equal_to_steps_runs_exactly_those():
+    report = run_checks(_keras_mlp(3e-4), ["overfit"], {"overfit": {"steps": 100, "max_steps": 100}},
+                        device="cpu")
     assert report.checks[0].metrics["steps_done"] == 100 and report.checks[0].metrics["extended"] is None
 
 

@@ -2,8 +2,8 @@
 
 Reads the shared one-batch run (`instrument.shared_run`: the user's optimizer,
 `--steps` steps on `session.first_batch`, the run `grads` and `nan` read too).
-At the default length the run goes on while the loss is still clearly falling,
-up to `instrument.EXTEND_CAP` steps: the test is about capacity and wiring, not
+The run goes on past `steps` while the loss is still clearly falling, up to
+`max_steps` (500): the test is about capacity and wiring, not
 about speed at the user's LR. The verdict:
 
 - memorised: the best of the last losses is at or below `--threshold` (for
@@ -19,18 +19,24 @@ it took.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 
 from ..engine import LABEL_KEYS, Session, Skip
 from ..findings import make_finding
-from ..instrument import DEFAULT_STEPS, EXTEND_WINDOW, MIN_WINDOW_DROP, TrainRun, shared_run, still_falling
+from ..instrument import (DEFAULT_STEPS, EXTEND_CAP, EXTEND_WINDOW, MIN_WINDOW_DROP, TrainRun, shared_run,
+                          still_falling)
 from . import Outcome
 
 NAME = "overfit"
 DEFAULTS = {
     "steps": DEFAULT_STEPS,  # SPEC §2: 100 steps on one batch
     "threshold": 0.1,  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
+    # the run goes on past `steps` while the loss still clearly falls, up to this many
+    # (instrument.EXTEND_CAP, where its value comes from); = steps: exactly `steps`
+    "max_steps": EXTEND_CAP,
 }
 # "No real drop": the loss ends less than 10% below where it started. Measured: every
 # healthy sample loses > 99% of its first loss in 100 steps; a 15-layer sigmoid MLP, a
@@ -101,7 +107,7 @@ def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -
         f"(less than {MIN_WINDOW_DROP:.0%} lower over its last {EXTEND_WINDOW} steps).", evidence)]
 
 
-def target_loss(session: Session, first: float, threshold: float = None) -> float:
+def target_loss(session: Session, first: float, threshold: Optional[float] = None) -> float:
     """The loss a memorised batch reaches: `threshold`, times the first loss for regression."""
     if threshold is None:
         threshold = float({**DEFAULTS, **(session.settings.get(NAME) or {})}["threshold"])
