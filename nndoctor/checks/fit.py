@@ -200,7 +200,8 @@ def run(session: Session, settings: dict) -> Outcome:
                                "final_train_loss": train_losses[-1] if train_losses else None,
                                "final_val_loss": val_losses[-1] if val_losses else None,
                                "best_val_epoch": _best_epoch(val_losses),
-                               "baseline_loss": baseline, "optimizer_steps": optimizer_steps})
+                               "baseline_loss": baseline, "optimizer_steps": optimizer_steps,
+                               "train_eval_batches": eval_batches})
     if stopped:
         outcome.metrics["stopped"] = section["stopped"] = stopped  # the nan check reports why
     if baseline is None:
