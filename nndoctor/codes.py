@@ -81,7 +81,9 @@ _TABLE = [
         "The initial loss is far from its expected value (ln C for C-class cross-entropy).",
         "An untrained classifier should be unsure of every class. A much larger first loss "
         "means over-confident logits (a mis-scaled last layer), wasting the first steps.",
-        "Scale the last layer's init down (or zero it) and set its bias to the class prior.",
+        "Scale the last layer's init down (e.g. its weights x 0.1, or zero them) and set its bias "
+        "to the class prior; an init range that depends on the number of classes (1/sqrt(C)) is "
+        "too hot for few classes.",
     ),
     Code(
         "no-gradient", "error", "grads",
@@ -119,7 +121,8 @@ _TABLE = [
         "underfitting", "warning", "fit",
         "Training loss stays high over the whole training data.",
         "The model cannot fit even the data it trains on: too little capacity or too low an LR.",
-        "Add capacity (wider/deeper layers), raise the LR, train longer.",
+        "Add capacity (wider/deeper layers) or train longer; raise the LR only if the loss falls "
+        "smoothly but slowly (if it oscillates or rises, lower it).",
     ),
     Code(
         "data-non-finite", "error", "data",

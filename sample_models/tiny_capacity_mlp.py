@@ -5,6 +5,8 @@ representation; squeezed through one unit, the model can only order the classes
 along a line, and its training loss stays close to that of predicting the class
 frequencies (ln 10 ≈ 2.3 for balanced classes) however long it trains.
 Expected: `underfitting` (fit: best training loss > 80% of the trivial predictor's).
+4,864 training samples in batches of 64: 5 epochs are 380 optimizer steps, enough for
+fit to judge underfitting at all (fit.MIN_UNDERFIT_STEPS).
 """
 
 import torch
@@ -17,7 +19,7 @@ BOTTLENECK = 1  # the bug: one unit between the inputs and ten classes
 
 def build():
     torch.manual_seed(0)
-    x, y = teacher_classification(1280, (20,), 10, seed=6)
+    x, y = teacher_classification(5120, (20,), 10, seed=6)
     (xt, yt), (xv, yv) = split(x, y, 256)
     model = nn.Sequential(nn.Linear(20, BOTTLENECK), nn.ReLU(), nn.Linear(BOTTLENECK, 10))
     return {

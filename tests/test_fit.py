@@ -130,3 +130,49 @@ def test_png_plot_and_rich_section(tmp_path, memorising):
     text = console.export_text()
     assert "overfitting from epoch" in text and "ep 5" in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+
+
+# --------------------------------------------------------------------------- issue 13: no verdict without evidence
+
+def test_underfitting_is_not_judged_after_too_few_steps():
+    report = run_checks_on("tiny_capacity_mlp", ["fit"], settings={"fit": {"epochs": 2}})
+    metrics = report.checks[0].metrics
+    assert metrics["optimizer_steps"] == 2 * 76 < fit.MIN_UNDERFIT_STEPS
+    assert report.findings == [] and "too few" in metrics["underfitting_not_judged"]
+
+
+def test_a_loss_still_falling_is_not_underfitting():
+    report = run_checks_on("keras_init_classifier", ["fit"])
+    metrics = report.checks[0].metrics
+    assert report.findings == [] and metrics["optimizer_steps"] >= fit.MIN_UNDERFIT_STEPS
+    train = report.sections["fit"]["train_losses"]
+    assert (train[-2] - train[-1]) / train[-2] >= fit.UNDERFIT_STILL_FALLING
+    assert "still falling" in metrics["underfitting_not_judged"]
+
+
+def test_an_unstable_loss_gets_the_lower_lr_fix():
+    from nndoctor.codes import CODES
+
+    unstable = underfitting([2.3, 2.0, 2.4, 2.1], 2.3, "class-prior")
+    assert unstable.evidence["unstable"] is True and unstable.fix == fit.UNSTABLE_FIX
+    assert "Lower the LR" in unstable.fix and "too high" in unstable.message
+    smooth = underfitting([2.3, 2.25, 2.2, 2.15], 2.3, "class-prior")
+    assert smooth.evidence["unstable"] is False and smooth.fix == CODES["underfitting"].fix
+
+
+def test_overfitting_needs_a_gap_in_one_mode():
+    # Validation rising, eval-mode training loss falling, but both equal (BatchNorm's running
+    # statistics lagging in both): no gap, no memorisation (issue 13 item 14).
+    assert overfitting([1.3, 1.05, 1.1, 1.13], [1.3, 1.0, 1.05, 1.12]) is None
+    # Training loss above the validation loss: not fitting at all, not overfitting.
+    assert overfitting([1.6, 1.5, 1.45, 1.4], [1.2, 1.0, 1.1, 1.2]) is None
+    finding = overfitting([1.3, 1.0, 0.8, 0.6], [1.3, 1.0, 1.05, 1.12])
+    assert finding.evidence["gap"] == pytest.approx((1.12 - 0.6) / 1.12)
+
+
+def test_memorising_overfits_with_a_gap_in_eval_mode(memorising):
+    section = memorising.sections["fit"]
+    assert len(section["train_eval_losses"]) == len(section["val_losses"]) == 5
+    (finding,) = memorising.findings
+    assert finding.evidence["gap"] > fit.OVERFIT_MARGIN
+    assert section["train_eval_losses"][-1] < section["val_losses"][-1]

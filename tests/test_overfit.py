@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import HEALTHY, codes_of, load_sample, run_checks_on, seeded_loader
+from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on, seeded_loader
+from nndoctor import instrument
 from nndoctor.checks import overfit
+from nndoctor.engine import Session
 from nndoctor.runner import run_checks
 from nndoctor.target import Setup
 
@@ -129,3 +131,82 @@ def test_a_run_stopped_by_nan_is_left_to_the_nan_check():
     (result,) = report.checks
     assert result.status == "skipped" and "NaN/Inf at step 1, before any update" in result.reason
     assert report.findings == []
+
+
+# --------------------------------------------------------------------------- slow but healthy
+
+def _keras_mlp(lr: float) -> Setup:
+    """Issue 13 item 1: Keras-tutorial init (normal, sigma 0.05) at a small Adam LR."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 20, generator=g)
+    y = (x @ torch.randn(20, 10, generator=g)).argmax(1)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, std=0.05)
+            nn.init.zeros_(layer.bias)
+    return Setup(model=model, train_loader=seeded_loader(x, y, 64),
+                 optimizer=torch.optim.Adam(model.parameters(), lr=lr))
+
+
+def test_a_slow_healthy_model_gets_the_steps_it_needs():
+    report = run_checks(_keras_mlp(3e-4), ["overfit"], {}, device="cpu")
+    metrics = report.checks[0].metrics
+    assert report.findings == []
+    assert metrics["losses"][99] > 1.0  # far above 0.1 after the SPEC's 100 steps...
+    assert instrument.DEFAULT_STEPS < metrics["steps_done"] <= instrument.EXTEND_CAP
+    assert metrics["best_final_loss"] <= 0.1 and metrics["extended"]  # ...memorised with more
+
+
+def test_still_falling_at_the_cap_is_memorising_slowly_not_an_error():
+    report = run_checks(_keras_mlp(2e-4), ["overfit"], {}, device="cpu")
+    metrics = report.checks[0].metrics
+    assert report.findings == [] and report.checks[0].status == "pass"
+    assert metrics["steps_done"] == instrument.EXTEND_CAP and metrics["best_final_loss"] > 0.1
+    assert "memorising slowly" in metrics["memorising_slowly"]
+    assert instrument.still_falling(metrics["losses"])
+
+
+def test_a_plateau_stops_the_extension_early_and_cannot_overfit():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    model = nn.Sequential(nn.Linear(20, 1), nn.Linear(1, 10))
+    setup = Setup(model=model, train_loader=seeded_loader(x, y, 64),
+                  optimizer=torch.optim.Adam(model.parameters(), lr=1e-2))
+    report = run_checks(setup, ["overfit"], {}, device="cpu")
+    finding = only(report, "cannot-overfit")
+    assert report.checks[0].metrics["steps_done"] <= instrument.DEFAULT_STEPS + 2 * instrument.EXTEND_WINDOW
+    assert "stopped falling" in finding.message
+
+
+def test_max_steps_equal_to_steps_runs_exactly_those():
+    report = run_checks(_keras_mlp(3e-4), ["overfit"], {"overfit": {"steps": 100, "max_steps": 100}},
+                        device="cpu")
+    assert report.checks[0].metrics["steps_done"] == 100 and report.checks[0].metrics["extended"] is None
+
+
+def test_a_model_own_mse_is_judged_relative_to_its_first_loss():
+    report = run_checks_on("own_mse_regressor", ["overfit"])
+    metrics = report.checks[0].metrics
+    assert metrics["relative_threshold"] is True and report.findings == []
+    assert metrics["best_final_loss"] > 0.1  # above the absolute threshold: judged relatively
+
+
+@pytest.mark.parametrize("target,expected", [
+    (torch.tensor([[0.5], [1.25]]), True),  # float targets with fractions: regression
+    (torch.tensor([[0.0, 1.0], [1.0, 0.0]]), False),  # 0/1 multi-label targets
+    (torch.tensor([3, 1]), False),  # class labels
+])
+def test_regression_inferred_from_the_targets_for_a_model_own_loss(target, expected):
+    class OwnLoss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, inputs, labels=None):
+            return {"loss": self.linear(inputs).sum(), "logits": self.linear(inputs)}
+
+    batches = [{"inputs": torch.randn(2, 2), "labels": target}]
+    session = Session(Setup(model=OwnLoss(), train_loader=batches), device="cpu")
+    assert session.uses_model_loss and overfit.is_regression(session) is expected

@@ -30,7 +30,9 @@ BROKEN = {
     "deep_sigmoid_mlp": ("vanishing-gradient", "network.0", 1, {"bad-init"}),
     "detached_head_net": ("no-gradient", "encoder", 1, set()),
     "exploding_grad_mlp": ("exploding-gradient", "network.10", 1, {"init-loss"}),
-    "functional_relu_net": ("dead-neurons", "block2:relu#0", 1, set()),
+    # warning-severity: the live units still memorise one batch given the steps (overfit extends
+    # its run while the loss falls), so no cannot-overfit gates it
+    "functional_relu_net": ("dead-neurons", "block2:relu#0", 0, set()),
     "high_lr_mlp": ("lr-too-high", None, 1, set()),
     # warning-severity bugs pass the default gate (SPEC §5); `--fail-on warning` gates them
     "hot_logits_mlp": ("init-loss", "head", 0, set()),
@@ -43,7 +45,7 @@ BROKEN = {
     "nan_lr_mlp": ("non-finite", None, 1, {"exploding-gradient", "lr-too-high"}),
     "partial_optimizer_mlp": ("not-in-optimizer", "body", 1, set()),
     "raw_pixels_cnn": ("unnormalized-input", None, 0, set()),
-    "saturated_tanh_mlp": ("saturated-activations", "network.1", 1, set()),
+    "saturated_tanh_mlp": ("saturated-activations", "network.1", 0, set()),  # as functional_relu_net
     "softmax_ce_mlp": ("output-activation-mismatch", "network.5", 1, set()),
     "sqrt_backward_net": ("non-finite", "distance", 1, set()),
     "tiny_capacity_mlp": ("underfitting", None, 1, set()),
@@ -87,7 +89,10 @@ def test_every_broken_sample_is_in_the_table():
 # generator). bench/ and the README note list the CLI sweep over seeds 0-4 for all.
 HEALTHY_SEEDS = ([("xor", s) for s in range(10)] + [("mlp", s) for s in range(10)]
                  + [("simple_cnn", s) for s in (0, 7)] + [("bottleneck", s) for s in (0, 7)]
-                 + [("text_classifier", 0), ("transformer_encoder", 0)])
+                 + [("text_classifier", 0), ("transformer_encoder", 0)]
+                 # issue 13: slow at the user's LR (overfit, fit), large regression targets
+                 # (grads), a model's own MSE (overfit)
+                 + [("keras_init_classifier", 0), ("large_target_regression", 0), ("own_mse_regressor", 0)])
 
 
 @pytest.mark.parametrize("name,seed", HEALTHY_SEEDS)
