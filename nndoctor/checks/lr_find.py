@@ -468,7 +468,8 @@ def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float]) -> l
     for lr, rule in points:
         near = next((e for e in entrants if abs(math.log10(e.lr / lr)) < MERGE_DECADES), None)
         if near is not None:
-            near.rules.append(rule)
+            if rule not in near.rules:
+                near.rules.append(rule)
         elif len(entrants) < MAX_ENTRANTS:
             entrants.append(Entrant(lr=lr, rules=[rule]))
     return sorted(entrants, key=lambda e: e.lr)
@@ -801,11 +802,12 @@ def verdict(current_lr: float, race: Optional[Race]) -> list:
     else:
         how = f"reached loss {user.loss:.4g} from {start:.4g} in {user.steps} steps"
     code = "lr-too-high" if current_lr > winner.lr else "lr-too-low"
+    reached = f"{early:.4g} after {early_steps} steps" + (
+        "" if early_steps == winner.steps else f" ({winner.loss:.4g} after {winner.steps})")
     return [make_finding(
         code, NAME, None,
         f"In the race from the same initial state, the optimizer's LR {current_lr:.3g} {how}, while "
-        f"LR {winner.lr:.3g} was at {early:.4g} after {early_steps} ({winner.loss:.4g} after "
-        f"{winner.steps}).", evidence)]
+        f"LR {winner.lr:.3g} was at {reached}.", evidence)]
 
 
 def _json_float(v: float):
