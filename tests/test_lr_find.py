@@ -453,6 +453,10 @@ def test_png_plot_is_written_with_the_curve(tmp_path):
     rgb = image[..., :3]
     blue = np.all(np.abs(rgb - np.array([0x1F, 0x77, 0xB4]) / 255) < 0.08, axis=-1)
     assert blue.sum() > 200
+    # the race's winner is a gold star, its candidates purple crosses (tab:purple = #9467bd)
+    gold = np.all(np.abs(rgb - np.array([1.0, 0.843, 0.0])) < 0.08, axis=-1)
+    purple = np.all(np.abs(rgb - np.array([0x94, 0x67, 0xBD]) / 255) < 0.08, axis=-1)
+    assert gold.sum() > 30 and purple.sum() > 30
 
 
 def test_a_loss_non_finite_from_the_first_step_skips_the_test():
