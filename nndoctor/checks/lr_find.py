@@ -125,11 +125,14 @@ SCORE_WINDOW = 4
 # lr-finder's diverge_th, 5) and stops: its race loss is its last, the rest of its round unspent.
 RACE_DIVERGE = 5.0
 # The verdict's margin: the user's LR trains "clearly worse" when, after all its race steps,
-# its loss is still above where the winner was after a quarter of them: the winner is more
-# than 4x faster. Measured at seed 0: bottleneck's Adam 1e-3 against the winner 2.3e-3 is
-# ~2.2x slower (a healthy LR, and judged by progress, 44% of the winner's: a margin on
-# progress flags it); an LR 100x too low or one that diverges or sticks at ln C never gets there.
-SLOWER = 4
+# its loss is still above where the winner was after an eighth of them: the winner is more
+# than 8x faster. Measured at seed 0: bottleneck's Adam 1e-3 against the winner 2.3e-3 is
+# ~2.2x slower (a healthy LR); at 4x, four broken samples whose bug weakens the gradient
+# (dead units, a detached encoder, softmax before cross-entropy) also read "LR too low", a
+# distraction from their bug. An LR 100x too low, or one that diverges, never gets there.
+SLOWER = 8
+# "Never moved the loss": its race loss within 1% of the start while the winner made progress.
+STILL = 0.01
 # The race shows nothing when even the winner's progress is under this share of the start
 # loss (as MIN_DESCENT for the curve): no verdict then.
 RACE_MIN_PROGRESS = MIN_DESCENT
@@ -536,6 +539,10 @@ def clearly_worse(race: Race, entrant: Entrant) -> Optional[bool]:
     itself had made too little progress by then (RACE_MIN_PROGRESS) to judge by."""
     if entrant.diverged:  # judged against the winner's whole race
         return race.start_loss - race.winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
+    if not raced_progress(race):
+        return None
+    if abs(race.start_loss - entrant.loss) < STILL * abs(race.start_loss):
+        return True  # it never moved the loss, while the winner did
     early = race.winner.loss_at(max(1, entrant.steps // SLOWER))
     if not race.start_loss - early > RACE_MIN_PROGRESS * abs(race.start_loss):
         return None
@@ -797,7 +804,7 @@ def verdict(current_lr: float, race: Optional[Race]) -> list:
     if user.diverged:
         how = (f"diverged within {user.steps} steps (the loss became NaN/Inf or passed "
                f"{RACE_DIVERGE:g}x its start, {start:.4g})")
-    elif abs(user_progress) < 1e-3 * abs(start):
+    elif abs(user_progress) < STILL * abs(start):
         how = f"never moved the loss in {user.steps} steps ({start:.4g} to {user.loss:.4g})"
     else:
         how = f"reached loss {user.loss:.4g} from {start:.4g} in {user.steps} steps"
