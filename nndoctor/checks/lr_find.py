@@ -45,7 +45,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import SECOND_COPY_MAX_MB, Session, Skip, rng_state, set_rng_state, tensors_mb
+from ..engine import (
+    SECOND_COPY_MAX_MB,
+    Session,
+    Skip,
+    rng_state,
+    set_rng_state,
+    tensors_mb,
+)
 from ..findings import make_finding
 from . import Outcome
 
