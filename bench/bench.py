@@ -310,7 +310,8 @@ class Bare:
     def run(self, work: dict, same_batch: bool = False, lr_sweep: bool = False) -> None:
         """Do `work`. `lr_sweep`: set each step's LR as the LR range test does (exponential,
         lr_find.DEFAULTS' start_lr to end_lr over num_iter steps), so its steps see the same
-        weights and values as the test's; the LRs are put back after."""
+        weights and values as the test's; the steps after those are the race's, which trains
+        LRs of the usable range: they run at the optimizer's own LR. The LRs are put back after."""
         torch, model, opt = self.torch, self.model, self.optimizer
         steps, drawn = work.get("train", 0), work.get("train_batches", 0)
         # A row that draws a batch per step (fit's epochs) trains on each batch as it is drawn,
@@ -329,9 +330,12 @@ class Bare:
             start, end, num_iter = DEFAULTS["start_lr"], DEFAULTS["end_lr"], DEFAULTS["num_iter"]
         model.train()
         for i in range(steps):
-            if lr_sweep:
+            if lr_sweep and i < num_iter:
                 for g in opt.param_groups:
                     g["lr"] = start * (end / start) ** (i / (num_iter - 1))
+            elif lr_sweep and i == num_iter:  # the race
+                for g, lr in zip(opt.param_groups, lrs):
+                    g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss = self.loss(self.draw("train", 1) if fresh else pool[0 if same_batch else k % len(pool)])
             loss.backward()

@@ -49,6 +49,13 @@ class Cache(str, Enum):
     disk = "disk"
 
 
+class LRMethod(str, Enum):
+    race = "race"
+    valley = "valley"
+    steepest = "steepest"
+    min10 = "min10"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -329,6 +336,10 @@ def lr_find(target: TargetArg = None,
             end_lr: Annotated[Optional[float], typer.Option(help="[default: 10]", show_default=False)] = None,
             num_iter: Annotated[Optional[int], typer.Option(help="[default: 100]", show_default=False)] = None,
             plot: Annotated[Optional[str], typer.Option(help="Save the LR curve as a PNG.")] = None,
+            method: Annotated[Optional[LRMethod], typer.Option(
+                help="Which LR is suggested: the race's winner, or a rule read from the curve "
+                     "(fastai's valley, torch-lr-finder's steepest, min10: a tenth of the minimum's). "
+                     "[default: race]", show_default=False)] = None,
             cache: Annotated[Optional[Cache], typer.Option(
                 help="Where the test keeps its copy of the weights: auto, memory or disk. "
                      "[default: auto: disk above 256 MB]", show_default=False)] = None,
@@ -338,7 +349,8 @@ def lr_find(target: TargetArg = None,
     """The LR range test (torch-lr-finder): a suggested LR and the curve."""
     execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
             ["lr-find"], {"lr-find": {"start_lr": start_lr, "end_lr": end_lr, "num_iter": num_iter,
-                                      "plot": plot, "cache": cache and cache.value}})
+                                      "plot": plot, "cache": cache and cache.value,
+                                      "method": method and method.value}})
 
 
 def _budget(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:

@@ -23,8 +23,10 @@ def _figure(size=(7.0, 4.5)):
 
 
 def lr_plot(path: str, lrs: Sequence[float], losses: Sequence[float], suggestions: dict,
-            method: str, current_lr: Optional[float]) -> str:
-    """Loss against LR (log axis), every suggestion marked, the chosen one and the current LR as lines."""
+            method: str, current_lr: Optional[float], candidates: Sequence[dict] = (),
+            winner: Optional[float] = None) -> str:
+    """Loss against LR (log axis), every suggestion marked, the race's candidates (on a second
+    axis: their race loss) with the winner starred, the chosen LR and the current LR as lines."""
     points = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
     fig = _figure()
     ax = fig.add_subplot()
@@ -40,7 +42,23 @@ def lr_plot(path: str, lrs: Sequence[float], losses: Sequence[float], suggestion
             continue
         y = interpolate_log(lr, points)
         ax.scatter([lr], [y], marker=markers.get(name, "o"), s=60, zorder=3, label=f"{name}: {lr:.2e}")
-    chosen = suggestions.get(method)
+    raced = [c for c in candidates if c.get("loss") is not None]
+    if raced:
+        race_ax = ax.twinx()
+        race_ax.set_ylabel("race loss (lower is better)")
+        race_ax.scatter([c["lr"] for c in raced], [c["loss"] for c in raced], marker="x",
+                        color="tab:purple", zorder=4, label="race candidates")
+        for c in candidates:
+            if c.get("loss") is None:  # diverged in the race: on the top edge
+                race_ax.annotate("diverged", (c["lr"], 1), xycoords=("data", "axes fraction"),
+                                 ha="center", va="top", fontsize="x-small", color="tab:purple")
+        if winner is not None:
+            best = next((c for c in raced if c["lr"] == winner), None)
+            if best is not None:
+                race_ax.scatter([winner], [best["loss"]], marker="*", s=220, color="gold",
+                                edgecolors="black", zorder=5, label=f"race winner {winner:.2e}")
+        race_ax.legend(loc="lower left", fontsize="small")
+    chosen = suggestions.get(method) if method in suggestions else winner
     if chosen is not None:
         ax.axvline(chosen, color="tab:green", lw=1.5, label=f"suggested ({method}) {chosen:.2e}")
     if current_lr:

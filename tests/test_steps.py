@@ -6,7 +6,8 @@ wrapper of `torch.autograd.backward`/`grad` the backward passes, a global optimi
 hook the steps, each per check (the runner's `on_check`).
 
 The plan, per check: `overfit` (with `nan` and `grads`): one shared run of
-`overfit.steps` steps; `lr-find`: at most `num_iter` steps; `dead`: `SCAN_BATCHES`
+`overfit.steps` steps; `lr-find`: at most `num_iter` steps of the range test and as many
+for the race (`race_steps`, plus a confirmation only before a verdict); `dead`: `SCAN_BATCHES`
 forward-only passes; `fit`: its epochs over the loaders; plus the fixed passes in
 `FIXED` below.
 """
@@ -106,13 +107,15 @@ def test_check_makes_no_more_forward_passes_than_planned(counted):
     assert all(c.status not in ("error", "skipped") for c in report.checks), \
         [(c.name, c.status, c.reason) for c in report.checks]
     planned = {"size": FIXED["size"], "data": 0, "init": FIXED["init"], "nan": steps, "grads": 0,
-               "dead": scan.SCAN_BATCHES, "overfit": 0, "lr-find": num_iter}
+               "dead": scan.SCAN_BATCHES, "overfit": 0, "lr-find": 2 * num_iter}
     done = {check: counts.of(check, "forward") for check in planned}
     assert all(done[c] <= planned[c] for c in planned), (done, planned)
-    assert counts.total("forward") <= steps + num_iter + scan.SCAN_BATCHES + sum(FIXED.values())
+    assert counts.total("forward") <= steps + 2 * num_iter + scan.SCAN_BATCHES + sum(FIXED.values())
     # the training steps are exactly the shared run's and the range test's
     assert counts.total("step") == steps + counts.of("lr-find", "step")
-    assert counts.of("lr-find", "step") <= num_iter
+    assert counts.of("lr-find", "step") <= 2 * num_iter
+    section = report.sections["lr_find"]  # the steps the report states are the steps taken
+    assert counts.of("lr-find", "step") == section["range_steps"] + section["race_steps"]
     # backward passes: one per training step, plus init's batch-dependency probe
     assert counts.total("backward") <= counts.total("step") + 1
     # the scan is forward-only

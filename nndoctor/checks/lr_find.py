@@ -15,28 +15,44 @@ loss smoothed with an EMA (`smooth_f`) and stopping when it passes
 - its `reset()` restores the model and optimizer, and the runner's
   `session.preserved()` restores everything else (RNGs, modes, gradients).
 
-Three suggestions are read from the recorded curve, all reported: `valley`
+Three classic suggestions are read from the recorded curve, all reported: `valley`
 (fastai's default), `steepest` (torch-lr-finder's `plot(suggest_lr=True)`) and
-`min/10` (fastai's `minimum`). `lr-too-high` / `lr-too-low` compare the
-optimizer's current LR with them.
+`min/10` (fastai's `minimum`). Each fails on some kind of model (issue 15: steepest
+diverges on Adam, valley trains 3x worse than the best on SGD), so the curve only
+*brackets* the usable range (from where the loss starts falling to its lowest point),
+and a short race *confirms*: the three, the user's own LR and log-spaced points of
+the bracket each train from the same initial state on the same batches, halved by
+successive halving (Karnin et al. 2013; Jamieson & Talwalkar 2016) within
+`race_steps` steps (default: the range test's own `num_iter`). The winner is the
+`race` suggestion (the default `method`); `lr-too-high` / `lr-too-low` come from the
+race only: the user's LR trained alongside the winner and made clearly less progress.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import sys
+import tempfile
 import types
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import SECOND_COPY_MAX_MB, Session, Skip, tensors_mb
+from ..engine import (
+    SECOND_COPY_MAX_MB,
+    Session,
+    Skip,
+    rng_state,
+    set_rng_state,
+    tensors_mb,
+)
 from ..findings import make_finding
 from . import Outcome
 
@@ -48,7 +64,12 @@ DEFAULTS = {
     "step_mode": "exp",  # exponential LR growth (torch-lr-finder's default, fastai's schedule)
     "smooth_f": 0.05,  # torch-lr-finder's defaults: EMA of the loss ...
     "diverge_th": 5,  # ... and stop once the loss passes 5 x its best
-    "method": "valley",  # which suggestion is *the* suggested LR: valley, steepest or min/10
+    # Which LR is *the* suggested one: race (default), valley, steepest or min/10 (min10).
+    "method": "race",
+    # Steps the race may take in all; None: the range test's own num_iter (issue 15: the
+    # race costs at most about what the range test costs). 0 turns the race off, and with
+    # it the lr-too-high / lr-too-low verdicts (only LR 0 is still judged).
+    "race_steps": None,
     "plot": None,  # a PNG path: loss against LR, the suggestion and the current LR marked
     # Where torch-lr-finder keeps its copy of the model and optimizer state during the test:
     # "memory", "disk" (a temporary file; `cache_dir` to choose the folder) or "auto": disk
@@ -62,8 +83,12 @@ CACHES = ("auto", "memory", "disk")
 # Below it an in-memory copy costs less than writing and re-reading it (~0.5 s per GB on a
 # laptop SSD); above it, it would be a second copy of the state (engine.SECOND_COPY_MAX_MB).
 AUTO_DISK_MB = SECOND_COPY_MAX_MB
-METHODS = ("valley", "steepest", "min/10")
+RULES = ("valley", "steepest", "min/10")  # the classic rules read from the curve
+METHODS = ("race",) + RULES
+METHOD_ALIASES = {"min10": "min/10"}  # the CLI's spelling (no "/" in an option value)
 WHY = {
+    "race": "the lowest loss after the race: every candidate trained the same steps from the same "
+            "initial state on the same batches, successive halving keeping the better half each round",
     "valley": "fastai's default: half-way into the longest stretch where the smoothed loss keeps "
               "falling, which is steady on noisy curves where the single steepest point is not",
     "steepest": "torch-lr-finder's and Lightning's: where the smoothed loss falls fastest",
@@ -81,19 +106,43 @@ MIN_POINTS = STEEP_SKIP_START + STEEP_SKIP_END + 2  # torch-lr-finder's own mini
 # Measured (seed 0): xor 69%, mlp 13%, simple_cnn 7%, bottleneck 6%; text_classifier 0.7%
 # (its LSTM needs more than the test's ~15 steps at useful LRs to pick up the token counts).
 MIN_DESCENT = 0.05
-# lr-too-high, all three: the current LR is > 10x the suggested LR, above the LR where the
-# smoothed loss bottomed out (fastai: "a tenth of that point"), and there the loss had climbed
-# back by at least half of its descent (or the test stopped, diverged, before reaching it).
-# Measured at seed 0: transformer_encoder's Adam 1e-3 is 12x its valley and at its minimum,
-# but had climbed back 4%: silent; simple_cnn's SGD 0.05 (momentum 0.9) had climbed back
-# 12.7x its descent (training at it sits at chance, ln 10, for 8 epochs; 0.01 reaches 0.02),
-# high_lr_mlp's Adam 1.0 2.0x.
-HIGH_FACTOR = 10.0
-RISE_BACK = 0.5
-# lr-too-low: two orders of magnitude under the suggested LR AND below the LR where the
-# longest descent began (the loss barely moves there): ~100x slower progress than needed.
-# Healthy samples sit at >= 0.1x their suggestion.
-LOW_FACTOR = 100.0
+# The race. Entrants besides the named rules and the user's LR: points log-spaced across
+# the bracket, lowest and highest included, so a bracket of 3-5 decades is sampled about
+# once a decade (a grid search's usual spacing is 1/2 to 1 decade).
+BRACKET_POINTS = 5
+# Where the bracket starts: the LR by which the smoothed loss has fallen a tenth of its whole
+# descent. Before that the loss "falls" only by the EMA's drift and noise: racing LRs there
+# (10^-7 .. 10^-5 on the samples) spends entrants on LRs that cannot win.
+BRACKET_START = 0.1
+# A curve without a readable descent brackets the 3 decades below its lowest point: the
+# range test's LR grows 8 decades in 100 steps, so its lowest point lies at most a few
+# decades above where training works (its EMA lags ~1.6 decades, issue 13).
+BLIND_DECADES = 3
+# Entrants closer than a quarter decade (1.78x) are one entrant: the race's losses cannot
+# tell them apart in so few steps (its rules are all kept in that entrant's `rule`).
+MERGE_DECADES = 0.25
+# At most this many entrants: with successive halving over ceil(log2 8) = 3 rounds, each of
+# the 8 gets race_steps / 24 steps in the first round (4 at the default 100).
+MAX_ENTRANTS = 8
+# An entrant's race loss: the mean loss over the last steps of its round (before each of
+# those steps, so on batches it had not yet trained on in that position); every entrant of a
+# round sees the same batches at the same step, so the comparison is paired.
+SCORE_WINDOW = 4
+# An entrant whose loss passes this many times the race's starting loss has diverged (torch-
+# lr-finder's diverge_th, 5) and stops: its race loss is its last, the rest of its round unspent.
+RACE_DIVERGE = 5.0
+# The verdict's margin: the user's LR trains "clearly worse" when, after all its race steps,
+# its loss is still above where the winner was after an eighth of them: the winner is more
+# than 8x faster. Measured at seed 0: bottleneck's Adam 1e-3 against the winner 2.3e-3 is
+# ~2.2x slower (a healthy LR); at 4x, four broken samples whose bug weakens the gradient
+# (dead units, a detached encoder, softmax before cross-entropy) also read "LR too low", a
+# distraction from their bug. An LR 100x too low, or one that diverges, never gets there.
+SLOWER = 8
+# "Never moved the loss": its race loss within 1% of the start while the winner made progress.
+STILL = 0.01
+# The race shows nothing when even the winner's progress is under this share of the start
+# loss (as MIN_DESCENT for the curve): no verdict then.
+RACE_MIN_PROGRESS = MIN_DESCENT
 # Distinct batches the test cycles through: enough that it is not one batch memorised (the
 # loss falls mainly from LRs where one step already moves it), few enough to keep on the
 # device (20 batches of 256 ImageNet images are ~3 GB).
@@ -160,7 +209,7 @@ def suggest(curve: Curve, method: str = "valley") -> dict:
     # fastai drops everything from the first NaN on.
     finite = next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
     lrs, losses = lrs[:finite], losses[:finite]
-    result = {"suggestions": {m: None for m in METHODS}, "suggested_lr": None, "method": method,
+    result = {"suggestions": {m: None for m in RULES}, "suggested_lr": None, "method": method,
               "min_loss_lr": None, "valley_start_lr": None, "reason": None}
     if len(losses) < MIN_POINTS:
         if curve.stop is None:
@@ -192,7 +241,7 @@ def suggest(curve: Curve, method: str = "valley") -> dict:
     min_lr, min_idx = minimum(v_lrs, v_losses)
     steep_lr, _ = steepest(lrs, losses)
     result["suggestions"] = {"valley": valley_lr, "steepest": steep_lr, "min/10": min_lr}
-    result["suggested_lr"] = result["suggestions"][method]
+    result["suggested_lr"] = result["suggestions"].get(method)  # "race": set after the race
     result["min_loss_lr"] = float(v_lrs[min_idx])
     result["valley_start_lr"] = float(v_lrs[_valley_start(v_losses)])
     return result
@@ -378,87 +427,401 @@ def _patched(module, **names):
                 module.__dict__[name] = value
 
 
+# --------------------------------------------------------------------------- the race
+
+@dataclass
+class Entrant:
+    """One LR in the race and how it did."""
+
+    lr: float
+    rules: list  # why it entered: "race bracket", "valley", "steepest", "min/10", "current"
+    loss: float = math.inf  # race loss at the last round it ran (SCORE_WINDOW mean)
+    steps: int = 0  # steps it trained
+    rounds: int = 0  # rounds it ran
+    diverged: bool = False
+    history: list = field(default_factory=list)  # every pre-step loss it recorded
+
+    def loss_at(self, steps: int) -> float:
+        """Its race loss as it stood after `steps` steps (the SCORE_WINDOW mean before them)."""
+        tail = self.history[max(0, steps - SCORE_WINDOW):max(steps, 1)]
+        return float(sum(tail) / len(tail)) if tail and all(map(math.isfinite, tail)) else math.inf
+
+    @property
+    def rule(self) -> str:
+        return ", ".join(self.rules)
+
+
+@dataclass
+class Race:
+    entrants: list  # every Entrant, in LR order
+    winner: Optional[Entrant]
+    steps: int  # steps taken in all (the race's extra cost)
+    start_loss: float  # the loss before the first step (the same for every entrant)
+    final_steps: int  # steps each finalist trained
+    confirm_steps: int = 0  # steps the winner and the user's LR trained more to confirm a verdict
+
+
+def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float]) -> list:
+    """The race's entrants: BRACKET_POINTS log-spaced over `bracket` (low, high), the named
+    suggestions ({rule: lr}) and the user's LR; entrants within MERGE_DECADES are merged
+    (a named rule and the user's LR take the place of a bracket point). In LR order."""
+    low, high = bracket
+    points = [(lr, rule) for rule, lr in named.items() if lr]
+    if current_lr:
+        points.append((current_lr, "current"))
+    priority = {"current": 0, "valley": 1, "steepest": 2, "min/10": 3}
+    points.sort(key=lambda p: priority.get(p[1], 9))
+    span = math.log10(high / low) if high > low else 0.0
+    count = BRACKET_POINTS if span > 0 else 1
+    points += [(low * 10 ** (span * i / max(count - 1, 1)), "bracket") for i in range(count)]
+    entrants: list = []
+    for lr, rule in points:
+        near = next((e for e in entrants if abs(math.log10(e.lr / lr)) < MERGE_DECADES), None)
+        if near is not None:
+            if rule not in near.rules:
+                near.rules.append(rule)
+        elif len(entrants) < MAX_ENTRANTS:
+            entrants.append(Entrant(lr=lr, rules=[rule]))
+    return sorted(entrants, key=lambda e: e.lr)
+
+
+def successive_halving(entrants: list, budget: int, advance: Callable, protect=None) -> Race:
+    """Race the entrants (Karnin et al. 2013): each round, every survivor trains r steps more
+    (`advance(entrant, steps) -> pre-step losses`, continuing where it stopped), and the
+    better half (by race loss) goes on. r = budget // (survivors x rounds), so every round
+    costs about budget / rounds and the whole race at most `budget` steps. `protect` (the
+    user's entrant) runs every round as the control the verdict compares, but wins only on
+    its loss. Returns the Race; the winner has the lowest loss in the last round."""
+    alive = list(entrants)
+    rounds = max(1, math.ceil(math.log2(len(alive)))) if len(alive) > 1 else 1
+    spent, start_loss, final_steps = 0, math.nan, 0
+    for round_index in range(rounds):
+        steps = max(1, budget // (len(alive) * rounds))
+        for entrant in alive:
+            if entrant.steps == 0 and not math.isfinite(start_loss):
+                losses = list(advance(entrant, steps))
+                start_loss = float(losses[0]) if losses else math.nan
+                spent += _scored(entrant, losses, steps, start_loss)
+            else:
+                spent += _scored(entrant, list(advance(entrant, steps)), steps, start_loss)
+            entrant.rounds = round_index + 1
+        final_steps = max(e.steps for e in alive)
+        if round_index == rounds - 1:
+            break
+        ranked = sorted(alive, key=lambda e: (e.loss, e.lr))
+        keep = ranked[:math.ceil(len(ranked) / 2)]
+        if protect is not None and protect in alive and protect not in keep:
+            keep.append(protect)
+        alive = [e for e in alive if e in keep and not e.diverged] or keep[:1]
+    contenders = [e for e in alive if math.isfinite(e.loss)]
+    winner = min(contenders, key=lambda e: (e.loss, e.lr)) if contenders else None
+    return Race(entrants=entrants, winner=winner, steps=spent, start_loss=start_loss,
+                final_steps=final_steps)
+
+
+def _scored(entrant: Entrant, losses: list, steps: int, start_loss: float) -> int:
+    """Record `losses` (the entrant's next pre-step losses) on it; returns the steps taken."""
+    entrant.steps += len(losses)
+    entrant.history += losses
+    finite = [v for v in losses if math.isfinite(v)]
+    diverged = len(finite) < len(losses) or len(losses) < steps or (
+        math.isfinite(start_loss) and bool(finite) and finite[-1] > RACE_DIVERGE * start_loss)
+    if diverged or entrant.diverged:
+        entrant.diverged, entrant.loss = True, math.inf
+    else:
+        tail = finite[-SCORE_WINDOW:]
+        entrant.loss = float(sum(tail) / len(tail))
+    return len(losses)
+
+
+def raced_progress(race: Race) -> bool:
+    """Whether the race's winner moved the loss enough (RACE_MIN_PROGRESS) to read an LR from."""
+    return race.winner is not None and \
+        race.start_loss - race.winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
+
+
+def clearly_worse(race: Race, entrant: Entrant) -> Optional[bool]:
+    """Whether the entrant trains clearly worse than the winner: after all its steps, its loss
+    is still above the loss the winner had reached in 1/SLOWER of them. None when the winner
+    itself had made too little progress by then (RACE_MIN_PROGRESS) to judge by."""
+    if entrant.diverged:  # judged against the winner's whole race
+        return race.start_loss - race.winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
+    if not raced_progress(race):
+        return None
+    if abs(race.start_loss - entrant.loss) < STILL * abs(race.start_loss):
+        return True  # it never moved the loss, while the winner did
+    early = race.winner.loss_at(max(1, entrant.steps // SLOWER))
+    if not race.start_loss - early > RACE_MIN_PROGRESS * abs(race.start_loss):
+        return None
+    return not entrant.loss <= early
+
+
+def confirm(race: Race, user: Entrant, advance: Callable) -> None:
+    """Before a verdict: the user's LR looks clearly worse than the winner's after the race.
+    A short race favours LRs that start fast (SGD with momentum can climb above its start
+    loss for its first ~20 steps and then win: simple_cnn at 0.01, measured), so both train
+    as many steps again and are judged there. Costs nothing on a model with a good LR."""
+    steps = race.final_steps
+    for entrant in (race.winner, user):
+        race.steps += _scored(entrant, list(advance(entrant, steps)), steps, race.start_loss)
+    race.confirm_steps = steps
+    race.final_steps = race.winner.steps
+    if user.loss < race.winner.loss:
+        race.winner = user
+
+
+class RaceTrainer:
+    """Trains one model for the race: each entrant from the same initial weights, optimizer
+    state and RNG state, on the same batches in the same order, every group's LR scaled
+    together (the ratio of group 0's LR to the entrant's). No scheduler is stepped. Each
+    entrant's state between its rounds is kept in memory, or on disk (`directory`) for large
+    models. `close()` puts the model, optimizer, gradients, modes and RNGs back bit-for-bit.
+
+    Observes only: takes a model, optimizer, batches and `loss_fn(batch) -> scalar`."""
+
+    def __init__(self, model: nn.Module, optimizer, batches: list, loss_fn: Callable,
+                 directory: Optional[str] = None, tick: Callable = lambda: None):
+        self.model, self.optimizer, self.batches, self.loss_fn = model, optimizer, batches, loss_fn
+        self.directory, self.tick = directory, tick
+        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        self.grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
+                      for n, p in model.named_parameters()}
+        self.training = {n: m.training for n, m in model.named_modules()}
+        self.rng = rng_state()
+        self.initial = self._capture()
+        self.saved: dict = {}
+
+    def _capture(self) -> dict:
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": rng_state()}
+
+    def _store(self, key: int, state: dict) -> None:
+        if self.directory is None:
+            self.saved[key] = state
+            return
+        path = os.path.join(self.directory, f"entrant{key}.pt")
+        torch.save(state, path)
+        self.saved[key] = path
+
+    def _load(self, state) -> None:
+        if isinstance(state, str):
+            state = torch.load(state, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        set_rng_state(state["rng"])
+
+    def set_lr(self, lr: float) -> None:
+        reference = self.base_lrs[0]
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = lr * base / reference if reference > 0 else lr
+
+    def advance(self, entrant: Entrant, steps: int) -> list:
+        key = id(entrant)
+        self._load(self.saved.get(key, self.initial))
+        self.set_lr(entrant.lr)
+        self.model.train()
+        losses: list = []
+        for i in range(entrant.steps, entrant.steps + steps):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.loss_fn(self.batches[i % len(self.batches)])
+            value = float(loss.detach())
+            losses.append(value)
+            self.tick()
+            if not math.isfinite(value):
+                break
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._store(key, self._capture())
+        return losses
+
+    def close(self) -> None:
+        self.saved.clear()
+        self._load(self.initial)
+        self.initial = None
+        for name, p in self.model.named_parameters():
+            saved = self.grads.get(name)
+            p.grad = None if saved is None else saved.clone()
+        for name, m in self.model.named_modules():
+            if name in self.training:
+                m.training = self.training[name]
+        set_rng_state(self.rng)
+
+
+def bracket_of(curve: Curve, found: dict) -> Optional[tuple]:
+    """The usable range the curve brackets: from where the smoothed loss has done
+    BRACKET_START of its descent (or the valley, if lower) to the LR of its lowest point.
+    The EMA lags (issue 13: ~20 steps, 1.6 decades at the default settings), so the real turn
+    comes before that point, and the descent starts before the smoothed curve shows it:
+    the race finds where in between training is best. A curve the rules cannot read (it
+    barely descends before it diverges, as plain SGD's often does in 100 steps) still
+    brackets: the BLIND_DECADES below its lowest point. None without two finite points."""
+    points = [(lr, v) for lr, v in zip(curve.lrs, curve.losses) if math.isfinite(v)]
+    if len(points) < 2:
+        return None
+    low_i = min(range(len(points)), key=lambda i: points[i][1])
+    if found["suggestions"]["valley"] is None:
+        return points[low_i][0] / 10 ** BLIND_DECADES, points[low_i][0]
+    peak = max(v for _, v in points[:low_i + 1])
+    level = peak - BRACKET_START * (peak - points[low_i][1])
+    start = next(lr for lr, v in points[:low_i + 1] if v <= level)
+    return min(start, found["suggestions"]["valley"]), found["min_loss_lr"]
+
+
+def race_session(session: Session, curve: Curve, found: dict, current_lr: float, settings: dict) -> Race:
+    """The race on the session's model, optimizer and cached batches (those of the range test)."""
+    budget = settings.get("race_steps")
+    budget = int(curve.num_iter if budget is None else budget)
+    named = {rule: found["suggestions"][rule] for rule in RULES}
+    entrants = entrants_from(bracket_of(curve, found), named, current_lr)
+    user = next((e for e in entrants if "current" in e.rules), None)
+    batches = session.batches(min(curve.num_iter, MAX_BATCHES))
+    on_disk, cache_dir = _cache_on_disk(session, settings)
+    total = budget
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir)) if on_disk else None
+        trainer = RaceTrainer(session.model, session.optimizer, batches,
+                              lambda batch: session.loss(batch), directory=directory)
+        advance_bar = stack.enter_context(session.progress("lr-find race", total))
+        stack.callback(trainer.close)
+
+        def advance(entrant, steps):
+            losses = trainer.advance(entrant, steps)
+            advance_bar(len(losses))
+            return losses
+
+        race = successive_halving(entrants, budget, advance, protect=user)
+        if user is not None and race.winner is not None and user is not race.winner \
+                and not user.diverged:
+            if clearly_worse(race, user):
+                confirm(race, user, advance)
+        return race
+
+
 # --------------------------------------------------------------------------- the check
 
-def run(session: Session, settings: dict) -> Outcome:
-    method = str(settings.get("method") or "valley")
+def method_of(settings: dict) -> str:
+    method = str(settings.get("method") or "race")
+    method = METHOD_ALIASES.get(method, method)
     if method not in METHODS:
-        raise ValueError(f"lr-find.method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise ValueError(f"lr-find.method must be one of race, valley, steepest, min10, not {method!r}")
+    return method
+
+
+def run(session: Session, settings: dict) -> Outcome:
+    method = method_of(settings)
+    race_steps = settings.get("race_steps")
+    if race_steps is not None and int(race_steps) < 0:
+        raise ValueError(f"lr-find.race_steps must be 0 or more, not {race_steps!r}")
     current_lr = float(session.optimizer.param_groups[0]["lr"])
     curve = range_test(session, settings)
     if curve.losses and not math.isfinite(curve.losses[0]):
         raise Skip(f"the loss is NaN/Inf at the test's first step (LR {curve.lrs[0]:.3g}), whatever "
                    "the LR: the nan check says where it comes from")
-    found = suggest(curve, method)
+    found = suggest(curve, "valley" if method == "race" else method)
+    race = None
+    bracket = bracket_of(curve, found)
+    if bracket is not None and (race_steps is None or int(race_steps) > 0):
+        race = race_session(session, curve, found, current_lr, settings)
+    suggestions = {"race": race.winner.lr if race and race.winner else None, **found["suggestions"]}
+    reason = found["reason"] if method != "race" else None
+    if race is not None and race.winner is None:
+        reason = (f"every LR in the race diverged (from {race.entrants[0].lr:.3g} to "
+                  f"{race.entrants[-1].lr:.3g}): no usable LR (check the data, the loss and the init)")
+    elif method == "race" and race is not None and not raced_progress(race):
+        reason = (f"the race shows no progress: the best of {len(race.entrants)} LRs moved the loss "
+                  f"from {race.start_loss:.4g} to {race.winner.loss:.4g} in {race.winner.steps} steps"
+                  + (f"; and {found['reason']}" if found["reason"] else ""))
+    elif method == "race" and race is None:
+        reason = found["reason"] or "the race is off (race_steps 0): choose a rule with method valley, steepest or min10"
+    suggested = suggestions[method] if not reason else None
     section = {
-        "suggested_lr": found["suggested_lr"],
+        "suggested_lr": suggested,
         "method": method,
-        "why": WHY[method],
-        "suggestions": found["suggestions"],
+        "why": WHY[method] if race is None or method != "race" else race_why(race),
+        "suggestions": suggestions,
         "current_lr": current_lr,
         "min_loss_lr": found["min_loss_lr"],
+        "bracket": list(bracket) if bracket else None,
+        "candidates": [{"lr": e.lr, "loss": _json_float(e.loss), "rule": e.rule, "steps": e.steps,
+                        "rounds": e.rounds, "diverged": e.diverged} for e in race.entrants] if race else [],
+        "winner": race.winner.lr if race and race.winner else None,
+        "race_steps": race.steps if race else 0,
+        "range_steps": len(curve.losses),
         "stopped": curve.stop,
-        "reason": found["reason"],
+        "reason": reason,
         "lrs": [float(v) for v in curve.lrs],
         "losses": [_json_float(v) for v in curve.losses],
     }
-    outcome = Outcome(metrics={"suggested_lr": found["suggested_lr"], "current_lr": current_lr,
-                               "method": method, "suggestions": found["suggestions"],
+    outcome = Outcome(metrics={"suggested_lr": suggested, "current_lr": current_lr,
+                               "method": method, "suggestions": suggestions,
                                "min_loss_lr": found["min_loss_lr"], "steps": len(curve.losses),
+                               "race_steps": section["race_steps"],
                                "descent": found.get("descent"),
                                "stopped": curve.stop})
-    if found["reason"]:
-        outcome.metrics["reason"] = found["reason"]
-    else:
-        outcome.findings += verdict(current_lr, found, curve)
+    if reason:
+        outcome.metrics["reason"] = reason
+    outcome.findings += verdict(current_lr, race)
     plot_path = settings.get("plot")
     if plot_path:
         from ..plots import lr_plot  # lazy: matplotlib
 
-        lr_plot(str(plot_path), curve.lrs, curve.losses, found["suggestions"], method, current_lr)
+        lr_plot(str(plot_path), curve.lrs, curve.losses, found["suggestions"], method, current_lr,
+                candidates=section["candidates"], winner=section["winner"])
         section["plot"] = outcome.metrics["plot"] = str(plot_path)
     outcome.sections["lr_find"] = section
     return outcome
 
 
-def verdict(current_lr: float, found: dict, curve: Curve) -> list:
-    suggested, method = found["suggested_lr"], found["method"]
-    min_loss_lr, start_lr = found["min_loss_lr"], found["valley_start_lr"]
-    evidence = {"current_lr": current_lr, "suggested_lr": suggested, "method": method,
-                "min_loss_lr": min_loss_lr, "valley_start_lr": start_lr,
-                "suggestions": found["suggestions"], "ratio": current_lr / suggested}
-    if current_lr > HIGH_FACTOR * suggested and current_lr > min_loss_lr:
-        from ..plots import interpolate_log
+def race_why(race: Race) -> str:
+    winner = race.winner
+    return (f"the lowest loss in the race: {winner.loss:.4g} (from {race.start_loss:.4g}) after "
+            f"{winner.steps} steps, against {len(race.entrants) - 1} other LRs trained from the same "
+            f"state on the same batches ({race.steps} steps in all, successive halving)")
 
-        points = [(lr, loss) for lr, loss in zip(curve.lrs, curve.losses) if math.isfinite(loss)]
-        _, peak, lowest = descent_of([p[1] for p in points])
-        beyond = current_lr > points[-1][0]
-        if beyond and curve.stop is not None:
-            where = (f"the range test's loss {'became NaN/Inf' if curve.stop == 'non-finite' else 'diverged'} "
-                     f"at {points[-1][0]:.3g}, before reaching it")
-            evidence["stopped_at_lr"] = points[-1][0]
-        elif beyond:
-            return []  # above the tested range, which ended without diverging: no evidence either way
-        else:
-            at_current = interpolate_log(current_lr, points)
-            rise_back = (at_current - lowest) / (peak - lowest)
-            evidence.update(loss_at_current_lr=at_current, lowest_loss=lowest, rise_back=rise_back)
-            if rise_back < RISE_BACK:
-                return []
-            where = (f"there the range test's loss ({at_current:.4g}) had climbed back "
-                     f"{rise_back:.0%} of its descent (from {peak:.4g} to its lowest, {lowest:.4g} at LR "
-                     f"{min_loss_lr:.3g})")
-        return [make_finding(
-            "lr-too-high", NAME, None,
-            f"The optimizer's LR {current_lr:.3g} is {current_lr / suggested:.0f}x the suggested "
-            f"{suggested:.3g} ({method}), and {where}.", evidence)]
-    if current_lr * LOW_FACTOR < suggested and current_lr < start_lr:
+
+def verdict(current_lr: float, race: Optional[Race]) -> list:
+    """lr-too-high / lr-too-low from the race: the user's LR, trained alongside the winner for
+    the same steps, is more than SLOWER times slower, or diverged. An LR of 0 (or
+    below) moves nothing: lr-too-low without a race."""
+    winner = race.winner if race else None
+    if current_lr <= 0:
+        better = f"; the race's winner is {winner.lr:.3g}" if winner else ""
         return [make_finding(
             "lr-too-low", NAME, None,
-            f"The optimizer's LR {current_lr:.3g} is {suggested / current_lr:.0f}x below the suggested "
-            f"{suggested:.3g} ({method}) and below {start_lr:.3g}, where the range test's loss only "
-            f"began to fall.", evidence)]
-    return []
+            f"The optimizer's LR is {current_lr:.3g}: no optimizer step moves the weights{better}.",
+            {"current_lr": current_lr, "suggested_lr": winner.lr if winner else None})]
+    if winner is None:
+        return []
+    user = next((e for e in race.entrants if "current" in e.rules), None)
+    if user is None or user is winner:
+        return []
+    start = race.start_loss
+    if not clearly_worse(race, user):
+        return []  # as good, or the race shows too little descent to judge any LR by
+    early_steps = winner.steps if user.diverged else max(1, user.steps // SLOWER)
+    early = winner.loss_at(early_steps)
+    user_progress = start - user.loss if math.isfinite(user.loss) else -math.inf
+    evidence = {"current_lr": current_lr, "suggested_lr": winner.lr, "race_loss": _json_float(user.loss),
+                "winner_loss": winner.loss, "start_loss": start, "winner_loss_early": early,
+                "early_steps": early_steps, "slower": SLOWER,
+                "steps": user.steps, "winner_steps": winner.steps, "race_steps": race.steps,
+                "confirm_steps": race.confirm_steps,
+                "diverged": user.diverged}
+    if user.diverged:
+        how = (f"diverged within {user.steps} steps (the loss became NaN/Inf or passed "
+               f"{RACE_DIVERGE:g}x its start, {start:.4g})")
+    elif abs(user_progress) < STILL * abs(start):
+        how = f"never moved the loss in {user.steps} steps ({start:.4g} to {user.loss:.4g})"
+    else:
+        how = f"reached loss {user.loss:.4g} from {start:.4g} in {user.steps} steps"
+    code = "lr-too-high" if current_lr > winner.lr else "lr-too-low"
+    reached = f"{early:.4g} after {early_steps} steps" + (
+        "" if early_steps == winner.steps else f" ({winner.loss:.4g} after {winner.steps})")
+    return [make_finding(
+        code, NAME, None,
+        f"In the race from the same initial state, the optimizer's LR {current_lr:.3g} {how}, while "
+        f"LR {winner.lr:.3g} was at {reached}.", evidence)]
 
 
 def _json_float(v: float):

@@ -167,7 +167,10 @@ def lr_find_section(data: dict):
     suggestions = data.get("suggestions") or {}
     method, current = data.get("method"), data.get("current_lr")
     chosen = suggestions.get(method)
-    marks = [(current, "●")] + ([(chosen, "▲")] if chosen else [])
+    candidates = data.get("candidates") or []
+    # the race's candidates first, so the current LR and the suggestion are drawn over them
+    marks = [(c["lr"], "×" if c.get("diverged") else "·") for c in candidates]
+    marks += [(current, "●")] + ([(chosen, "▲")] if chosen else [])
     curve = [(x, y) for x, y in zip(lrs, losses) if y is not None]
     if len(curve) >= 2:
         lines = braille_plot([c[0] for c in curve], [c[1] for c in curve], width=56, height=8, marks=marks)
@@ -175,7 +178,9 @@ def lr_find_section(data: dict):
         legend = Text(" " * 11)
         if chosen:
             legend.append("▲ suggested  ", style="green")
-        legend.append("● current LR   (loss, smoothed, vs LR on a log axis)", style="dim")
+        legend.append("● current LR", style="dim")
+        if candidates:
+            legend.append("  · race candidate  × diverged", style="dim")
         parts.append(legend)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
@@ -184,10 +189,19 @@ def lr_find_section(data: dict):
         table.add_row("no suggestion", Text(data["reason"], style="yellow"))
     else:
         for name, lr in suggestions.items():
+            if lr is None:
+                continue
             mark = " ◀ suggested" if name == method else ""
             table.add_row(name, Text(f"{lr:.2e}{mark}", style="bold green" if mark else ""))
         if data.get("why"):
             table.add_row("why " + str(method), data["why"])
+    if candidates:
+        winner = data.get("winner")
+        for c in candidates:
+            loss = "diverged" if c.get("diverged") or c.get("loss") is None else f"{c['loss']:.4g}"
+            mark = "  ◀ winner" if c["lr"] == winner else ""
+            table.add_row(f"race {c['lr']:.2e}", Text(f"{loss} after {c['steps']} steps ({c['rule']}){mark}",
+                                                      style="bold green" if mark else ""))
     if current is not None:
         ratio = current / chosen if chosen else None
         ratio = "" if ratio is None else f" ({ratio:.0f}x the suggestion)" if ratio >= 10 \
