@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import HEALTHY, codes_of, load_sample, run_checks_on
 from nndoctor.checks import dead
 from nndoctor.runner import run_checks
-from nndoctor.scan import SATURATION_MARGIN, scan_activations
+from nndoctor.scan import MIN_OBSERVATIONS, SATURATION_MARGIN, scan_activations
 from nndoctor.target import Setup
 
 
@@ -34,7 +34,11 @@ def test_broken_sample_is_found_where_the_bug_is(sample, code, wheres):
             else ("saturated_pct", "saturated_units")
         assert ev[pct_key] > dead.DEFAULTS["threshold"]
         assert ev[pct_key] == pytest.approx(100 * ev[count_key] / ev["total_units"], abs=0.01)
-        assert ev["total_units"] == 64 and ev["batches_scanned"] == 4 and ev["samples_scanned"] == 128
+        # batches of 32 until every unit has scan.MIN_OBSERVATIONS (299): 10 batches, 320 samples
+        assert ev["total_units"] == 64 and ev["batches_scanned"] == 10 and ev["samples_scanned"] == 320
+        if code == "dead-neurons":
+            assert ev["observations_per_unit"] == 320 and ev["min_observations"] == 299
+            assert "320 or more observations" in finding.message
         assert str(ev[count_key]) in finding.message and f"{ev[pct_key]:.1f}%" in finding.message
     if sample == "functional_relu_net":  # the layer that fed the F.relu, for the reader
         assert report.findings[0].evidence["after"] == "block2.linear"
@@ -267,7 +271,8 @@ def test_tiny_layers_are_reported_only_when_wholly_dead(units, dead_units, flagg
         lin.bias[:dead_units] = -100.0  # exactly these units never fire
         lin.bias[dead_units:] = 100.0
     model = nn.Sequential(lin, nn.ReLU(), nn.Linear(units, 2))
-    report = run_checks(_setup(model, torch.randn(64, 6), torch.randint(0, 2, (64,))), ["dead"], device="cpu")
+    n = MIN_OBSERVATIONS + 21  # enough samples (one observation each) for a verdict
+    report = run_checks(_setup(model, torch.randn(n, 6), torch.randint(0, 2, (n,))), ["dead"], device="cpu")
     assert report.checks[0].metrics["dead_pct"]["1"] == pytest.approx(100 * dead_units / units)
     assert (codes_of(report) == {"dead-neurons"}) is flagged
 

@@ -25,6 +25,9 @@ CONSEQUENCES = {"cannot-overfit", "loss-not-decreasing"}
 
 # sample -> (code, where, exit code of `nndoctor check`, other codes its bug also causes)
 BROKEN = {
+    # Adam at 0.1 kills the second conv's ReLUs during the run (alive at init); the first
+    # updates blow the gradient up on the way (exploding-gradient is the error that gates)
+    "adam_high_lr_cnn": ("dead-neurons", "features.4", 1, {"exploding-gradient", "lr-too-high"}),
     "batch_mixing_cnn": ("batch-dependency", "pool", 1, set()),
     "dead_relu_mlp": ("dead-neurons", "network.3", 1, set()),
     "deep_sigmoid_mlp": ("vanishing-gradient", "network.0", 1, {"bad-init"}),
