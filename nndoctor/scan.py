@@ -285,8 +285,7 @@ def scan_activations(model: nn.Module, batches: Iterable[Any],
                 forward(batch)
                 result.batches += 1
                 result.samples += _batch_size(batch)
-                if min_observations and result.batches >= min_batches and recorder.sites and \
-                        all(site.elements_per_unit >= min_observations for site in recorder.sites.values()):
+                if min_observations and result.batches >= min_batches and recorder.observed(min_observations):
                     break
     finally:
         recorder.remove()
@@ -434,6 +433,14 @@ class _Recorder:
             site.counts += hits.sum(dim=other) if other else hits.long()
             site.finite += finite.sum(dim=other) if other else finite.long()
         site.elements_per_unit += output.numel() // units
+
+    def observed(self, needed: int) -> bool:
+        """Every unit of every call site has `needed` finite elements (one host sync, only once
+        the element counts, known on the host, allow it)."""
+        sites = [s for s in self.sites.values() if not s.inconsistent]
+        if not sites or any(s.elements_per_unit < needed for s in sites):
+            return False
+        return bool(torch.stack([s.finite.min() for s in sites]).min() >= needed)
 
     def collect(self) -> tuple:
         """(ActivationStats list, skipped call sites), with one device-to-host copy."""

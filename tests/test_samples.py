@@ -42,6 +42,8 @@ BROKEN = {
     "memorising_mlp": ("overfitting", None, 0, set()),
     # the NaN inputs make the first loss NaN too: the nan check reports it as well
     "nan_data_mlp": ("data-non-finite", None, 1, {"non-finite"}),
+    # a column never recorded: every first-layer unit outputs NaN, which is not "dead"
+    "nan_column_mlp": ("data-non-finite", None, 1, {"non-finite"}),
     # the loss grows geometrically to Inf at step 4: exploding first, then non-finite
     "nan_lr_mlp": ("non-finite", None, 1, {"exploding-gradient", "lr-too-high"}),
     "partial_optimizer_mlp": ("not-in-optimizer", "body", 1, set()),
