@@ -112,10 +112,17 @@ def test_batch_mixing_view(broken):
     setup.model.eval()
     out = setup.model(x)
     weights = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(0))
-    (grad,) = torch.autograd.grad((out[0] * weights).sum(), x)
-    per_sample = grad.abs().reshape(len(x), -1).amax(1)
-    assert ev["leak_ratio"] == pytest.approx((per_sample[1:].max() / per_sample[0]).item(), rel=1e-5)
-    assert ev["other_samples_leaking"] == int((per_sample[1:] > 0).sum())
+    assert ev["probed_samples"] == [0, len(x) // 2, len(x) - 1]
+    ratios = {}
+    for i in ev["probed_samples"]:  # the finding reports the probed sample that leaks most
+        (grad,) = torch.autograd.grad((out[i] * weights).sum(), x, retain_graph=True)
+        per_sample = grad.abs().reshape(len(x), -1).amax(1)
+        others = torch.cat([per_sample[:i], per_sample[i + 1:]])
+        ratios[i] = ((others.max() / per_sample[i]).item(), int((others > 0).sum()))
+    worst = max(ratios, key=lambda i: ratios[i][0])
+    assert ev["sample"] == worst
+    assert ev["leak_ratio"] == pytest.approx(ratios[worst][0], rel=1e-5)
+    assert ev["other_samples_leaking"] == ratios[worst][1]
     assert codes_of(report) == {"batch-dependency"}
 
 
@@ -357,6 +364,63 @@ def test_token_models_are_probed_through_the_embedding():
     finding = only(run_on(TokenMix(), tokens, y), "batch-dependency")
     assert finding.evidence["input"] == "embeddings"
     assert finding.evidence["other_samples_leaking"] > 0
+
+
+class CausalMix(nn.Module):
+    """An RNN run along the batch axis: sample i sees samples 0..i-1 only (item 7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(6, 16)  # (time, batch, features) by default; fed (batch, time, features)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def test_a_causal_mix_along_the_batch_is_found_on_the_last_sample():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5, 6), torch.randint(0, 3, (64,))
+    finding = only(run_on(CausalMix(), x, y), "batch-dependency")
+    ev = finding.evidence
+    assert finding.where == "rnn" and ev["probed_samples"] == [0, 8, 15]
+    assert ev["sample"] == 15 and ev["other_samples_leaking"] >= 10  # samples 0..14 feed sample 15
+    assert "sample 15's output depends on" in finding.message
+    # sample 0 alone, as the probe used to look, sees no other sample
+    model = CausalMix().eval()
+    xb = x[:16].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(xb)[0].sum(), xb)
+    assert grad[1:].abs().max().item() == 0.0
+
+
+class RelativeBias(nn.Module):
+    """T5's relative attention bias: an Embedding of (seq, seq) position buckets, built by the
+    model from arange, whose first dimension equals the batch size when seq == batch (item 13)."""
+
+    def __init__(self, vocab=40, d=16, seq=16):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, d)
+        self.bias = nn.Embedding(2 * seq, 1)
+        self.out = nn.Linear(d, 3)
+        self.seq = seq
+
+    def forward(self, ids):  # (N, seq)
+        positions = torch.arange(self.seq)
+        buckets = positions[None, :] - positions[:, None] + self.seq  # (seq, seq)
+        scores = self.bias(buckets).squeeze(-1)  # (seq, seq): shared by every sample
+        h = self.tokens(ids)  # (N, seq, d)
+        attended = torch.softmax(scores, -1) @ h  # each sample attends over its own tokens
+        return self.out(attended.mean(1))
+
+
+def test_an_embedding_of_positions_shaped_like_the_batch_is_not_an_input():
+    torch.manual_seed(0)
+    ids, y = torch.randint(0, 40, (64, 16)), torch.randint(0, 3, (64,))
+    report = run_on(RelativeBias(), ids, y)  # batch 16 = seq 16
+    init = report.checks[0]
+    assert "batch-dependency" not in codes_of(report), report.findings
+    assert init.metrics["batch_leak_ratio"] == 0 and "batch-dependency" not in init.metrics.get("not_checked", {})
 
 
 # --------------------------------------------------------------------------- discipline

@@ -34,6 +34,8 @@ BROKEN = {
     "detached_head_net": ("no-gradient", "encoder", 1, set()),
     "exploding_grad_mlp": ("exploding-gradient", "network.10", 1, {"init-loss"}),
     "functional_relu_net": ("dead-neurons", "block2:relu#0", 1, set()),
+    # a GRU over the batch axis: only later samples see earlier ones (sample 0 sees none)
+    "gru_batch_axis": ("batch-dependency", "rnn", 1, set()),
     "high_lr_mlp": ("lr-too-high", None, 1, set()),
     # warning-severity bugs pass the default gate (SPEC §5); `--fail-on warning` gates them
     "hot_logits_mlp": ("init-loss", "head", 0, set()),

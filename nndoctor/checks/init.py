@@ -9,8 +9,8 @@
   ln C for C-class cross-entropy, ln 2 for binary cross-entropy.
 * `bad-init`: the input-dependent signal (per-unit std over the batch) of the
   Linear/Conv layers, in execution order: collapsing or exploding with depth.
-* `batch-dependency`: in eval mode, the gradient of sample 0's output with
-  respect to the other samples' inputs must be zero.
+* `batch-dependency`: in eval mode, the gradient of the first, a middle and the
+  last sample's output with respect to the other samples' inputs must be zero.
 
 One forward pass (train mode, the first batch), shared with the `data` check
 through `forward_record`, and one eval forward/backward for the batch check.
@@ -433,30 +433,44 @@ def batch_dependency_findings(session: Session, metrics: dict, skipped: dict) ->
     if isinstance(result, str):
         skipped["batch-dependency"] = result
         return []
-    leak, own, others = result
+    sample, leak, own, others = result
     ratio = leak / own if own > 0 else (math.inf if leak > 0 else 0.0)
     metrics["batch_leak_ratio"] = _round(ratio)
+    metrics["batch_probed_samples"] = probe.probed
     if ratio <= BATCH_LEAK_TOL:
         return []
     where, after, before = probe.locate()
     inside = f"in `{where}`" if where else "in the model's forward"
     between = f", between `{after}` and `{before}`" if after and before else ""
-    evidence = {"batch_size": size, "sample": 0, "other_samples_leaking": others,
-                "leak_ratio": ratio, "input": probe.input_name, "after": after, "before": before}
+    evidence = {"batch_size": size, "sample": sample, "probed_samples": probe.probed,
+                "other_samples_leaking": others, "leak_ratio": ratio, "input": probe.input_name,
+                "after": after, "before": before}
     return [make_finding(
         "batch-dependency", NAME, where,
-        f"In eval mode, sample 0's output depends on {others} of the {size - 1} other samples' "
+        f"In eval mode, sample {sample}'s output depends on {others} of the {size - 1} other samples' "
         f"{probe.input_name} (gradient {ratio:.3g}x its own); the samples mix {inside}{between}.",
         evidence)]
 
 
+def probed_samples(size: int) -> list:
+    """The samples whose outputs are differentiated: the first, a middle one and the last. A
+    mix along the batch can be one-sided: an RNN run over the batch axis (a missing
+    batch_first=True) makes sample i depend on samples 0..i-1 only, so sample 0 depends on no
+    other (measured leak 0.0) while the last depends on all (0.22, issue 13)."""
+    return sorted({0, size // 2, size - 1})
+
+
 class _BatchProbe:
-    """d(sample 0's output)/d(every sample's input), in eval mode, and where the samples mix.
+    """d(output of sample i)/d(every sample's input) for the `probed_samples`, in eval mode,
+    and where the samples mix.
 
     Float inputs are differentiated directly; for integer inputs (token ids) the outputs of
-    the Embeddings that read them (batch-first) stand in for them. Every module's batch-first output (and input)
-    keeps its gradient, so the mix is located where the cross-sample gradient stops:
-    upstream of it every sample feeds sample 0's output, downstream only sample 0 does.
+    the Embeddings that read them stand in for them: only an Embedding whose indices are the
+    batch's own (the same tensor, a view of it, or equal values), not one indexed by a table
+    the model builds (positions, T5's relative-position buckets of shape (seq, seq) where
+    seq may equal the batch size). Every module's batch-first output (and input) keeps its
+    gradient, so the mix is located where the cross-sample gradient stops: upstream of it
+    every sample feeds sample i's output, downstream only sample i does.
     """
 
     def __init__(self, model: nn.Module, size: int):
@@ -468,6 +482,10 @@ class _BatchProbe:
         self.leaves: list = []
         self.calls: list = []  # (path, module, output, input) in completion order
         self.input_name = "inputs"
+        self.batch_indices: list = []  # the batch's integer tensors (token ids)
+        self.probed = probed_samples(size)
+        self.sample = 0  # the probed sample whose output leaks most (located by locate())
+        self.grads: dict = {}
 
     def remove(self) -> None:
         for h in self.handles:
@@ -483,17 +501,29 @@ class _BatchProbe:
         if self._batch_first(out):
             self.calls.append((self.paths[module], module, out, inp if self._batch_first(inp) else None))
 
+    def _from_batch(self, indices: Any) -> bool:
+        """The indices are the batch's: the same tensor, a view of its storage, or equal values."""
+        if not isinstance(indices, torch.Tensor):
+            return False
+        for ids in self.batch_indices:
+            if indices is ids or (indices.device == ids.device and
+                                  indices.untyped_storage().data_ptr() == ids.untyped_storage().data_ptr()):
+                return True
+            if indices.shape == ids.shape and not indices.is_floating_point() and torch.equal(indices, ids.to(indices.dtype)):
+                return True
+        return False
+
     def _embedding_leaf(self, module, inputs, output):
-        # Batch-first embeddings only (token, segment...), not a position table indexed by arange.
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() \
-                or output.dim() < 1 or output.shape[0] != self.size:
+                or output.dim() < 1 or output.shape[0] != self.size or not inputs or not self._from_batch(inputs[0]):
             return None
         leaf = output.detach().requires_grad_()
         self.leaves.append(leaf)
         return leaf
 
     def run(self, batch: Batch):
-        """(max |cross-sample gradient|, max |own gradient|, samples leaking), or a skip reason."""
+        """(the worst probed sample, its max |cross-sample gradient|, max |own gradient|,
+        samples leaking into it), or a skip reason."""
         def lift(v):
             if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 1 and v.shape[0] == self.size:
                 leaf = v.detach().clone().requires_grad_()
@@ -507,6 +537,9 @@ class _BatchProbe:
             if not embeddings:
                 return "no float inputs and no nn.Embedding to differentiate through"
             self.input_name = "embeddings"
+            self.batch_indices = [t for t in list(batch.args) + list(batch.kwargs.values())
+                                  if isinstance(t, torch.Tensor) and not t.is_floating_point()
+                                  and t.dim() >= 1 and t.shape[0] == self.size]
             self.handles += [m.register_forward_hook(self._embedding_leaf) for m in embeddings]
         self.handles += [m.register_forward_hook(self._record) for m in self.paths]
         self.model.eval()
@@ -514,37 +547,47 @@ class _BatchProbe:
             out = _as_tensor(self.model(*args, **kwargs))
         self.remove()
         if not self.leaves:
-            return "no batch-first float embedding output to differentiate through"
+            return "no Embedding output indexed by the batch's own ids to differentiate through"
         if out is None or not out.is_floating_point() or out.dim() < 1 or out.shape[0] != self.size:
             return "the output's first dimension is not the batch"
         if not out.requires_grad:
             return "the output does not depend on the inputs through autograd"
-        # A fixed random weighting of sample 0's outputs: a plain sum can cancel (softmax rows sum to 1).
+        # A fixed random weighting of each probed sample's outputs: a plain sum can cancel
+        # (softmax rows sum to 1).
         g = torch.Generator().manual_seed(0)
         weights = torch.randn(out[0].shape, generator=g).to(out.device, out.dtype)
-        objective = (out[0] * weights).sum()
         intermediates = [t for _, _, o, i in self.calls for t in (o, i) if t is not None]
-        grads = torch.autograd.grad(objective, self.leaves + intermediates, allow_unused=True)
-        leaf_grads, rest = grads[:len(self.leaves)], grads[len(self.leaves):]
+        worst = None  # (ratio, sample, leak, own, leaking, intermediate gradients)
+        for k, sample in enumerate(self.probed):
+            objective = (out[sample] * weights).sum()
+            grads = torch.autograd.grad(objective, self.leaves + intermediates, allow_unused=True,
+                                        retain_graph=k < len(self.probed) - 1)
+            leak = own = 0.0
+            leaking = torch.zeros(self.size, dtype=torch.bool)
+            for grad in grads[:len(self.leaves)]:
+                if grad is None:
+                    continue
+                per_sample = _per_sample(grad, self.size).cpu()
+                own_here = per_sample[sample].item()
+                own = max(own, own_here)
+                leak = max(leak, torch.cat([per_sample[:sample], per_sample[sample + 1:]]).max().item())
+                leaking |= per_sample > BATCH_LEAK_TOL * max(own_here, 1e-30)
+            leaking[sample] = False
+            ratio = leak / own if own > 0 else (math.inf if leak > 0 else 0.0)
+            if worst is None or ratio > worst[0]:
+                worst = (ratio, sample, leak, own, int(leaking.sum()), grads[len(self.leaves):])
+        _, self.sample, leak, own, others, rest = worst
         self.grads = {id(t): g for t, g in zip(intermediates, rest)}
-        leak = own = 0.0
-        leaking = torch.zeros(self.size, dtype=torch.bool)
-        for grad in leaf_grads:
-            if grad is None:
-                continue
-            per_sample = torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(self.size, -1).amax(1).cpu()
-            own = max(own, per_sample[0].item())
-            leak = max(leak, per_sample[1:].max().item())
-            leaking |= per_sample > BATCH_LEAK_TOL * max(per_sample[0].item(), 1e-30)
-        leaking[0] = False
-        return leak, own, int(leaking.sum())
+        return self.sample, leak, own, others
 
     def _leaks(self, t: Optional[torch.Tensor]) -> Optional[bool]:
         grad = self.grads.get(id(t)) if t is not None else None
         if grad is None:
             return None
-        per_sample = torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(self.size, -1).amax(1)
-        return bool(per_sample[1:].max() > BATCH_LEAK_TOL * max(per_sample[0].item(), 1e-30))
+        per_sample = _per_sample(grad, self.size)
+        own = per_sample[self.sample].item()
+        others = torch.cat([per_sample[:self.sample], per_sample[self.sample + 1:]])
+        return bool(others.max() > BATCH_LEAK_TOL * max(own, 1e-30))
 
     def locate(self) -> tuple:
         """(where, the last module before the mix, the first after it)."""
@@ -556,9 +599,14 @@ class _BatchProbe:
             if leaks:
                 after = path or None
                 continue
-            if self._leaks(inp):  # every sample goes in, only sample 0 comes out: it mixes them
+            if self._leaks(inp):  # every sample goes in, only sample i comes out: it mixes them
                 return path or None, after, None
             # Its input was mixed already: by its parent's forward, between two children.
             parent = path.rpartition(".")[0] if path else None
             return parent or None, after, path or None
         return None, after, None
+
+
+def _per_sample(grad: torch.Tensor, size: int) -> torch.Tensor:
+    """max |gradient| per sample (NaN read as 0)."""
+    return torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(size, -1).amax(1)
