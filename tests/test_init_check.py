@@ -437,3 +437,50 @@ def test_model_left_as_found_and_deterministic():
     reports.append(run_checks(load_sample("batch_mixing_cnn"), ["init"], device="cpu", seed=3))
     assert reports[0].checks[0].metrics == reports[1].checks[0].metrics
     assert [f.to_dict() for f in reports[0].findings] == [f.to_dict() for f in reports[1].findings]
+
+
+# --------------------------------------------------------------------------- activations read from values (item 6)
+
+class LogOfSoftmax(nn.Module):
+    """torch.log(softmax(x)): log-probabilities whose graph ends in a Log node, not LogSoftmax."""
+
+    def __init__(self, log=True, manual=False):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.log, self.manual = log, manual
+
+    def forward(self, x):
+        z = self.fc(x)
+        p = z.exp() / z.exp().sum(1, keepdim=True) if self.manual else torch.softmax(z, 1)
+        return torch.log(p) if self.log else p
+
+
+def test_log_of_softmax_into_nll_is_read_as_log_probabilities():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    report = run_on(LogOfSoftmax(), x, y, nn.NLLLoss())
+    assert codes_of(report) == set(), report.findings
+    metrics = report.checks[0].metrics
+    assert metrics["final_activation"] == "log_softmax"
+    assert metrics["loss_ratio"] < init_check.INIT_LOSS_RATIO  # init-loss judged on ln 3, as it should
+
+
+def test_a_hand_written_softmax_into_nll_is_still_found_by_its_values():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    finding = only(run_on(LogOfSoftmax(log=False, manual=True), x, y, nn.NLLLoss()), "output-activation-mismatch")
+    assert finding.evidence["final_activation"] == "softmax" and finding.evidence["activation_from_values"]
+    assert "probabilities (rows in [0, 1] summing to 1) by its values" in finding.message
+    # raw logits into NLLLoss stay a mismatch: their rows are not distributions
+    raw = only(run_on(_classifier(3), x, y, nn.NLLLoss()), "output-activation-mismatch")
+    assert raw.evidence["final_activation"] == "none (logits)" and not raw.evidence["activation_from_values"]
+
+
+def test_values_alone_never_turn_raw_logits_into_a_distribution():
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.01, 1.0, 100.0):
+        logits = torch.randn(64, 10, generator=g) * scale
+        assert init_check._activation_from_values(logits, "nll") is None
+        assert init_check._activation_from_values(torch.relu(logits[:, :1]), "bce") is None  # exact zeros
+    assert init_check._activation_from_values(torch.log_softmax(torch.randn(64, 1000), 1), "nll") == "log_softmax"
+    assert init_check._activation_from_values(torch.sigmoid(torch.randn(64, 1)), "bce") == "sigmoid"

@@ -45,6 +45,10 @@ COLLAPSE_RATIO = 1e-4  # He et al. (2015), "Delving Deep into Rectifiers", §2.2
 EXPLODE_RATIO = 1e4  # the same bar upwards: a signal 10^4 x larger at the last hidden layer.
 BATCH_LEAK_TOL = 1e-6  # a batch-independent model has exactly zero cross-sample gradient (no
 #   autograd path); the tolerance only absorbs float round-off relative to the sample's own gradient.
+DISTRIBUTION_TOL = 1e-3  # |logsumexp(row)| (log-probabilities) or |sum(row) - 1| (probabilities)
+#   below this reads as a normalised distribution. float32 round-off of log(softmax(x)) or
+#   softmax(x) is small (measured ≤ 4.9e-7 for 2 to 32,000 classes, logit scales 0.1-30); raw logits of an
+#   untrained model sit ~ln C or more away, so no healthy output row comes near it.
 MAX_LAYERS_IN_METRICS = 40  # per-layer signal stds listed in the metrics (deep nets: the first 40)
 
 DEFAULTS = {
@@ -84,6 +88,10 @@ MISMATCHES = {
 # Harmless but redundant: log_softmax(log_softmax(x)) == log_softmax(x), so the loss is unchanged.
 REDUNDANT = {("cross_entropy", "log_softmax")}
 
+_VALUE_DESCRIPTIONS = {"log_softmax": "log-probabilities (rows <= 0, logsumexp 0)",
+                       "softmax": "probabilities (rows in [0, 1] summing to 1)",
+                       "sigmoid": "probabilities (every value in (0, 1))"}
+
 CRITERION_NAMES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
                    "bce_logits": "BCEWithLogitsLoss"}
 
@@ -117,6 +125,8 @@ class ForwardRecord:
     # (path, None) where a normalisation layer ran.
     signal: list = field(default_factory=list)
     input_readers: list = field(default_factory=list)  # [(path, module)] leaves fed the raw input
+    # the activation was read from the output's values, the graph showing none (log(softmax(x)))
+    activation_from_values: bool = False
 
 
 def forward_record(session: Session) -> ForwardRecord:
@@ -178,6 +188,30 @@ def _record_forward(session: Session) -> ForwardRecord:
     return record
 
 
+def _activation_from_values(logits: torch.Tensor, kind: str) -> Optional[str]:
+    """The output's rows read as a distribution where the graph shows no activation: an op the
+    graph walk does not know made it (`torch.log(softmax(x))` ends in a Log node, a hand-written
+    softmax in a Div). Log-probabilities: every row <= 0 with logsumexp ≈ 0; probabilities:
+    every row in [0, 1] summing to ≈ 1; for a binary loss, every value strictly inside (0, 1)
+    (a sigmoid; a ReLU's exact zeros are not)."""
+    if logits.numel() == 0 or logits.dim() == 0:
+        return None
+    values = logits.detach().double()
+    if bool(torch.isnan(values).any()):
+        return None
+    if kind in ("bce", "bce_logits"):
+        return "sigmoid" if bool(((values > 0) & (values < 1)).all()) else None
+    rows = values.movedim(1 if values.dim() >= 2 else 0, -1)
+    if rows.shape[-1] < 2:
+        return None
+    if bool((rows <= DISTRIBUTION_TOL).all()) and \
+            float(torch.logsumexp(rows, -1).abs().max()) <= DISTRIBUTION_TOL:
+        return "log_softmax"
+    if bool(((rows >= 0) & (rows <= 1)).all()) and float((rows.sum(-1) - 1).abs().max()) <= DISTRIBUTION_TOL:
+        return "softmax"
+    return None
+
+
 def _as_tensor(output: Any) -> Optional[torch.Tensor]:
     out = primary_output(output)
     return out if isinstance(out, torch.Tensor) else None
@@ -224,6 +258,9 @@ def run(session: Session, settings: dict) -> Outcome:
     else:
         kind = criterion_kind(session.criterion)
         outcome.metrics["criterion"] = CRITERION_NAMES.get(kind, _name_of(session.criterion))
+        if kind is not None and record.final_activation is None and record.logits is not None:
+            record.final_activation = _activation_from_values(record.logits, kind)
+            record.activation_from_values = record.final_activation is not None
         outcome.metrics["final_activation"] = record.final_activation or "none (logits)"
         if kind is None:
             reason = f"no expected value for {outcome.metrics['criterion']} (classification losses only)"
@@ -256,10 +293,14 @@ def mismatch_findings(session: Session, record: ForwardRecord, kind: str) -> lis
     criterion = CRITERION_NAMES[kind] + (" (chosen by nndoctor)" if chosen else "")
     evidence = {"criterion": CRITERION_NAMES[kind], "criterion_chosen": chosen,
                 "final_activation": activation or "none (logits)", "output_min": low, "output_max": high}
+    evidence["activation_from_values"] = record.activation_from_values
     output_desc = f"The model's raw output (range {low:.3g} to {high:.3g})"
     if activation is not None:
         applied = f"`{record.activation_where}`" if record.activation_where else "the model's forward"
         output_desc = f"The model's output, a {activation} applied by {applied} (range {low:.3g} to {high:.3g}),"
+        if record.activation_from_values:
+            output_desc = (f"The model's output (range {low:.3g} to {high:.3g}), {_VALUE_DESCRIPTIONS[activation]} "
+                           "by its values,")
     if key in REDUNDANT:
         if chosen:
             return []  # we chose CrossEntropyLoss; NLLLoss would be the matching choice, same loss
