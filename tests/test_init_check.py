@@ -484,3 +484,39 @@ def test_values_alone_never_turn_raw_logits_into_a_distribution():
         assert init_check._activation_from_values(torch.relu(logits[:, :1]), "bce") is None  # exact zeros
     assert init_check._activation_from_values(torch.log_softmax(torch.randn(64, 1000), 1), "nll") == "log_softmax"
     assert init_check._activation_from_values(torch.sigmoid(torch.randn(64, 1)), "bce") == "sigmoid"
+
+
+# --------------------------------------------------------------------------- a constant first layer (item 10)
+
+def test_zero_weights_make_the_first_layer_constant():
+    report = run_checks_on("zero_init_mlp", ["init"])
+    finding = only(report, "bad-init")
+    ev = finding.evidence
+    assert finding.where == "0" and ev["first_std"] == 0.0 and ev["layers_after"] == 1
+    x = first_batch("zero_init_mlp").args[0]
+    assert ev["input_std"] == pytest.approx(x.std(0).mean().item(), rel=1e-5)
+    assert f"its input's {ev['input_std']:.3g}" in finding.message and "exactly the same for every sample" in finding.message
+
+
+class BroadcastQuery(nn.Module):
+    """A Linear applied to a learned query shared by every sample (DETR-style): its output is
+    constant over the batch because its input is, which is no init bug."""
+
+    def __init__(self):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 16))
+        self.q = nn.Linear(16, 16)
+        self.k = nn.Linear(8, 16)
+        self.mid = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        q = self.q(self.query.expand(len(x), -1))  # the same row for every sample
+        return self.out(torch.relu(self.mid(torch.relu(self.k(x)) * q)))
+
+
+def test_a_layer_constant_because_its_input_is_stays_quiet():
+    torch.manual_seed(0)
+    report = run_on(BroadcastQuery(), torch.randn(64, 8), torch.randint(0, 3, (64,)))
+    assert "bad-init" not in codes_of(report), report.findings
+    assert report.checks[0].metrics["signal_std"]["q"] == 0.0

@@ -56,6 +56,8 @@ BROKEN = {
     "tiny_capacity_mlp": ("underfitting", None, 1, set()),
     # x0.01 weights shrink the signal layer by layer until the last ReLUs see only their bias
     "tiny_init_mlp": ("bad-init", "layers.2", 1, {"dead-neurons"}),
+    # zero weights: the first layer's output is its bias, the same for every sample
+    "zero_init_mlp": ("bad-init", "0", 1, set()),
     "unused_layer_net": ("no-gradient", "extra", 1, set()),
 }
 

@@ -127,6 +127,7 @@ class ForwardRecord:
     input_readers: list = field(default_factory=list)  # [(path, module)] leaves fed the raw input
     # the activation was read from the output's values, the graph showing none (log(softmax(x)))
     activation_from_values: bool = False
+    input_signal: dict = field(default_factory=dict)  # path -> the std over the batch of its input
 
 
 def forward_record(session: Session) -> ForwardRecord:
@@ -145,6 +146,7 @@ def _record_forward(session: Session) -> ForwardRecord:
     raw_inputs = batch.inputs
     seen_weight_layers: set = set()
     signal: list = []
+    input_signal: dict = {}  # path -> the per-unit std over the batch of a weight layer's input
 
     def hook(module, inputs, output):
         path = paths.get(module)
@@ -161,6 +163,9 @@ def _record_forward(session: Session) -> ForwardRecord:
                 and tensor.is_floating_point() and tensor.dim() >= 2 and tensor.shape[0] >= 2:
             seen_weight_layers.add(module)
             signal.append((path, tensor.detach().float().std(dim=0).mean()))
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if x is not None and x.is_floating_point() and x.dim() >= 2 and x.shape[0] == tensor.shape[0]:
+                input_signal[path] = x.detach().float().std(dim=0).mean()
 
     handles = [m.register_forward_hook(hook) for m in paths]
     try:
@@ -175,12 +180,13 @@ def _record_forward(session: Session) -> ForwardRecord:
         for h in handles:
             h.remove()
 
-    measured = [s for _, s in signal if s is not None]
+    measured = [s for _, s in signal if s is not None] + list(input_signal.values())
     stds = iter(torch.stack(measured).tolist() if measured else [])  # one host sync
     record = ForwardRecord(logits=None, own_loss=output is None or output_loss(output) is not None,
                            final_activation=None, activation_where=None, producer=None,
                            signal=[(p, None if v is None else next(stds)) for p, v in signal],
                            input_readers=readers)
+    record.input_signal = {p: next(stds) for p in input_signal}
     logits = primary_output(output) if output is not None else None
     if isinstance(logits, torch.Tensor):
         record.logits = logits.detach()
@@ -397,6 +403,9 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
     weights = [(p, v) for p, v in record.signal if v is not None]
     metrics["signal_std"] = {p: _round(v) for p, v in weights[:MAX_LAYERS_IN_METRICS]}
     last_path = weights[-1][0] if weights else None
+    constant = _constant_layer(record, weights[:-1])
+    if constant is not None:
+        return [constant]
     runs, current = [], []
     for path, std in record.signal:
         if std is None or path == last_path:
@@ -449,6 +458,24 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
         # the run furthest from keeping its scale (|log ratio| largest)
         metrics["depth_ratio"] = _round(max(ratios_seen, key=lambda r: abs(math.log(r)) if r > 0 else math.inf))
     return [worst[1]] if worst else []
+
+
+def _constant_layer(record: ForwardRecord, hidden: list):
+    """bad-init for the first hidden weight layer whose output is the same for every sample
+    (std over the batch exactly 0) while its input is not: the most extreme collapse, e.g. all-zero
+    weights. Every layer after it sees a constant; no ratio of stds can be formed from it."""
+    for path, std in hidden:
+        varies = record.input_signal.get(path, 0.0)
+        if std == 0.0 and varies > 0.0:
+            later = [p for p, v in hidden if p != path]
+            return make_finding(
+                "bad-init", NAME, path,
+                f"At initialisation the output of `{path}` is exactly the same for every sample (std over "
+                f"the batch 0, its input's {varies:.3g}): its weights ignore the input (all zero?), so "
+                "nothing after it sees which sample it is.",
+                {"first_layer": path, "first_std": 0.0, "input_std": varies, "ratio": 0.0,
+                 "layers_after": len(later), "threshold": COLLAPSE_RATIO})
+    return None
 
 
 def _round(v: float) -> float:
