@@ -22,6 +22,7 @@ import torch
 from ..engine import LABEL_KEYS, Batch, Session
 from ..errors import summarize
 from ..findings import make_finding
+from ..runner import FORWARD_FAILED
 from . import Outcome
 from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 
@@ -53,6 +54,9 @@ def run(session: Session, settings: dict) -> Outcome:
     outcome.findings += unnormalized_findings(session, batches, float(settings.get("max_rms", RMS_LIMIT)),
                                               outcome.metrics)
     outcome.findings += label_findings(session, batches, outcome.metrics)
+    labels = outcome.metrics.get("labels")
+    if isinstance(labels, str) and labels.startswith(f"not checked: {FORWARD_FAILED}"):
+        outcome.metrics["not_checked"] = {"label-out-of-range": labels[len("not checked: "):]}
     return outcome
 
 
@@ -238,7 +242,7 @@ def label_findings(session: Session, batches: list, metrics: dict) -> list:
     try:
         record = forward_record(session)
     except Exception as exc:  # the model's forward raised: the init check reports it as an error
-        metrics["labels"] = f"not checked: the forward pass raised {summarize(exc)}"
+        metrics["labels"] = f"not checked: {FORWARD_FAILED} {summarize(exc)}"
         return []
     logits = record.logits
     if logits is None or logits.dim() == 0:
