@@ -495,7 +495,8 @@ def test_zero_weights_make_the_first_layer_constant():
     assert finding.where == "0" and ev["first_std"] == 0.0 and ev["layers_after"] == 1
     x = first_batch("zero_init_mlp").args[0]
     assert ev["input_std"] == pytest.approx(x.std(0).mean().item(), rel=1e-5)
-    assert f"its input's {ev['input_std']:.3g}" in finding.message and "exactly the same for every sample" in finding.message
+    assert f"its input's {ev['input_std']:.3g}" in finding.message
+    assert "exactly the same for every sample" in finding.message
 
 
 class BroadcastQuery(nn.Module):

@@ -577,7 +577,8 @@ class _BatchProbe:
             if indices is ids or (indices.device == ids.device and
                                   indices.untyped_storage().data_ptr() == ids.untyped_storage().data_ptr()):
                 return True
-            if indices.shape == ids.shape and not indices.is_floating_point() and torch.equal(indices, ids.to(indices.dtype)):
+            if indices.shape == ids.shape and not indices.is_floating_point() \
+                    and torch.equal(indices, ids.to(indices.dtype)):
                 return True
         return False
 
