@@ -369,7 +369,9 @@ def test_units_that_die_during_the_shared_run_are_reported():
     ev = finding.evidence
     assert finding.where == "features.4" and ev["training_steps"] == 100
     assert ev["died_during_training"] == ev["dead_units"] > 32 and ev["dead_at_init"] == 0
-    assert "after 100 training steps" in finding.message and "died during training" in finding.message
+    assert "after 100 training steps" in finding.message
+    assert f"died during training, by step {ev['died_by_step']}" in finding.message
+    assert ev["died_by_step"] == (ev["layer_silent_from_step"] or 100)
     assert check.metrics["after_training"]["dead_pct"]["features.4"] == ev["dead_pct"]
 
 
@@ -379,3 +381,15 @@ def test_healthy_sample_after_the_shared_run_is_quiet():
         check = next(c for c in report.checks if c.name == "dead")
         assert check.status == "pass", report.findings
         assert isinstance(check.metrics["after_training"], dict)
+
+
+def test_the_step_a_layer_went_silent_is_read_from_its_gradient_norms():
+    from types import SimpleNamespace
+
+    # params: conv.weight, conv.bias, head.weight; conv's gradient is exactly 0 from step 3 on
+    run = SimpleNamespace(modules=["conv", "conv", "head"],
+                          grad_norm=[[1.0, 0.5, 2.0], [0.3, 0.1, 1.0], [1e-9, 0.0, 1.0],
+                                     [0.0, 0.0, 1.0], [0.0, 0.0, 0.5]])
+    assert dead._silent_from(run, "conv") == 3
+    assert dead._silent_from(run, "head") is None  # still learning at the end
+    assert dead._silent_from(run, "missing") is None and dead._silent_from(run, None) is None

@@ -140,11 +140,14 @@ def died_findings(session: Session, initial: ScanResult, reported: set, threshol
         when = f"after {run.steps_done} training steps"
         if step is not None:
             when += f" (`{stats.after}` got no gradient from step {step} on)"
+        # by the step the layer feeding them went silent, or at the latest by the run's end
+        died_by = step if step is not None else run.steps_done
         finding = dead_finding(stats, trained, threshold, when=when,
                                extra={"died_during_training": died, "dead_at_init": start.dead_units,
-                                      "died_by_step": step, "training_steps": run.steps_done})
+                                      "died_by_step": died_by, "layer_silent_from_step": step,
+                                      "training_steps": run.steps_done})
         if finding is not None and died > 0:
-            finding.message += f" {died} of them fired at initialisation: they died during training."
+            finding.message += f" {died} of them fired at initialisation: they died during training, by step {died_by}."
             findings.append(finding)
     return findings
 
