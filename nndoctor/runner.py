@@ -84,8 +84,7 @@ class _Failure:
         if self.key is None or _failure_key(result.exception) != self.key:
             return
         if self.first is None:
-            self.first = result.name
-            result.reason = f"{self.what} fails: {result.reason}"
+            self.first = result.name  # its reason stays the exception, as for any check error
         else:
             result.status = "skipped"
             result.reason = f"{self.what} fails (see {self.first})"

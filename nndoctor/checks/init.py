@@ -198,14 +198,16 @@ def _activation_from_values(logits: torch.Tensor, kind: str) -> Optional[str]:
     """The output's rows read as a distribution where the graph shows no activation: an op the
     graph walk does not know made it (`torch.log(softmax(x))` ends in a Log node, a hand-written
     softmax in a Div). Log-probabilities: every row <= 0 with logsumexp ≈ 0; probabilities:
-    every row in [0, 1] summing to ≈ 1; for a binary loss, every value strictly inside (0, 1)
+    every row in [0, 1] summing to ≈ 1; for BCELoss, every value strictly inside (0, 1)
     (a sigmoid; a ReLU's exact zeros are not)."""
     if logits.numel() == 0 or logits.dim() == 0:
         return None
     values = logits.detach().double()
     if bool(torch.isnan(values).any()):
         return None
-    if kind in ("bce", "bce_logits"):
+    if kind == "bce_logits":
+        return None  # small raw logits of one output unit lie in (0, 1) too: only the graph can tell
+    if kind == "bce":
         return "sigmoid" if bool(((values > 0) & (values < 1)).all()) else None
     rows = values.movedim(1 if values.dim() >= 2 else 0, -1)
     if rows.shape[-1] < 2:
