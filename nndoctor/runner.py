@@ -22,7 +22,7 @@ TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the
 # skipped, naming the finding, rather than reported as a second, confusing error.
 BLOCKING_CODES = ("label-out-of-range",)
 # Set by a check that could not do some of its work because the model's forward pass
-# raised: metrics["not_checked"][code] starts with it (the data check's labels and scale).
+# raised: metrics["not_checked"][code] starts with it (the data check's label-out-of-range).
 FORWARD_FAILED = "the forward pass raised"
 
 
