@@ -59,7 +59,8 @@ _TABLE = [
     ),
     Code(
         "dead-neurons", "warning", "dead",
-        "An activation layer has more units than the threshold (50%) that never fire on the scanned batches.",
+        "An activation layer has more units than the threshold (50%) that never fire on the scanned batches, "
+        "at initialisation or after the training run.",
         "A unit that never fires passes no gradient, so it never recovers: the capacity is lost.",
         "Lower the LR, use LeakyReLU/GELU, He init, and check the biases (no large negative bias).",
     ),
@@ -71,10 +72,12 @@ _TABLE = [
     ),
     Code(
         "bad-init", "warning", "init",
-        "Activation scale collapses or explodes with depth at initialisation.",
+        "Activation scale collapses or explodes with depth at initialisation, or a layer's output is "
+        "the same for every sample.",
         "When the signal shrinks or grows layer after layer, gradients vanish or explode "
-        "before training even starts.",
-        "Use He (kaiming_normal_) init for ReLU layers, Xavier for tanh/sigmoid; add normalisation layers.",
+        "before training even starts; a layer blind to its input (all-zero weights) passes nothing on.",
+        "Use He (kaiming_normal_) init for ReLU layers, Xavier for tanh/sigmoid (never all-zero "
+        "weights); add normalisation layers.",
     ),
     Code(
         "init-loss", "warning", "init",
@@ -132,10 +135,12 @@ _TABLE = [
     ),
     Code(
         "label-out-of-range", "error", "data",
-        "Class targets outside [0, num_outputs).",
+        "Class targets outside [0, num_outputs), or BCE targets outside [0, 1].",
         "CrossEntropyLoss indexes the logits by label: out-of-range labels crash "
-        "(or, on CUDA, fail with an opaque device-side assert).",
-        "Make the output layer as wide as the number of classes, or remap the labels to 0..C-1.",
+        "(or, on CUDA, fail with an opaque device-side assert); BCELoss rejects targets outside "
+        "[0, 1] and BCEWithLogitsLoss silently computes a meaningless (even negative) loss.",
+        "Make the output layer as wide as the number of classes, or remap the labels to 0..C-1; "
+        "for BCE, map the labels to 0/1 (-1/+1 labels: (y + 1) / 2).",
     ),
     Code(
         "unnormalized-input", "warning", "data",
@@ -156,7 +161,8 @@ _TABLE = [
         "One sample's output depends on other samples' inputs, checked in eval mode.",
         "A view/transpose that mixes the batch lets samples leak into each other: "
         "the model learns nonsense and results depend on the batch size.",
-        "Use permute/transpose instead of view to reorder dimensions; keep the batch dimension first.",
+        "Use permute/transpose instead of view to reorder dimensions; keep the batch dimension first; "
+        "give an RNN/LSTM/GRU fed (batch, time, features) batch_first=True.",
     ),
     Code(
         "model-too-large", "error", "size",

@@ -138,6 +138,10 @@ class TrainRun:
     extended: Optional[str] = None  # why the run went past `steps`, if it did
     forward_passes: int = 0  # model forward passes, the localisation re-run included
     seconds: float = 0.0
+    # The activation scan (`scan.ScanResult`) of the weights the run ended with, before
+    # `session.shared` restores the initial ones: the dead check reads which units died
+    # during training. None when the run went non-finite.
+    activations_after: Any = None
 
     def layers(self) -> dict:
         """module path -> indices of its own trainable parameters, from the input side to
@@ -181,6 +185,12 @@ def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
 
         max_steps, target = max_steps_of(session, steps), lambda first: overfit.target_loss(session, first)
     return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
+
+
+def finished_run(session: Session) -> Optional[TrainRun]:
+    """The shared run if a check has done it already, else None: for readers that should not
+    pay for a training run of their own (the dead check's scan after training)."""
+    return session._shared.get(f"train_run:{run_length(session)}")
 
 
 def still_falling(losses: list) -> bool:
@@ -339,6 +349,10 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
     if pending is not None:
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
+    if run.nonfinite is None:
+        from .scan import session_scan  # forward-only passes over the first batches, no gradient
+
+        run.activations_after = session_scan(session)
     run.seconds = time.perf_counter() - started
     return run
 

@@ -7,9 +7,11 @@ import threading
 import time
 from typing import Callable, Iterable, Optional
 
+import torch
+
 from . import checks as registry
 from .engine import CheckTimeout, Session, Skip, seed_everything
-from .errors import DataError, summarize
+from .errors import DataError, summarize, user_cause
 from .findings import CheckResult, Report, status_from_findings
 from .locate import attach_sources
 from .target import Setup
@@ -19,6 +21,9 @@ TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the
 # Findings after which the loss cannot be computed: a later check that then raises is
 # skipped, naming the finding, rather than reported as a second, confusing error.
 BLOCKING_CODES = ("label-out-of-range",)
+# Set by a check that could not do some of its work because the model's forward pass
+# raised: metrics["not_checked"][code] starts with it (the data check's label-out-of-range).
+FORWARD_FAILED = "the forward pass raised"
 
 
 def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = None, *,
@@ -34,6 +39,7 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     session.settings = settings
     report = Report(target=target, device=str(session.device), seed=seed)
     blocking = None
+    failure = _Failure()
     try:
         # the whole run leaves the user's objects (and torch's thread count) as they were
         with limited_threads(), session.preserved():
@@ -45,15 +51,81 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
                 if result.status == "error" and blocking and result.exception is not None:
                     result.status = "skipped"
                     result.reason = f"cannot run until {blocking} is fixed ({result.reason})"
+                elif result.status == "error" and result.exception is not None:
+                    failure.judge(session, result)
                 report.checks.append(result)
                 report.sections.update(result.sections)
     except KeyboardInterrupt:
         report.interrupted = True
     finally:
         session.close()
+    failure.name_in_partial_checks(report.checks)
     report.notes = list(dict.fromkeys(session.notes))
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _Failure:
+    """One broken forward pass (or loss), one error: the first check whose exception is what
+    the model's forward (or, if that runs, the loss) raises on the first batch keeps the
+    error; every later check that raises the same is skipped, naming that check (SPEC §5:
+    the run still exits 1 for the error)."""
+
+    def __init__(self):
+        self.what: Optional[str] = None  # "the forward pass" or "the loss"
+        self.key: Optional[tuple] = None
+        self.first: Optional[str] = None  # the check that shows the error
+        self.probed = False
+
+    def judge(self, session: Session, result: CheckResult) -> None:
+        if not self.probed:
+            self.probed = True
+            self.what, self.key = _probe_forward(session)
+        if self.key is None or _failure_key(result.exception) != self.key:
+            return
+        if self.first is None:
+            self.first = result.name  # its reason stays the exception, as for any check error
+        else:
+            result.status = "skipped"
+            result.reason = f"{self.what} fails (see {self.first})"
+
+    def name_in_partial_checks(self, checks: list) -> None:
+        """A check that passed without the parts that need the forward pass says which."""
+        if self.first is None:
+            return
+        for check in checks:
+            missed = [code for code, why in (check.metrics.get("not_checked") or {}).items()
+                      if isinstance(why, str) and why.startswith(FORWARD_FAILED)]
+            if missed and check.status not in ("error", "skipped") and not check.reason:
+                check.reason = f"could not check {', '.join(missed)}: {self.what} fails (see {self.first})"
+
+
+def _probe_forward(session: Session) -> tuple:
+    """(what failed, its failure key) for the model's forward, then the loss, on the first
+    batch; (None, None) when both run (the check's error is its own)."""
+    try:
+        batch = session.first_batch
+    except Exception:  # the loader itself raised: every check reports that as it is
+        return None, None
+    for what, call in (("the forward pass", lambda: session.forward(batch) if session.setup.loss_fn is None
+                        else session.loss(batch)),
+                       ("the loss", lambda: session.loss(batch))):
+        try:
+            with session.preserved(), torch.no_grad():
+                seed_everything(session.seed)
+                call()
+        except Exception as exc:
+            return what, _failure_key(exc)
+    return None, None
+
+
+def _failure_key(exc: Optional[BaseException]) -> Optional[tuple]:
+    """The exception's type and first line: the same failure whichever check's code called it."""
+    if exc is None:
+        return None
+    exc = user_cause(exc)
+    text = str(exc).strip()
+    return type(exc).__name__, text.splitlines()[0] if text else ""
 
 
 def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[float]) -> CheckResult:

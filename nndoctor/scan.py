@@ -29,6 +29,12 @@ GELU, SiLU, Mish, ... is the same as its input being > 0; a channel fires on a
 sample when it is > 0 at any position. A sigmoid/tanh unit is *saturated* on an
 element when its output is within `SATURATION_MARGIN` of an asymptote.
 
+Non-finite outputs (NaN/Inf, from NaN inputs or a `log(0)` upstream) are neither:
+`NaN > 0` is False, but a NaN-fed unit did not "never fire", it was never
+observed. Each unit's finite elements are counted; only those are observations,
+and a unit is judged dead only with `MIN_OBSERVATIONS` of them (the scan reads
+more batches, up to `MAX_SCAN_BATCHES`, until every unit has them).
+
 The scan runs in train mode, as the optimizer sees the model: BatchNorm
 normalises with the batch's statistics (in eval mode at initialisation its
 running stats are 0/1, an identity the training never sees) and
@@ -41,6 +47,7 @@ at the end of the scan.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional
 
@@ -49,8 +56,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-SCAN_BATCHES = 4  # 4 batches (~128 samples at batch 32): a unit that fires on 1% of inputs is seen
-#                   firing with probability 1 - 0.99**128 ≈ 72%, at the cost of 4 forward passes.
+SCAN_BATCHES = 4  # the scan's first batches (~128 samples at batch 32), at the cost of 4 forward
+#                   passes; it goes on while a unit has fewer than MIN_OBSERVATIONS (below).
+# A unit is called dead only after enough observations to have seen a rarely firing one fire:
+# a unit that fires on RARE_RATE of its inputs is seen firing at least once in n independent
+# observations with probability 1 - (1 - RARE_RATE)**n, which reaches CONFIDENCE at
+# n = ln(1 - CONFIDENCE) / ln(1 - RARE_RATE) = 299. Measured (issue 13): LRASPP's squeeze-excitation
+# ReLU (one observation per sample, after a global pool) read 19/32 units dead on 32 samples and
+# 13/32 on 192: too few observations make live units look dead.
+RARE_RATE = 0.01
+CONFIDENCE = 0.95
+MIN_OBSERVATIONS = math.ceil(math.log(1 - CONFIDENCE) / math.log(1 - RARE_RATE))  # 299
+MAX_SCAN_BATCHES = 32  # the most batches the scan reads to reach MIN_OBSERVATIONS: 32 forward passes
+#                        without gradient, ~10% of the shared run's 100 steps (a step is a forward
+#                        and a ~2x backward); a unit still short of them is left inconclusive.
 SATURATION_MARGIN = 0.01  # within 0.01 of an asymptote: tanh' = 1 - y² < 0.02 (2% of its peak),
 #                           sigmoid' = y(1 - y) < 0.0099 (4% of its peak). Glorot & Bengio (2010),
 #                           "Understanding the difficulty of training deep feedforward neural
@@ -144,20 +163,49 @@ class ActivationStats:
     elements_per_unit: int  # samples x positions each unit produced over the scan
     counts: torch.Tensor  # per unit, on the CPU: elements > 0 (rectifier) or saturated (sigmoid/tanh)
     after: Optional[str] = None  # the last layer (leaf module) that ran before it: a hint for the reader
+    finite: Optional[torch.Tensor] = None  # per unit: its finite elements, the observations (None: all)
+    min_observations: int = 0  # a unit with fewer finite elements is not judged dead
+
+    @property
+    def observations(self) -> torch.Tensor:
+        """Per unit: its finite elements (a NaN/Inf output is not an observation)."""
+        if self.finite is None:
+            return torch.full((self.units,), self.elements_per_unit, dtype=torch.int64)
+        return self.finite
 
     @property
     def rate(self) -> torch.Tensor:
-        """Per unit: the fraction of its elements that fired (or were saturated)."""
-        return self.counts.double() / max(self.elements_per_unit, 1)
+        """Per unit: the fraction of its finite elements that fired (or were saturated)."""
+        return self.counts.double() / self.observations.clamp(min=1).double()
+
+    @property
+    def judged(self) -> torch.Tensor:
+        """Per unit: observed often enough (MIN_OBSERVATIONS finite elements) to be called dead."""
+        return self.observations >= max(self.min_observations, 1)
+
+    @property
+    def judged_units(self) -> int:
+        return int(self.judged.sum())
+
+    @property
+    def non_finite_units(self) -> int:
+        """Units with at least one NaN/Inf output."""
+        return int((self.observations < self.elements_per_unit).sum())
+
+    @property
+    def dead_mask(self) -> torch.Tensor:
+        return (self.counts == 0) & self.judged
 
     @property
     def dead_units(self) -> int:
-        """Rectifier units that never fired over the whole scan."""
-        return int((self.counts == 0).sum())
+        """Rectifier units that never fired on any of their (enough) finite observations."""
+        return int(self.dead_mask.sum())
 
     @property
     def dead_pct(self) -> float:
-        return 100.0 * self.dead_units / self.units
+        """Dead units among the judged ones (0 when none is)."""
+        judged = self.judged_units
+        return 100.0 * self.dead_units / judged if judged else 0.0
 
     def saturated_units(self, min_rate: float) -> int:
         """Sigmoid/tanh units saturated on more than `min_rate` of their elements."""
@@ -174,6 +222,7 @@ class ScanResult:
     layers: list = field(default_factory=list)  # ActivationStats, in the order first seen
     batches: int = 0
     samples: int = 0
+    min_observations: int = 0  # the observations per unit a dead verdict needed
     skipped: list = field(default_factory=list)  # call sites whose unit count changed between calls
 
     def get(self, where: str) -> ActivationStats:
@@ -186,29 +235,45 @@ class ScanResult:
 # --------------------------------------------------------------------------- the scan
 
 def activation_scan(session) -> ScanResult:
-    """The scan of the session's model on its first SCAN_BATCHES batches, done once per run."""
+    """The scan of the session's model at its initial weights, done once per run."""
+    return session.shared("activation_scan", lambda: session_scan(session))
+
+
+def session_scan(session) -> ScanResult:
+    """The scan of the session's model as it is now, on its first training batches: at least
+    SCAN_BATCHES, more (up to MAX_SCAN_BATCHES) until every unit has MIN_OBSERVATIONS."""
 
     def forward(batch):
         if session.setup.loss_fn is not None:  # the model is called inside the user's loss
             return session.loss(batch)
         return session.forward(batch)
 
-    return session.shared("activation_scan", lambda: scan_activations(
-        session.model, session.batches(SCAN_BATCHES), forward))
+    def batches():  # fetched one by one: only as many as the scan reads are drawn and cached
+        for i in range(MAX_SCAN_BATCHES):
+            drawn = session.batches(i + 1)
+            if len(drawn) <= i:
+                return
+            yield drawn[i]
+
+    return scan_activations(session.model, batches(), forward, min_observations=MIN_OBSERVATIONS,
+                            min_batches=SCAN_BATCHES)
 
 
 def scan_activations(model: nn.Module, batches: Iterable[Any],
-                     forward: Optional[Callable[[Any], Any]] = None) -> ScanResult:
-    """Run `forward(batch)` (default: `model(batch)`, or `model(*batch)` for a tuple) on each
-    batch, in train mode with dropout off and no gradient, and count each activation's units
-    firing. The model's modes, BatchNorm statistics and hooks are left as they were."""
+                     forward: Optional[Callable[[Any], Any]] = None, *, min_observations: int = 0,
+                     min_batches: int = 1) -> ScanResult:
+    """Run `forward(batch)` (default: `model(batch)`, or `model(*batch)` for a tuple) on the
+    batches, in train mode with dropout off and no gradient, and count each activation's units
+    firing. After `min_batches`, stop once every activation has `min_observations` elements per
+    unit (0: read every batch); a unit with fewer finite ones is not judged dead.
+    The model's modes, BatchNorm statistics and hooks are left as they were."""
     forward = forward or (lambda b: model(*b) if isinstance(b, (tuple, list)) else model(b))
     recorder = _Recorder(model)
     modules = list(model.modules())
     training = [m.training for m in modules]
     bn_stats = [(buf, buf.clone()) for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)
                 for buf in m.buffers(recurse=False)]
-    result = ScanResult()
+    result = ScanResult(min_observations=min_observations)
     try:
         model.train()
         for m in modules:
@@ -220,6 +285,8 @@ def scan_activations(model: nn.Module, batches: Iterable[Any],
                 forward(batch)
                 result.batches += 1
                 result.samples += _batch_size(batch)
+                if min_observations and result.batches >= min_batches and recorder.observed(min_observations):
+                    break
     finally:
         recorder.remove()
         for m, mode in zip(modules, training):
@@ -228,6 +295,8 @@ def scan_activations(model: nn.Module, batches: Iterable[Any],
             for buf, saved in bn_stats:
                 buf.copy_(saved)
     result.layers, result.skipped = recorder.collect()
+    for layer in result.layers:
+        layer.min_observations = min_observations
     return result
 
 
@@ -247,6 +316,7 @@ class _Site:
         self.where, self.kind, self.family, self.unit_dim, self.units = where, kind, family, unit_dim, units
         self.after = after
         self.counts = torch.zeros(units, dtype=torch.int64, device=device)
+        self.finite = torch.zeros(units, dtype=torch.int64, device=device)
         self.elements_per_unit = 0
         self.inconsistent = False
 
@@ -353,12 +423,24 @@ class _Recorder:
             hits = output.abs() > 1 - SATURATION_MARGIN
         else:
             hits = (output < SATURATION_MARGIN) | (output > 1 - SATURATION_MARGIN)
+        finite = torch.isfinite(output)
+        hits &= finite  # an Inf is not an observation either (and +Inf > 0 would count as firing)
         if output.dim() == 0:
             site.counts += hits.reshape(1)
+            site.finite += finite.reshape(1)
         else:
             other = [d for d in range(output.dim()) if d != unit_dim]
             site.counts += hits.sum(dim=other) if other else hits.long()
+            site.finite += finite.sum(dim=other) if other else finite.long()
         site.elements_per_unit += output.numel() // units
+
+    def observed(self, needed: int) -> bool:
+        """Every unit of every call site has `needed` finite elements (one host sync, only once
+        the element counts, known on the host, allow it)."""
+        sites = [s for s in self.sites.values() if not s.inconsistent]
+        if not sites or any(s.elements_per_unit < needed for s in sites):
+            return False
+        return bool(torch.stack([s.finite.min() for s in sites]).min() >= needed)
 
     def collect(self) -> tuple:
         """(ActivationStats list, skipped call sites), with one device-to-host copy."""
@@ -366,9 +448,11 @@ class _Recorder:
         skipped = [s.where for s in self.sites.values() if s.inconsistent]
         if not sites:
             return [], skipped
-        counts = torch.cat([s.counts for s in sites]).cpu().split([s.units for s in sites])
-        return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c, s.after)
-                for s, c in zip(sites, counts)], skipped
+        both = torch.stack([torch.cat([s.counts for s in sites]), torch.cat([s.finite for s in sites])]).cpu()
+        sizes = [s.units for s in sites]
+        counts, finite = both[0].split(sizes), both[1].split(sizes)
+        return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c, s.after, f)
+                for s, c, f in zip(sites, counts, finite)], skipped
 
 
 class _ActivationMode(TorchFunctionMode):

@@ -101,7 +101,6 @@ def test_debug_shows_the_traceback_then_the_line():
 @pytest.mark.parametrize("attr, words", [
     ("empty_loader", ["training loader is empty"]),
     ("loader_yields_none", ["yielded None"]),
-    ("shape_mismatch", ["RuntimeError", "mat1 and mat2", f"{BAD}:{line_of(BAD, 'shape-bug')}", "forward"]),
 ])
 def test_broken_model_or_data_is_a_check_error_not_exit_2(attr, words, monkeypatch):
     sys.path.insert(0, FIXTURES) if FIXTURES not in sys.path else None
@@ -120,6 +119,39 @@ def test_broken_model_or_data_is_a_check_error_not_exit_2(attr, words, monkeypat
         assert "\n" not in check["reason"]
         for word in words:
             assert word in check["reason"], (word, check["reason"])
+
+
+def test_one_broken_forward_is_one_error_and_the_other_checks_name_it():
+    """Issue 13, item 11: the forward raises on the data; it is shown once, at the first check
+    that hits it; the later ones are skipped naming it; data says what it could not check."""
+    result = invoke("check", f"{BAD}:shape_mismatch", "--format", "json")
+    assert result.exit_code == 1, result.stderr  # still a check error (SPEC §3, §5)
+    assert "Traceback" not in result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    errors = [name for name, c in checks.items() if c["status"] == "error"]
+    assert errors == ["size"]
+    reason = checks["size"]["reason"]
+    assert reason.startswith("RuntimeError: mat1 and mat2")
+    assert f"{BAD}:{line_of(BAD, 'shape-bug')}" in reason
+    for name in ("init", "nan", "grads", "dead", "overfit", "lr-find"):
+        assert checks[name]["status"] == "skipped"
+        assert checks[name]["reason"] == "the forward pass fails (see size)", name
+    assert checks["data"]["status"] == "pass"
+    assert checks["data"]["reason"] == "could not check label-out-of-range: the forward pass fails (see size)"
+
+
+def test_different_errors_are_each_shown(monkeypatch):
+    sys.path.insert(0, FIXTURES) if FIXTURES not in sys.path else None
+    import nd_fake_check
+
+    nd_fake_check.register(monkeypatch, needs="")
+    # size's forward raises; fake trains with the loss, which raises the same: skipped
+    result = invoke("check", f"{BAD}:shape_mismatch", "--only", "size,fake", "--format", "json")
+    statuses = {c["name"]: (c["status"], c["reason"]) for c in json.loads(result.stdout)["checks"]}
+    assert statuses["size"][0] == "error" and statuses["fake"] == ("skipped", "the forward pass fails (see size)")
+    # an empty loader is no forward failure: each check reports its own error, as before
+    result = invoke("check", f"{BAD}:empty_loader", "--only", "init,fake", "--format", "json")
+    assert {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]} == {"init": "error", "fake": "error"}
 
 
 def test_check_error_does_not_hide_a_passing_check(monkeypatch):

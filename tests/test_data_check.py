@@ -196,3 +196,37 @@ def test_batches_setting_limits_the_scan():
     report = run_checks_on("mlp", ["data"], settings={"data": {"batches": 2}})
     assert report.checks[0].metrics["batches_scanned"] == 2
     assert report.checks[0].metrics["samples_scanned"] == 128
+
+
+# --------------------------------------------------------------------------- BCE targets (issue 13, item 9)
+
+def test_signed_labels_into_bce_are_found_and_the_loss_checks_skipped():
+    report = run_checks_on("bce_signed_labels_mlp", ["data", "init", "nan"])
+    finding = only(report, "label-out-of-range")
+    assert finding.severity == "error" and finding.check == "data" and finding.where == "3"
+    targets = torch.cat([b.target for b in scanned_batches("bce_signed_labels_mlp")])
+    ev = finding.evidence
+    assert ev["out_of_range"] == int((targets < 0).sum()) == 255 and ev["labels"] == targets.numel() == 512
+    assert (ev["min_label"], ev["max_label"], ev["criterion"]) == (-1.0, 1.0, "BCELoss")
+    assert "255 of 512 targets" in finding.message and "outside [0, 1]" in finding.message
+    for check in report.checks[1:]:  # BCELoss raises on them: skipped, naming the finding
+        assert check.status == "skipped" and check.reason.startswith("cannot run until label-out-of-range")
+    assert codes_of(report) == {"label-out-of-range"}
+
+
+@pytest.mark.parametrize("criterion", [nn.BCEWithLogitsLoss(), F.binary_cross_entropy_with_logits])
+def test_bce_with_logits_targets_outside_0_1_are_found(criterion):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=g)
+    y = torch.randint(0, 2, (64, 1), generator=g).float() * 2  # 0/2: meant 0/1
+    finding = only(run_on(nn.Linear(5, 1), x, y, criterion=criterion), "label-out-of-range")
+    assert finding.evidence["out_of_range"] == int((y > 1).sum()) and finding.evidence["max_label"] == 2.0
+
+
+def test_soft_bce_targets_in_0_1_are_quiet():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.rand(64, 1, generator=g)  # soft labels
+    report = run_on(nn.Sequential(nn.Linear(5, 1), nn.Sigmoid()), x, y, criterion=nn.BCELoss())
+    assert codes_of(report) == set()
+    labels = report.checks[0].metrics["labels"]
+    assert labels["range"] == [0, 1] and 0 <= labels["min"] <= labels["max"] <= 1

@@ -7,10 +7,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import HEALTHY, codes_of, load_sample, run_checks_on
+from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import dead
 from nndoctor.runner import run_checks
-from nndoctor.scan import SATURATION_MARGIN, scan_activations
+from nndoctor.scan import MIN_OBSERVATIONS, SATURATION_MARGIN, scan_activations
 from nndoctor.target import Setup
 
 
@@ -34,7 +34,11 @@ def test_broken_sample_is_found_where_the_bug_is(sample, code, wheres):
             else ("saturated_pct", "saturated_units")
         assert ev[pct_key] > dead.DEFAULTS["threshold"]
         assert ev[pct_key] == pytest.approx(100 * ev[count_key] / ev["total_units"], abs=0.01)
-        assert ev["total_units"] == 64 and ev["batches_scanned"] == 4 and ev["samples_scanned"] == 128
+        # batches of 32 until every unit has scan.MIN_OBSERVATIONS (299): 10 batches, 320 samples
+        assert ev["total_units"] == 64 and ev["batches_scanned"] == 10 and ev["samples_scanned"] == 320
+        if code == "dead-neurons":
+            assert ev["observations_per_unit"] == 320 and ev["min_observations"] == 299
+            assert "320 or more observations" in finding.message
         assert str(ev[count_key]) in finding.message and f"{ev[pct_key]:.1f}%" in finding.message
     if sample == "functional_relu_net":  # the layer that fed the F.relu, for the reader
         assert report.findings[0].evidence["after"] == "block2.linear"
@@ -267,7 +271,8 @@ def test_tiny_layers_are_reported_only_when_wholly_dead(units, dead_units, flagg
         lin.bias[:dead_units] = -100.0  # exactly these units never fire
         lin.bias[dead_units:] = 100.0
     model = nn.Sequential(lin, nn.ReLU(), nn.Linear(units, 2))
-    report = run_checks(_setup(model, torch.randn(64, 6), torch.randint(0, 2, (64,))), ["dead"], device="cpu")
+    n = MIN_OBSERVATIONS + 21  # enough samples (one observation each) for a verdict
+    report = run_checks(_setup(model, torch.randn(n, 6), torch.randint(0, 2, (n,))), ["dead"], device="cpu")
     assert report.checks[0].metrics["dead_pct"]["1"] == pytest.approx(100 * dead_units / units)
     assert (codes_of(report) == {"dead-neurons"}) is flagged
 
@@ -284,3 +289,107 @@ def test_cli_dead_gates_on_warning():
     assert result.exit_code == 1, result.output
     data = json.loads(result.stdout)
     assert [(f["code"], f["where"]) for f in data["findings"]] == [("dead-neurons", "block2:relu#0")]
+
+
+# --------------------------------------------------------------------------- observations (issue 13)
+
+def test_nan_fed_units_are_not_dead_and_the_data_is_named():
+    """A NaN column makes every first-layer unit output NaN: not 'never fired' (item 5)."""
+    report = run_checks_on("nan_column_mlp", ["dead"])
+    check = report.checks[0]
+    assert check.status == "pass" and not report.findings
+    assert check.metrics["dead_pct"] == {"1": None, "3": None}  # none judged: no finite output
+    assert check.metrics["inconclusive"]["1"] == (
+        "0 finite observations per unit, 299 needed for a verdict; 64 of its 64 units output NaN/Inf")
+
+
+def test_dead_units_beside_nan_rows_are_judged_on_the_finite_ones():
+    torch.manual_seed(0)
+    n, nan_rows = 400, 40
+    x, y = torch.randn(n, 6), torch.randint(0, 2, (n,))
+    x[:nan_rows * 10:10, 2] = float("nan")  # every 10th of the first 400 rows
+    lin = nn.Linear(6, 16)
+    with torch.no_grad():
+        lin.bias[:12] = -100.0  # 12 of 16 units never fire
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(16, 2))
+    report = run_checks(_setup(model, x, y), ["dead"], device="cpu")
+    finding = only(report, "dead-neurons")
+    ev = finding.evidence
+    assert (ev["dead_units"], ev["judged_units"], ev["dead_pct"]) == (12, 16, 75.0)
+    assert ev["non_finite_units"] == 16  # the NaN rows reach every unit
+    # the scan reads on until 299 finite rows: 11 batches (352 rows, 36 of them NaN)
+    assert (ev["samples_scanned"], ev["observations_per_unit"]) == (352, 352 - 36)
+    assert "never fire on 316 or more observations" in finding.message
+
+
+def _rare_units(n, rate_sigma=2.33, dead=0, seed=0):
+    """16 ReLU units with unit-variance pre-activations and bias -2.33: each fires on ~1% of
+    inputs (P(z > 2.33) = 0.0099); the first `dead` never do."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(6, 16)
+    with torch.no_grad():
+        lin.weight.copy_(F.normalize(torch.randn(16, 6), dim=1))
+        lin.bias.fill_(-rate_sigma)
+        lin.bias[:dead] = -100.0
+    model = nn.Sequential(lin, nn.ReLU(), nn.Linear(16, 2))
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 6, generator=g), torch.randint(0, 2, (n,), generator=g)
+    return model, x, y
+
+
+def test_rarely_firing_units_look_dead_on_one_batch_but_are_not_judged_on_it():
+    """Item 15: on 32 observations most 1%-firing units are never seen firing."""
+    model, x, y = _rare_units(64)
+    one_batch = scan_activations(model, [x[:32]])  # no minimum: the old verdict
+    assert one_batch.get("1").dead_pct > 50
+    report = run_checks(_setup(model, x, y), ["dead"], device="cpu")  # 64 samples: all there is
+    check = report.checks[0]
+    assert check.status == "pass" and not report.findings
+    assert check.metrics["dead_pct"]["1"] is None
+    assert check.metrics["inconclusive"]["1"] == "64 finite observations per unit, 299 needed for a verdict"
+
+
+def test_with_enough_observations_rare_units_fire_and_dead_ones_are_found():
+    model, x, y = _rare_units(1024)
+    check = run_checks(_setup(model, x, y), ["dead"], device="cpu").checks[0]
+    assert check.status == "pass"
+    assert check.metrics["batches_scanned"] == 10 and check.metrics["samples_scanned"] == 320  # >= 299
+    assert check.metrics["dead_pct"]["1"] < 50
+    model, x, y = _rare_units(1024, dead=12)
+    finding = only(run_checks(_setup(model, x, y), ["dead"], device="cpu"), "dead-neurons")
+    assert finding.evidence["dead_units"] >= 12 and finding.evidence["observations_per_unit"] == 320
+
+
+def test_units_that_die_during_the_shared_run_are_reported():
+    """Item 8: Adam at 0.1 kills the second conv's ReLUs; they fired at initialisation."""
+    report = run_checks_on("adam_high_lr_cnn", ["nan", "dead"])
+    check = next(c for c in report.checks if c.name == "dead")
+    assert check.metrics["dead_pct"]["features.4"] == 0.0  # alive at init
+    finding = only(report, "dead-neurons")
+    ev = finding.evidence
+    assert finding.where == "features.4" and ev["training_steps"] == 100
+    assert ev["died_during_training"] == ev["dead_units"] > 32 and ev["dead_at_init"] == 0
+    assert "after 100 training steps" in finding.message
+    assert f"died during training, by step {ev['died_by_step']}" in finding.message
+    assert ev["died_by_step"] == (ev["layer_silent_from_step"] or 100)
+    assert check.metrics["after_training"]["dead_pct"]["features.4"] == ev["dead_pct"]
+
+
+def test_healthy_sample_after_the_shared_run_is_quiet():
+    for sample in ("mlp", "simple_cnn"):
+        report = run_checks_on(sample, ["nan", "dead"])
+        check = next(c for c in report.checks if c.name == "dead")
+        assert check.status == "pass", report.findings
+        assert isinstance(check.metrics["after_training"], dict)
+
+
+def test_the_step_a_layer_went_silent_is_read_from_its_gradient_norms():
+    from types import SimpleNamespace
+
+    # params: conv.weight, conv.bias, head.weight; conv's gradient is exactly 0 from step 3 on
+    run = SimpleNamespace(modules=["conv", "conv", "head"],
+                          grad_norm=[[1.0, 0.5, 2.0], [0.3, 0.1, 1.0], [1e-9, 0.0, 1.0],
+                                     [0.0, 0.0, 1.0], [0.0, 0.0, 0.5]])
+    assert dead._silent_from(run, "conv") == 3
+    assert dead._silent_from(run, "head") is None  # still learning at the end
+    assert dead._silent_from(run, "missing") is None and dead._silent_from(run, None) is None

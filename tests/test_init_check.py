@@ -112,10 +112,17 @@ def test_batch_mixing_view(broken):
     setup.model.eval()
     out = setup.model(x)
     weights = torch.randn(out[0].shape, generator=torch.Generator().manual_seed(0))
-    (grad,) = torch.autograd.grad((out[0] * weights).sum(), x)
-    per_sample = grad.abs().reshape(len(x), -1).amax(1)
-    assert ev["leak_ratio"] == pytest.approx((per_sample[1:].max() / per_sample[0]).item(), rel=1e-5)
-    assert ev["other_samples_leaking"] == int((per_sample[1:] > 0).sum())
+    assert ev["probed_samples"] == [0, len(x) // 2, len(x) - 1]
+    ratios = {}
+    for i in ev["probed_samples"]:  # the finding reports the probed sample that leaks most
+        (grad,) = torch.autograd.grad((out[i] * weights).sum(), x, retain_graph=True)
+        per_sample = grad.abs().reshape(len(x), -1).amax(1)
+        others = torch.cat([per_sample[:i], per_sample[i + 1:]])
+        ratios[i] = ((others.max() / per_sample[i]).item(), int((others > 0).sum()))
+    worst = max(ratios, key=lambda i: ratios[i][0])
+    assert ev["sample"] == worst
+    assert ev["leak_ratio"] == pytest.approx(ratios[worst][0], rel=1e-5)
+    assert ev["other_samples_leaking"] == ratios[worst][1]
     assert codes_of(report) == {"batch-dependency"}
 
 
@@ -359,6 +366,63 @@ def test_token_models_are_probed_through_the_embedding():
     assert finding.evidence["other_samples_leaking"] > 0
 
 
+class CausalMix(nn.Module):
+    """An RNN run along the batch axis: sample i sees samples 0..i-1 only (item 7)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(6, 16)  # (time, batch, features) by default; fed (batch, time, features)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        out, _ = self.rnn(x)
+        return self.head(out[:, -1])
+
+
+def test_a_causal_mix_along_the_batch_is_found_on_the_last_sample():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5, 6), torch.randint(0, 3, (64,))
+    finding = only(run_on(CausalMix(), x, y), "batch-dependency")
+    ev = finding.evidence
+    assert finding.where == "rnn" and ev["probed_samples"] == [0, 8, 15]
+    assert ev["sample"] == 15 and ev["other_samples_leaking"] >= 10  # samples 0..14 feed sample 15
+    assert "sample 15's output depends on" in finding.message
+    # sample 0 alone, as the probe used to look, sees no other sample
+    model = CausalMix().eval()
+    xb = x[:16].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(xb)[0].sum(), xb)
+    assert grad[1:].abs().max().item() == 0.0
+
+
+class RelativeBias(nn.Module):
+    """T5's relative attention bias: an Embedding of (seq, seq) position buckets, built by the
+    model from arange, whose first dimension equals the batch size when seq == batch (item 13)."""
+
+    def __init__(self, vocab=40, d=16, seq=16):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab, d)
+        self.bias = nn.Embedding(2 * seq, 1)
+        self.out = nn.Linear(d, 3)
+        self.seq = seq
+
+    def forward(self, ids):  # (N, seq)
+        positions = torch.arange(self.seq)
+        buckets = positions[None, :] - positions[:, None] + self.seq  # (seq, seq)
+        scores = self.bias(buckets).squeeze(-1)  # (seq, seq): shared by every sample
+        h = self.tokens(ids)  # (N, seq, d)
+        attended = torch.softmax(scores, -1) @ h  # each sample attends over its own tokens
+        return self.out(attended.mean(1))
+
+
+def test_an_embedding_of_positions_shaped_like_the_batch_is_not_an_input():
+    torch.manual_seed(0)
+    ids, y = torch.randint(0, 40, (64, 16)), torch.randint(0, 3, (64,))
+    report = run_on(RelativeBias(), ids, y)  # batch 16 = seq 16
+    init = report.checks[0]
+    assert "batch-dependency" not in codes_of(report), report.findings
+    assert init.metrics["batch_leak_ratio"] == 0 and "batch-dependency" not in init.metrics.get("not_checked", {})
+
+
 # --------------------------------------------------------------------------- discipline
 
 def test_model_left_as_found_and_deterministic():
@@ -373,3 +437,87 @@ def test_model_left_as_found_and_deterministic():
     reports.append(run_checks(load_sample("batch_mixing_cnn"), ["init"], device="cpu", seed=3))
     assert reports[0].checks[0].metrics == reports[1].checks[0].metrics
     assert [f.to_dict() for f in reports[0].findings] == [f.to_dict() for f in reports[1].findings]
+
+
+# --------------------------------------------------------------------------- activations read from values (item 6)
+
+class LogOfSoftmax(nn.Module):
+    """torch.log(softmax(x)): log-probabilities whose graph ends in a Log node, not LogSoftmax."""
+
+    def __init__(self, log=True, manual=False):
+        super().__init__()
+        self.fc = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        self.log, self.manual = log, manual
+
+    def forward(self, x):
+        z = self.fc(x)
+        p = z.exp() / z.exp().sum(1, keepdim=True) if self.manual else torch.softmax(z, 1)
+        return torch.log(p) if self.log else p
+
+
+def test_log_of_softmax_into_nll_is_read_as_log_probabilities():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    report = run_on(LogOfSoftmax(), x, y, nn.NLLLoss())
+    assert codes_of(report) == set(), report.findings
+    metrics = report.checks[0].metrics
+    assert metrics["final_activation"] == "log_softmax"
+    assert metrics["loss_ratio"] < init_check.INIT_LOSS_RATIO  # init-loss judged on ln 3, as it should
+
+
+def test_a_hand_written_softmax_into_nll_is_still_found_by_its_values():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    finding = only(run_on(LogOfSoftmax(log=False, manual=True), x, y, nn.NLLLoss()), "output-activation-mismatch")
+    assert finding.evidence["final_activation"] == "softmax" and finding.evidence["activation_from_values"]
+    assert "probabilities (rows in [0, 1] summing to 1) by its values" in finding.message
+    # raw logits into NLLLoss stay a mismatch: their rows are not distributions
+    raw = only(run_on(_classifier(3), x, y, nn.NLLLoss()), "output-activation-mismatch")
+    assert raw.evidence["final_activation"] == "none (logits)" and not raw.evidence["activation_from_values"]
+
+
+def test_values_alone_never_turn_raw_logits_into_a_distribution():
+    g = torch.Generator().manual_seed(0)
+    for scale in (0.01, 1.0, 100.0):
+        logits = torch.randn(64, 10, generator=g) * scale
+        assert init_check._activation_from_values(logits, "nll") is None
+        assert init_check._activation_from_values(torch.relu(logits[:, :1]), "bce") is None  # exact zeros
+    assert init_check._activation_from_values(torch.log_softmax(torch.randn(64, 1000), 1), "nll") == "log_softmax"
+    assert init_check._activation_from_values(torch.sigmoid(torch.randn(64, 1)), "bce") == "sigmoid"
+
+
+# --------------------------------------------------------------------------- a constant first layer (item 10)
+
+def test_zero_weights_make_the_first_layer_constant():
+    report = run_checks_on("zero_init_mlp", ["init"])
+    finding = only(report, "bad-init")
+    ev = finding.evidence
+    assert finding.where == "0" and ev["first_std"] == 0.0 and ev["layers_after"] == 1
+    x = first_batch("zero_init_mlp").args[0]
+    assert ev["input_std"] == pytest.approx(x.std(0).mean().item(), rel=1e-5)
+    assert f"its input's {ev['input_std']:.3g}" in finding.message
+    assert "exactly the same for every sample" in finding.message
+
+
+class BroadcastQuery(nn.Module):
+    """A Linear applied to a learned query shared by every sample (DETR-style): its output is
+    constant over the batch because its input is, which is no init bug."""
+
+    def __init__(self):
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 16))
+        self.q = nn.Linear(16, 16)
+        self.k = nn.Linear(8, 16)
+        self.mid = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        q = self.q(self.query.expand(len(x), -1))  # the same row for every sample
+        return self.out(torch.relu(self.mid(torch.relu(self.k(x)) * q)))
+
+
+def test_a_layer_constant_because_its_input_is_stays_quiet():
+    torch.manual_seed(0)
+    report = run_on(BroadcastQuery(), torch.randn(64, 8), torch.randint(0, 3, (64,)))
+    assert "bad-init" not in codes_of(report), report.findings
+    assert report.checks[0].metrics["signal_std"]["q"] == 0.0

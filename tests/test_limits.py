@@ -145,7 +145,7 @@ def test_github_annotation_points_at_the_users_class():
     (line,) = _annotations(["dead", path], 0)  # a warning does not fail the default gate ...
     assert line.startswith(f"::warning file={path},line={_line_of(path, 'class DeadReluMLP(')},"
                            "title=nndoctor dead-neurons (network.3)::")
-    assert "units (9" in line and "Fix: " in line
+    assert "units (8" in line and "Fix: " in line
     assert len(_annotations(["dead", path, "--fail-on", "warning"], 1)) == 1  # ... unless asked to
 
 

@@ -40,8 +40,10 @@ def test_seed_does_not_change_a_healthy_run():
 
 
 def _count_forwards(setup: Setup) -> list:
+    """The model's training forward passes (with gradient): not the run's forward-only
+    activation scan of the trained weights."""
     calls = []
-    setup.model.register_forward_hook(lambda *args: calls.append(1))
+    setup.model.register_forward_hook(lambda *args: calls.append(1) if torch.is_grad_enabled() else None)
     return calls
 
 

@@ -25,6 +25,9 @@ CONSEQUENCES = {"cannot-overfit", "loss-not-decreasing"}
 
 # sample -> (code, where, exit code of `nndoctor check`, other codes its bug also causes)
 BROKEN = {
+    # Adam at 0.1 kills the second conv's ReLUs during the run (alive at init); the first
+    # updates blow the gradient up on the way (exploding-gradient is the error that gates)
+    "adam_high_lr_cnn": ("dead-neurons", "features.4", 1, {"exploding-gradient", "lr-too-high"}),
     "batch_mixing_cnn": ("batch-dependency", "pool", 1, set()),
     # lr-too-low, from lr-find's race: with most units dead, Adam 1e-3 leaves the loss at
     # ~1.37 for its first ~80 steps while 1e-2 is at 0.09 by then (measured): a consequence
@@ -35,14 +38,21 @@ BROKEN = {
     # warning-severity: the live units still memorise one batch given the steps (overfit extends
     # its run while the loss falls), so no cannot-overfit gates it
     "functional_relu_net": ("dead-neurons", "block2:relu#0", 0, set()),
-    "high_lr_mlp": ("lr-too-high", None, 1, set()),
+    # a GRU over the batch axis: only later samples see earlier ones (sample 0 sees none)
+    "gru_batch_axis": ("batch-dependency", "rnn", 1, set()),
+    # the too-high LR also kills ReLUs during the shared run (the dead scan after training)
+    "high_lr_mlp": ("lr-too-high", None, 1, {"dead-neurons"}),
     # warning-severity bugs pass the default gate (SPEC §5); `--fail-on warning` gates them
     "hot_logits_mlp": ("init-loss", "head", 0, set()),
+    # -1/+1 labels into BCELoss: found in the data; the checks that need the loss are skipped
+    "bce_signed_labels_mlp": ("label-out-of-range", "3", 1, set()),
     "label_overflow_mlp": ("label-out-of-range", "network.2", 1, set()),
     "log_relu_net": ("non-finite", "features", 1, set()),
     "memorising_mlp": ("overfitting", None, 0, set()),
     # the NaN inputs make the first loss NaN too: the nan check reports it as well
     "nan_data_mlp": ("data-non-finite", None, 1, {"non-finite"}),
+    # a column never recorded: every first-layer unit outputs NaN, which is not "dead"
+    "nan_column_mlp": ("data-non-finite", None, 1, {"non-finite"}),
     # the loss grows geometrically to Inf at step 4: exploding first, then non-finite
     "nan_lr_mlp": ("non-finite", None, 1, {"exploding-gradient", "lr-too-high"}),
     "partial_optimizer_mlp": ("not-in-optimizer", "body", 1, set()),
@@ -53,6 +63,8 @@ BROKEN = {
     "tiny_capacity_mlp": ("underfitting", None, 1, set()),
     # x0.01 weights shrink the signal layer by layer until the last ReLUs see only their bias
     "tiny_init_mlp": ("bad-init", "layers.2", 1, {"dead-neurons"}),
+    # zero weights: the first layer's output is its bias, the same for every sample
+    "zero_init_mlp": ("bad-init", "0", 1, set()),
     "unused_layer_net": ("no-gradient", "extra", 1, set()),
 }
 

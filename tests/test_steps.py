@@ -6,10 +6,10 @@ wrapper of `torch.autograd.backward`/`grad` the backward passes, a global optimi
 hook the steps, each per check (the runner's `on_check`).
 
 The plan, per check: `overfit` (with `nan` and `grads`): one shared run of
-`overfit.steps` steps; `lr-find`: at most `num_iter` steps of the range test and as many
-for the race (`race_steps`, plus a confirmation only before a verdict); `dead`: `SCAN_BATCHES`
-forward-only passes; `fit`: its epochs over the loaders; plus the fixed passes in
-`FIXED` below.
+`overfit.steps` steps and a forward-only scan of the trained weights; `lr-find`: at most
+`num_iter` steps of the range test and as many for the race (`race_steps`, plus a
+confirmation only before a verdict); `dead`: `SCAN_BATCHES` to `MAX_SCAN_BATCHES`
+forward-only passes; `fit`: its epochs over the loaders; plus the fixed passes in `FIXED` below.
 """
 
 from __future__ import annotations
@@ -87,15 +87,20 @@ def counted(monkeypatch):
 
 
 def test_the_shared_run_is_done_once_for_overfit_grads_and_nan(counted, monkeypatch):
-    calls = []
+    calls, runs = [], []
     real = instrument.train_run
     monkeypatch.setattr(instrument, "train_run",
-                        lambda session, steps, *rest: calls.append(steps) or real(session, steps, *rest))
+                        lambda session, steps, *rest: calls.append(steps) or runs.append(real(session, steps, *rest))
+                        or runs[-1])
     report, counts = counted("xor", ["nan", "grads", "overfit"], {"overfit": {"steps": 12}})
     assert all(c.status != "error" for c in report.checks)  # 12 steps: overfit may well fail
     assert calls == [12]
-    # exactly the planned steps, all in the first check that asked; the other two read them
-    assert (counts.of("nan", "forward"), counts.of("nan", "backward"), counts.of("nan", "step")) == (12, 12, 12)
+    # exactly the planned steps, all in the first check that asked; the other two read them;
+    # plus the forward-only activation scan of the trained weights (the dead check reads it)
+    scanned = runs[0].activations_after.batches
+    assert scan.SCAN_BATCHES <= scanned <= scan.MAX_SCAN_BATCHES
+    assert (counts.of("nan", "forward"), counts.of("nan", "backward"), counts.of("nan", "step")) == \
+        (12 + scanned, 12, 12)
     for check in ("grads", "overfit"):
         assert counts.of(check, "forward") == counts.of(check, "backward") == counts.of(check, "step") == 0
 
@@ -106,18 +111,21 @@ def test_check_makes_no_more_forward_passes_than_planned(counted):
     report, counts = counted("xor", ALL_BUT_FIT, settings)
     assert all(c.status not in ("error", "skipped") for c in report.checks), \
         [(c.name, c.status, c.reason) for c in report.checks]
-    planned = {"size": FIXED["size"], "data": 0, "init": FIXED["init"], "nan": steps, "grads": 0,
-               "dead": scan.SCAN_BATCHES, "overfit": 0, "lr-find": 2 * num_iter}
+    # the scans (at init in dead, of the trained weights in the shared run) read batches until
+    # every unit has scan.MIN_OBSERVATIONS, at most MAX_SCAN_BATCHES each
+    planned = {"size": FIXED["size"], "data": 0, "init": FIXED["init"], "nan": steps + scan.MAX_SCAN_BATCHES,
+               "grads": 0, "dead": scan.MAX_SCAN_BATCHES, "overfit": 0, "lr-find": 2 * num_iter}
     done = {check: counts.of(check, "forward") for check in planned}
     assert all(done[c] <= planned[c] for c in planned), (done, planned)
-    assert counts.total("forward") <= steps + 2 * num_iter + scan.SCAN_BATCHES + sum(FIXED.values())
+    assert counts.total("forward") <= steps + 2 * num_iter + 2 * scan.MAX_SCAN_BATCHES + sum(FIXED.values())
     # the training steps are exactly the shared run's and the range test's
     assert counts.total("step") == steps + counts.of("lr-find", "step")
     assert counts.of("lr-find", "step") <= 2 * num_iter
     section = report.sections["lr_find"]  # the steps the report states are the steps taken
     assert counts.of("lr-find", "step") == section["range_steps"] + section["race_steps"]
-    # backward passes: one per training step, plus init's batch-dependency probe
-    assert counts.total("backward") <= counts.total("step") + 1
+    # backward passes: one per training step, plus init's batch-dependency probe (one per
+    # probed sample: the first, a middle and the last)
+    assert counts.total("backward") <= counts.total("step") + 3
     # the scan is forward-only
     assert counts.of("dead", "backward") == counts.of("dead", "step") == 0
 

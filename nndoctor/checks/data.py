@@ -6,7 +6,8 @@ other checks read the same ones):
 * `data-non-finite`: NaN/Inf in the inputs or the targets, counted per tensor.
 * `label-out-of-range`: integer class targets outside `[0, C)` for a
   CrossEntropyLoss/NLLLoss, C read from the model's output (class dimension 1,
-  as those losses take it). Found here, before the loss crashes on them.
+  as those losses take it); float targets outside [0, 1] for a BCELoss/
+  BCEWithLogitsLoss. Found here, before the loss crashes on them.
 * `unnormalized-input`: float inputs far from unit scale (e.g. raw 0–255 pixels).
   Integer inputs (token ids) are not features and are not judged.
 """
@@ -21,6 +22,7 @@ import torch
 from ..engine import LABEL_KEYS, Batch, Session
 from ..errors import summarize
 from ..findings import make_finding
+from ..runner import FORWARD_FAILED
 from . import Outcome
 from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 
@@ -52,6 +54,9 @@ def run(session: Session, settings: dict) -> Outcome:
     outcome.findings += unnormalized_findings(session, batches, float(settings.get("max_rms", RMS_LIMIT)),
                                               outcome.metrics)
     outcome.findings += label_findings(session, batches, outcome.metrics)
+    labels = outcome.metrics.get("labels")
+    if isinstance(labels, str) and labels.startswith(f"not checked: {FORWARD_FAILED}"):
+        outcome.metrics["not_checked"] = {"label-out-of-range": labels[len("not checked: "):]}
     return outcome
 
 
@@ -221,6 +226,9 @@ def _round(v: float) -> float:
 
 def label_findings(session: Session, batches: list, metrics: dict) -> list:
     target = target_tensor(batches[0])
+    if target is not None and target.is_floating_point() and not session.uses_model_loss \
+            and criterion_kind(session.criterion) in ("bce", "bce_logits"):
+        return probability_target_findings(session, batches, metrics)
     if target is None or target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
         metrics["labels"] = "not checked: no integer class targets"
         return []
@@ -234,7 +242,7 @@ def label_findings(session: Session, batches: list, metrics: dict) -> list:
     try:
         record = forward_record(session)
     except Exception as exc:  # the model's forward raised: the init check reports it as an error
-        metrics["labels"] = f"not checked: the forward pass raised {summarize(exc)}"
+        metrics["labels"] = f"not checked: {FORWARD_FAILED} {summarize(exc)}"
         return []
     logits = record.logits
     if logits is None or logits.dim() == 0:
@@ -277,3 +285,49 @@ def label_findings(session: Session, batches: list, metrics: dict) -> list:
         f"{f' `{where}`' if where else ''} has {classes} classes.",
         {"out_of_range": count, "labels": total, "min_label": low, "max_label": high, "classes": classes,
          "batches": bad_batches, "first_batch": bad_batches[0], "batches_scanned": len(batches)})]
+
+
+def probability_target_findings(session: Session, batches: list, metrics: dict) -> list:
+    """label-out-of-range for BCELoss/BCEWithLogitsLoss targets outside [0, 1]: BCELoss raises on
+    them, BCEWithLogitsLoss silently computes a loss that can go below 0. NaN targets are
+    data-non-finite's."""
+    parts = []
+    for b in batches:
+        t = target_tensor(b)
+        if t is None or not t.is_floating_point():
+            continue
+        t = t.detach().reshape(-1)
+        finite = t[torch.isfinite(t)]
+        empty = finite.numel() == 0
+        parts.append(torch.stack([((finite < 0) | (finite > 1)).sum().to(torch.float64),
+                                  t.new_zeros(()).double() if empty else finite.min().double(),
+                                  t.new_zeros(()).double() if empty else finite.max().double(),
+                                  torch.tensor(float(finite.numel()), dtype=torch.float64, device=t.device)]))
+    if not parts:
+        metrics["labels"] = "not checked: no float targets"
+        return []
+    values = torch.stack(parts).tolist()  # one sync
+    counted = [v for v in values if v[3]]
+    if not counted:
+        metrics["labels"] = "not checked: no finite targets"
+        return []
+    low, high = min(v[1] for v in counted), max(v[2] for v in counted)
+    total = int(sum(v[3] for v in values))
+    metrics["labels"] = {"min": _round(low), "max": _round(high), "range": [0, 1]}
+    bad_batches = [i for i, v in enumerate(values) if v[0]]
+    if not bad_batches:
+        return []
+    count = int(sum(v[0] for v in values))
+    name = type(session.criterion).__name__ if isinstance(session.criterion, torch.nn.Module) \
+        else getattr(session.criterion, "__name__", "the criterion")
+    try:
+        where = forward_record(session).producer
+    except Exception:  # the model's forward raised: the init check reports it
+        where = None
+    return [make_finding(
+        "label-out-of-range", NAME, where,
+        f"{count} of {total} targets in {len(bad_batches)} of {len(batches)} scanned batches lie outside "
+        f"[0, 1] (targets range from {low:.4g} to {high:.4g}), but {name} takes probabilities as targets.",
+        {"out_of_range": count, "labels": total, "min_label": _round(low), "max_label": _round(high),
+         "range": [0, 1], "criterion": name, "batches": bad_batches, "first_batch": bad_batches[0],
+         "batches_scanned": len(batches)})]

@@ -9,8 +9,8 @@
   ln C for C-class cross-entropy, ln 2 for binary cross-entropy.
 * `bad-init`: the input-dependent signal (per-unit std over the batch) of the
   Linear/Conv layers, in execution order: collapsing or exploding with depth.
-* `batch-dependency`: in eval mode, the gradient of sample 0's output with
-  respect to the other samples' inputs must be zero.
+* `batch-dependency`: in eval mode, the gradient of the first, a middle and the
+  last sample's output with respect to the other samples' inputs must be zero.
 
 One forward pass (train mode, the first batch), shared with the `data` check
 through `forward_record`, and one eval forward/backward for the batch check.
@@ -45,6 +45,10 @@ COLLAPSE_RATIO = 1e-4  # He et al. (2015), "Delving Deep into Rectifiers", §2.2
 EXPLODE_RATIO = 1e4  # the same bar upwards: a signal 10^4 x larger at the last hidden layer.
 BATCH_LEAK_TOL = 1e-6  # a batch-independent model has exactly zero cross-sample gradient (no
 #   autograd path); the tolerance only absorbs float round-off relative to the sample's own gradient.
+DISTRIBUTION_TOL = 1e-3  # |logsumexp(row)| (log-probabilities) or |sum(row) - 1| (probabilities)
+#   below this reads as a normalised distribution. float32 round-off of log(softmax(x)) or
+#   softmax(x) is small (measured ≤ 4.9e-7 for 2 to 32,000 classes, logit scales 0.1-30); raw logits of an
+#   untrained model sit ~ln C or more away, so no healthy output row comes near it.
 MAX_LAYERS_IN_METRICS = 40  # per-layer signal stds listed in the metrics (deep nets: the first 40)
 
 DEFAULTS = {
@@ -84,6 +88,10 @@ MISMATCHES = {
 # Harmless but redundant: log_softmax(log_softmax(x)) == log_softmax(x), so the loss is unchanged.
 REDUNDANT = {("cross_entropy", "log_softmax")}
 
+_VALUE_DESCRIPTIONS = {"log_softmax": "log-probabilities (rows <= 0, logsumexp 0)",
+                       "softmax": "probabilities (rows in [0, 1] summing to 1)",
+                       "sigmoid": "probabilities (every value in (0, 1))"}
+
 CRITERION_NAMES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
                    "bce_logits": "BCEWithLogitsLoss"}
 
@@ -117,6 +125,9 @@ class ForwardRecord:
     # (path, None) where a normalisation layer ran.
     signal: list = field(default_factory=list)
     input_readers: list = field(default_factory=list)  # [(path, module)] leaves fed the raw input
+    # the activation was read from the output's values, the graph showing none (log(softmax(x)))
+    activation_from_values: bool = False
+    input_signal: dict = field(default_factory=dict)  # path -> the std over the batch of its input
 
 
 def forward_record(session: Session) -> ForwardRecord:
@@ -135,6 +146,7 @@ def _record_forward(session: Session) -> ForwardRecord:
     raw_inputs = batch.inputs
     seen_weight_layers: set = set()
     signal: list = []
+    input_signal: dict = {}  # path -> the per-unit std over the batch of a weight layer's input
 
     def hook(module, inputs, output):
         path = paths.get(module)
@@ -151,6 +163,9 @@ def _record_forward(session: Session) -> ForwardRecord:
                 and tensor.is_floating_point() and tensor.dim() >= 2 and tensor.shape[0] >= 2:
             seen_weight_layers.add(module)
             signal.append((path, tensor.detach().float().std(dim=0).mean()))
+            x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+            if x is not None and x.is_floating_point() and x.dim() >= 2 and x.shape[0] == tensor.shape[0]:
+                input_signal[path] = x.detach().float().std(dim=0).mean()
 
     handles = [m.register_forward_hook(hook) for m in paths]
     try:
@@ -165,17 +180,44 @@ def _record_forward(session: Session) -> ForwardRecord:
         for h in handles:
             h.remove()
 
-    measured = [s for _, s in signal if s is not None]
+    measured = [s for _, s in signal if s is not None] + list(input_signal.values())
     stds = iter(torch.stack(measured).tolist() if measured else [])  # one host sync
     record = ForwardRecord(logits=None, own_loss=output is None or output_loss(output) is not None,
                            final_activation=None, activation_where=None, producer=None,
                            signal=[(p, None if v is None else next(stds)) for p, v in signal],
                            input_readers=readers)
+    record.input_signal = {p: next(stds) for p in input_signal}
     logits = primary_output(output) if output is not None else None
     if isinstance(logits, torch.Tensor):
         record.logits = logits.detach()
         record.final_activation, record.activation_where, record.producer = _output_origin(logits, calls)
     return record
+
+
+def _activation_from_values(logits: torch.Tensor, kind: str) -> Optional[str]:
+    """The output's rows read as a distribution where the graph shows no activation: an op the
+    graph walk does not know made it (`torch.log(softmax(x))` ends in a Log node, a hand-written
+    softmax in a Div). Log-probabilities: every row <= 0 with logsumexp ≈ 0; probabilities:
+    every row in [0, 1] summing to ≈ 1; for BCELoss, every value strictly inside (0, 1)
+    (a sigmoid; a ReLU's exact zeros are not)."""
+    if logits.numel() == 0 or logits.dim() == 0:
+        return None
+    values = logits.detach().double()
+    if bool(torch.isnan(values).any()):
+        return None
+    if kind == "bce_logits":
+        return None  # small raw logits of one output unit lie in (0, 1) too: only the graph can tell
+    if kind == "bce":
+        return "sigmoid" if bool(((values > 0) & (values < 1)).all()) else None
+    rows = values.movedim(1 if values.dim() >= 2 else 0, -1)
+    if rows.shape[-1] < 2:
+        return None
+    if bool((rows <= DISTRIBUTION_TOL).all()) and \
+            float(torch.logsumexp(rows, -1).abs().max()) <= DISTRIBUTION_TOL:
+        return "log_softmax"
+    if bool(((rows >= 0) & (rows <= 1)).all()) and float((rows.sum(-1) - 1).abs().max()) <= DISTRIBUTION_TOL:
+        return "softmax"
+    return None
 
 
 def _as_tensor(output: Any) -> Optional[torch.Tensor]:
@@ -224,6 +266,9 @@ def run(session: Session, settings: dict) -> Outcome:
     else:
         kind = criterion_kind(session.criterion)
         outcome.metrics["criterion"] = CRITERION_NAMES.get(kind, _name_of(session.criterion))
+        if kind is not None and record.final_activation is None and record.logits is not None:
+            record.final_activation = _activation_from_values(record.logits, kind)
+            record.activation_from_values = record.final_activation is not None
         outcome.metrics["final_activation"] = record.final_activation or "none (logits)"
         if kind is None:
             reason = f"no expected value for {outcome.metrics['criterion']} (classification losses only)"
@@ -256,10 +301,14 @@ def mismatch_findings(session: Session, record: ForwardRecord, kind: str) -> lis
     criterion = CRITERION_NAMES[kind] + (" (chosen by nndoctor)" if chosen else "")
     evidence = {"criterion": CRITERION_NAMES[kind], "criterion_chosen": chosen,
                 "final_activation": activation or "none (logits)", "output_min": low, "output_max": high}
+    evidence["activation_from_values"] = record.activation_from_values
     output_desc = f"The model's raw output (range {low:.3g} to {high:.3g})"
     if activation is not None:
         applied = f"`{record.activation_where}`" if record.activation_where else "the model's forward"
         output_desc = f"The model's output, a {activation} applied by {applied} (range {low:.3g} to {high:.3g}),"
+        if record.activation_from_values:
+            output_desc = (f"The model's output (range {low:.3g} to {high:.3g}), {_VALUE_DESCRIPTIONS[activation]} "
+                           "by its values,")
     if key in REDUNDANT:
         if chosen:
             return []  # we chose CrossEntropyLoss; NLLLoss would be the matching choice, same loss
@@ -356,6 +405,9 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
     weights = [(p, v) for p, v in record.signal if v is not None]
     metrics["signal_std"] = {p: _round(v) for p, v in weights[:MAX_LAYERS_IN_METRICS]}
     last_path = weights[-1][0] if weights else None
+    constant = _constant_layer(record, weights[:-1])
+    if constant is not None:
+        return [constant]
     runs, current = [], []
     for path, std in record.signal:
         if std is None or path == last_path:
@@ -410,6 +462,24 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
     return [worst[1]] if worst else []
 
 
+def _constant_layer(record: ForwardRecord, hidden: list):
+    """bad-init for the first hidden weight layer whose output is the same for every sample
+    (std over the batch exactly 0) while its input is not: the most extreme collapse, e.g. all-zero
+    weights. Every layer after it sees a constant; no ratio of stds can be formed from it."""
+    for path, std in hidden:
+        varies = record.input_signal.get(path, 0.0)
+        if std == 0.0 and varies > 0.0:
+            later = [p for p, v in hidden if p != path]
+            return make_finding(
+                "bad-init", NAME, path,
+                f"At initialisation the output of `{path}` is exactly the same for every sample (std over "
+                f"the batch 0, its input's {varies:.3g}): its weights ignore the input (all zero?), so "
+                "nothing after it sees which sample it is.",
+                {"first_layer": path, "first_std": 0.0, "input_std": varies, "ratio": 0.0,
+                 "layers_after": len(later), "threshold": COLLAPSE_RATIO})
+    return None
+
+
 def _round(v: float) -> float:
     return float(f"{v:.4g}") if math.isfinite(v) else v
 
@@ -433,30 +503,44 @@ def batch_dependency_findings(session: Session, metrics: dict, skipped: dict) ->
     if isinstance(result, str):
         skipped["batch-dependency"] = result
         return []
-    leak, own, others = result
+    sample, leak, own, others = result
     ratio = leak / own if own > 0 else (math.inf if leak > 0 else 0.0)
     metrics["batch_leak_ratio"] = _round(ratio)
+    metrics["batch_probed_samples"] = probe.probed
     if ratio <= BATCH_LEAK_TOL:
         return []
     where, after, before = probe.locate()
     inside = f"in `{where}`" if where else "in the model's forward"
     between = f", between `{after}` and `{before}`" if after and before else ""
-    evidence = {"batch_size": size, "sample": 0, "other_samples_leaking": others,
-                "leak_ratio": ratio, "input": probe.input_name, "after": after, "before": before}
+    evidence = {"batch_size": size, "sample": sample, "probed_samples": probe.probed,
+                "other_samples_leaking": others, "leak_ratio": ratio, "input": probe.input_name,
+                "after": after, "before": before}
     return [make_finding(
         "batch-dependency", NAME, where,
-        f"In eval mode, sample 0's output depends on {others} of the {size - 1} other samples' "
+        f"In eval mode, sample {sample}'s output depends on {others} of the {size - 1} other samples' "
         f"{probe.input_name} (gradient {ratio:.3g}x its own); the samples mix {inside}{between}.",
         evidence)]
 
 
+def probed_samples(size: int) -> list:
+    """The samples whose outputs are differentiated: the first, a middle one and the last. A
+    mix along the batch can be one-sided: an RNN run over the batch axis (a missing
+    batch_first=True) makes sample i depend on samples 0..i-1 only, so sample 0 depends on no
+    other (measured leak 0.0) while the last depends on all (0.22, issue 13)."""
+    return sorted({0, size // 2, size - 1})
+
+
 class _BatchProbe:
-    """d(sample 0's output)/d(every sample's input), in eval mode, and where the samples mix.
+    """d(output of sample i)/d(every sample's input) for the `probed_samples`, in eval mode,
+    and where the samples mix.
 
     Float inputs are differentiated directly; for integer inputs (token ids) the outputs of
-    the Embeddings that read them (batch-first) stand in for them. Every module's batch-first output (and input)
-    keeps its gradient, so the mix is located where the cross-sample gradient stops:
-    upstream of it every sample feeds sample 0's output, downstream only sample 0 does.
+    the Embeddings that read them stand in for them: only an Embedding whose indices are the
+    batch's own (the same tensor, a view of it, or equal values), not one indexed by a table
+    the model builds (positions, T5's relative-position buckets of shape (seq, seq) where
+    seq may equal the batch size). Every module's batch-first output (and input) keeps its
+    gradient, so the mix is located where the cross-sample gradient stops: upstream of it
+    every sample feeds sample i's output, downstream only sample i does.
     """
 
     def __init__(self, model: nn.Module, size: int):
@@ -468,6 +552,10 @@ class _BatchProbe:
         self.leaves: list = []
         self.calls: list = []  # (path, module, output, input) in completion order
         self.input_name = "inputs"
+        self.batch_indices: list = []  # the batch's integer tensors (token ids)
+        self.probed = probed_samples(size)
+        self.sample = 0  # the probed sample whose output leaks most (located by locate())
+        self.grads: dict = {}
 
     def remove(self) -> None:
         for h in self.handles:
@@ -483,17 +571,30 @@ class _BatchProbe:
         if self._batch_first(out):
             self.calls.append((self.paths[module], module, out, inp if self._batch_first(inp) else None))
 
+    def _from_batch(self, indices: Any) -> bool:
+        """The indices are the batch's: the same tensor, a view of its storage, or equal values."""
+        if not isinstance(indices, torch.Tensor):
+            return False
+        for ids in self.batch_indices:
+            if indices is ids or (indices.device == ids.device and
+                                  indices.untyped_storage().data_ptr() == ids.untyped_storage().data_ptr()):
+                return True
+            if indices.shape == ids.shape and not indices.is_floating_point() \
+                    and torch.equal(indices, ids.to(indices.dtype)):
+                return True
+        return False
+
     def _embedding_leaf(self, module, inputs, output):
-        # Batch-first embeddings only (token, segment...), not a position table indexed by arange.
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() \
-                or output.dim() < 1 or output.shape[0] != self.size:
+                or output.dim() < 1 or output.shape[0] != self.size or not inputs or not self._from_batch(inputs[0]):
             return None
         leaf = output.detach().requires_grad_()
         self.leaves.append(leaf)
         return leaf
 
     def run(self, batch: Batch):
-        """(max |cross-sample gradient|, max |own gradient|, samples leaking), or a skip reason."""
+        """(the worst probed sample, its max |cross-sample gradient|, max |own gradient|,
+        samples leaking into it), or a skip reason."""
         def lift(v):
             if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() >= 1 and v.shape[0] == self.size:
                 leaf = v.detach().clone().requires_grad_()
@@ -507,6 +608,9 @@ class _BatchProbe:
             if not embeddings:
                 return "no float inputs and no nn.Embedding to differentiate through"
             self.input_name = "embeddings"
+            self.batch_indices = [t for t in list(batch.args) + list(batch.kwargs.values())
+                                  if isinstance(t, torch.Tensor) and not t.is_floating_point()
+                                  and t.dim() >= 1 and t.shape[0] == self.size]
             self.handles += [m.register_forward_hook(self._embedding_leaf) for m in embeddings]
         self.handles += [m.register_forward_hook(self._record) for m in self.paths]
         self.model.eval()
@@ -514,37 +618,47 @@ class _BatchProbe:
             out = _as_tensor(self.model(*args, **kwargs))
         self.remove()
         if not self.leaves:
-            return "no batch-first float embedding output to differentiate through"
+            return "no Embedding output indexed by the batch's own ids to differentiate through"
         if out is None or not out.is_floating_point() or out.dim() < 1 or out.shape[0] != self.size:
             return "the output's first dimension is not the batch"
         if not out.requires_grad:
             return "the output does not depend on the inputs through autograd"
-        # A fixed random weighting of sample 0's outputs: a plain sum can cancel (softmax rows sum to 1).
+        # A fixed random weighting of each probed sample's outputs: a plain sum can cancel
+        # (softmax rows sum to 1).
         g = torch.Generator().manual_seed(0)
         weights = torch.randn(out[0].shape, generator=g).to(out.device, out.dtype)
-        objective = (out[0] * weights).sum()
         intermediates = [t for _, _, o, i in self.calls for t in (o, i) if t is not None]
-        grads = torch.autograd.grad(objective, self.leaves + intermediates, allow_unused=True)
-        leaf_grads, rest = grads[:len(self.leaves)], grads[len(self.leaves):]
+        worst = None  # (ratio, sample, leak, own, leaking, intermediate gradients)
+        for k, sample in enumerate(self.probed):
+            objective = (out[sample] * weights).sum()
+            grads = torch.autograd.grad(objective, self.leaves + intermediates, allow_unused=True,
+                                        retain_graph=k < len(self.probed) - 1)
+            leak = own = 0.0
+            leaking = torch.zeros(self.size, dtype=torch.bool)
+            for grad in grads[:len(self.leaves)]:
+                if grad is None:
+                    continue
+                per_sample = _per_sample(grad, self.size).cpu()
+                own_here = per_sample[sample].item()
+                own = max(own, own_here)
+                leak = max(leak, torch.cat([per_sample[:sample], per_sample[sample + 1:]]).max().item())
+                leaking |= per_sample > BATCH_LEAK_TOL * max(own_here, 1e-30)
+            leaking[sample] = False
+            ratio = leak / own if own > 0 else (math.inf if leak > 0 else 0.0)
+            if worst is None or ratio > worst[0]:
+                worst = (ratio, sample, leak, own, int(leaking.sum()), grads[len(self.leaves):])
+        _, self.sample, leak, own, others, rest = worst
         self.grads = {id(t): g for t, g in zip(intermediates, rest)}
-        leak = own = 0.0
-        leaking = torch.zeros(self.size, dtype=torch.bool)
-        for grad in leaf_grads:
-            if grad is None:
-                continue
-            per_sample = torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(self.size, -1).amax(1).cpu()
-            own = max(own, per_sample[0].item())
-            leak = max(leak, per_sample[1:].max().item())
-            leaking |= per_sample > BATCH_LEAK_TOL * max(per_sample[0].item(), 1e-30)
-        leaking[0] = False
-        return leak, own, int(leaking.sum())
+        return self.sample, leak, own, others
 
     def _leaks(self, t: Optional[torch.Tensor]) -> Optional[bool]:
         grad = self.grads.get(id(t)) if t is not None else None
         if grad is None:
             return None
-        per_sample = torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(self.size, -1).amax(1)
-        return bool(per_sample[1:].max() > BATCH_LEAK_TOL * max(per_sample[0].item(), 1e-30))
+        per_sample = _per_sample(grad, self.size)
+        own = per_sample[self.sample].item()
+        others = torch.cat([per_sample[:self.sample], per_sample[self.sample + 1:]])
+        return bool(others.max() > BATCH_LEAK_TOL * max(own, 1e-30))
 
     def locate(self) -> tuple:
         """(where, the last module before the mix, the first after it)."""
@@ -556,9 +670,14 @@ class _BatchProbe:
             if leaks:
                 after = path or None
                 continue
-            if self._leaks(inp):  # every sample goes in, only sample 0 comes out: it mixes them
+            if self._leaks(inp):  # every sample goes in, only sample i comes out: it mixes them
                 return path or None, after, None
             # Its input was mixed already: by its parent's forward, between two children.
             parent = path.rpartition(".")[0] if path else None
             return parent or None, after, path or None
         return None, after, None
+
+
+def _per_sample(grad: torch.Tensor, size: int) -> torch.Tensor:
+    """max |gradient| per sample (NaN read as 0)."""
+    return torch.nan_to_num(grad.detach().abs().float(), nan=0.0).reshape(size, -1).amax(1)
