@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -51,15 +52,11 @@ def load_case(name: str):
 
 
 def source_of(module) -> tuple:
-    """(title, url) from the docstring's `Source: "title" — url` line."""
+    """(title, url) from the docstring's `Source: "title" — url` line (the title may hold
+    dashes and span lines)."""
     doc = " ".join((module.__doc__ or "").split())
-    start = doc.find("Source:")
-    if start < 0:
-        return "", ""
-    text = doc[start + len("Source:"):].strip()
-    title, _, rest = text.partition(" — ")
-    url = rest.split()[0] if rest.split() else ""
-    return title.strip().strip('"'), url
+    found = re.search(r'Source: "(.+?)" — (\S+)', doc)
+    return (found.group(1), found.group(2)) if found else ("", "")
 
 
 # --------------------------------------------------------------------------- one run (child)
