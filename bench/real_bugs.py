@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CASES_DIR = os.path.join(HERE, "real_bugs")
@@ -178,6 +179,15 @@ def render(rows: list, seeds: list, pythonpath: str) -> str:
             lines.append(f"- {name} (seed {s}): {fmt_finding(f)} ({f['severity']}, {f['check']}): {f['message']}")
     if not alarmed:
         lines.append("- none")
+    lines += ["", "## Checks that ended in `error`", "",
+              "A check whose run raised (the model's own exception, or nndoctor's): on a buggy program",
+              "that may be the bug itself; on a fixed one it is a defect.", ""]
+    errored = [(r["name"], v, s, e) for r in rows for s in seeds for v in ("buggy", "fixed")
+               for e in check_errors(r[v][s])]
+    for name, variant, s, error in errored:
+        lines.append(f"- {name} {variant} (seed {s}): {error}")
+    if not errored:
+        lines.append("- none")
     lines.append("")
     return "\n".join(lines)
 
@@ -189,6 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="write the Markdown report here (e.g. bench/REAL_BUGS.md)")
     parser.add_argument("--json", help="write the raw results here")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (default 1: timings stay comparable)")
     parser.add_argument("--child", nargs=3, metavar=("CASE", "VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -209,18 +220,21 @@ def main(argv=None) -> int:
     for name in names:
         module = load_case(name)
         title, url = source_of(module)
-        row = {"name": name, "title": title, "url": url, "expected": [tuple(e) for e in module.EXPECTED],
-               "buggy": {}, "fixed": {}, "hits": {}}
-        for s in seeds:
-            row["buggy"][s] = run_child(name, "buggy", s, args.timeout)
-            row["fixed"][s] = run_child(name, "fixed", s, args.timeout)
-            row["hits"][s] = score_buggy(row["expected"], row["buggy"][s])
-            print(f"{name} seed {s}: found {row['hits'][s].count(True)}/{len(row['expected'])}, "
-                  f"fixed alarms {len(alarms(row['fixed'][s]))}"
-                  + (f" (crash: {row['fixed'][s]['crash']})" if row["fixed"][s].get("crash") else "")
-                  + (f" (buggy crash: {row['buggy'][s]['crash']})" if row["buggy"][s].get("crash") else ""),
-                  file=sys.stderr, flush=True)
-        rows.append(row)
+        rows.append({"name": name, "title": title, "url": url, "expected": [tuple(e) for e in module.EXPECTED],
+                     "buggy": {}, "fixed": {}, "hits": {}})
+    runs = [(row, variant, s) for row in rows for s in seeds for variant in ("buggy", "fixed")]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(run_child, row["name"], variant, s, args.timeout): (row, variant, s)
+                   for row, variant, s in runs}
+        for future in as_completed(futures):
+            row, variant, s = futures[future]
+            result = row[variant][s] = future.result()
+            if variant == "buggy":
+                row["hits"][s] = score_buggy(row["expected"], result)
+            summary = (f"found {row['hits'][s].count(True)}/{len(row['expected'])}" if variant == "buggy"
+                       else f"{len(alarms(result))} warning/error findings")
+            print(f"{row['name']} {variant} seed {s}: {summary}"
+                  + (f" (crash: {result['crash']})" if result.get("crash") else ""), file=sys.stderr, flush=True)
     pythonpath = os.environ.get("PYTHONPATH", "") or "(installed nndoctor)"
     text = render(rows, seeds, pythonpath)
     if args.out:

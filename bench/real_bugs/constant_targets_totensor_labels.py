@@ -28,7 +28,7 @@ def _to_tensor(label_uint8: torch.Tensor) -> torch.Tensor:
 def _data(times_255: bool):
     """Images with one square whose brightness gives its class (1 ... 3); background is 0."""
     g = torch.Generator().manual_seed(27)
-    n, size = 128, 12
+    n, size = 128, 8
     cls = torch.randint(1, CLASSES, (n,), generator=g)
     top, left = torch.randint(0, size - 4, (2, n), generator=g)
     x = 0.1 * torch.rand(n, 1, size, size, generator=g)
@@ -46,7 +46,7 @@ def _build(times_255: bool) -> dict:
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(16, CLASSES, 1))
     return {"model": model, "train_loader": loader(*_data(times_255), batch_size=16),
-            "criterion": nn.CrossEntropyLoss(), "optimizer": torch.optim.Adam(model.parameters(), lr=3e-3)}
+            "criterion": nn.CrossEntropyLoss(), "optimizer": torch.optim.Adam(model.parameters(), lr=1e-2)}
 
 
 def buggy() -> dict:
@@ -57,10 +57,21 @@ def fixed() -> dict:
     return _build(times_255=True)
 
 
+@torch.no_grad()
+def _object_accuracy(model, data) -> float:
+    """Accuracy on the squares' pixels alone (the background, ~89% of the pixels, is class 0
+    and would make a model that predicts only background look 75% right)."""
+    right = total = 0
+    for x, mask in data:
+        on = mask > 0
+        right += (model(x).argmax(dim=1)[on] == mask[on]).sum().item()
+        total += on.sum().item()
+    return right / total
+
+
 def verify_fixed() -> dict:
-    from _common import accuracy
     s = fixed()
-    return learns(s, 15, lambda: accuracy(s["model"], s["train_loader"]), 0.95, "pixel_accuracy")
+    return learns(s, 20, lambda: _object_accuracy(s["model"], s["train_loader"]), 0.9, "object_pixel_accuracy")
 
 
 if __name__ == "__main__":

@@ -16,31 +16,42 @@ from _common import learns, loader, r2, seeded, teacher_regression
 
 EXPECTED = [("unregistered-module", "lstms")]
 
-HIDDEN, LAYERS = 16, 2
+HIDDEN, LAYERS, T, F_IN = 16, 2, 3, 8
 
 
 class StackedCells(nn.Module):
-    """Per-coordinate LSTM cells applied to a (B, features) input, then a linear readout."""
+    """LSTM cells stepped over a sequence with their (h, c) carried from step to step, as
+    the meta-optimizer steps them once per optimisation step, then a linear readout."""
 
     def __init__(self, register: bool):
         super().__init__()
-        self.linear1 = nn.Linear(8, HIDDEN)
+        self.linear1 = nn.Linear(F_IN, HIDDEN)
         cells = [nn.LSTMCell(HIDDEN, HIDDEN) for _ in range(LAYERS)]
         self.lstms = nn.ModuleList(cells) if register else cells
         self.linear2 = nn.Linear(HIDDEN, 1)
 
-    def forward(self, x):
-        h = torch.tanh(self.linear1(x))
-        for cell in self.lstms:
-            h, _ = cell(h)
+    def forward(self, x):  # x: (B, T, F_IN)
+        states = [None] * LAYERS
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.linear1(x[:, t]))
+            for i, cell in enumerate(self.lstms):
+                states[i] = cell(h, states[i])
+                h = states[i][0]
         return self.linear2(h)
+
+
+def _data():
+    """y: a smooth function of the sequence's summed steps (unit scale)."""
+    x, y = teacher_regression(512, F_IN, seed=10)
+    g = torch.Generator().manual_seed(10)
+    steps = x[:, None] / T + 0.1 * torch.randn(512, T, F_IN, generator=g)
+    return steps, y
 
 
 def _build(register: bool) -> dict:
     seeded()
-    x, y = teacher_regression(512, 8, seed=10)
     model = StackedCells(register)
-    return {"model": model, "train_loader": loader(x, y, batch_size=32),
+    return {"model": model, "train_loader": loader(*_data(), batch_size=32),
             "criterion": nn.MSELoss(), "optimizer": torch.optim.Adam(model.parameters(), lr=3e-3)}
 
 
