@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .engine import primary_output, rng_state, set_rng_state
+from .engine import primary_output, rng_state, set_rng_state, tensors_mb
 
 # Autograd nodes that only move or copy values: looked through to find the op that made a tensor.
 SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"
@@ -316,6 +316,63 @@ def _row_spread(t: torch.Tensor) -> float:
         if scale == 0:
             return 0.0
         return float((rows - rows[:1]).abs().max() / scale)
+
+
+def _unit_params(module: nn.Module) -> list:
+    bias = getattr(module, "bias", None)
+    return [module.weight] + ([bias] if isinstance(bias, torch.Tensor) and bias.requires_grad else [])
+
+
+def _grad_spread(module: nn.Module, grads: dict) -> Optional[float]:
+    """How far the units' gradients (weight rows and biases) differ; None: no gradient at all."""
+    weight = grads.get(id(module.weight))
+    if weight is None:
+        return None
+    spread = _row_spread(weight)
+    bias = getattr(module, "bias", None)
+    bias_grad = grads.get(id(bias)) if isinstance(bias, torch.Tensor) else None
+    return max(spread, _row_spread(bias_grad.reshape(-1, 1))) if bias_grad is not None else spread
+
+
+# Size of the emulated step, relative to each parameter's largest value (absolute for an all-zero
+# one): any size above round-off separates units that training would separate.
+_STEP = 1e-2
+
+
+def symmetric_layers(model: nn.Module, loss_of: Callable[[], torch.Tensor], candidates: list,
+                     tolerance: float, rounds: int, max_copy_mb: float) -> list:
+    """[(path, module, max |weight gradient|)] of the candidates (`identical_rows`) whose units
+    get identical gradients, also after `rounds` emulated training steps of every parameter: a
+    zero-initialised layer downstream (a zero-init head or residual branch) passes the same (zero)
+    gradient to every unit at init only. The steps need a copy of the weights to restore; above
+    `max_copy_mb` no step is taken and only identical non-zero gradients count."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    can_step = tensors_mb(params) <= max_copy_mb
+    saved = [p.detach().clone() for p in params] if can_step else None
+    remaining = list(candidates)
+    try:
+        for round_ in range(rounds + 1):
+            grads = init_gradients(model, loss_of, params)
+            stuck = []
+            for entry in remaining:
+                spread = _grad_spread(entry[1], grads)
+                if spread is not None and spread <= tolerance:  # None (no gradient): no-gradient's
+                    stuck.append(entry)
+            if not stuck or round_ == rounds or not can_step:
+                return [(path, m, float(grads[id(m.weight)].abs().max())) for path, m, _ in stuck
+                        if can_step or grads[id(m.weight)].abs().max() > 0]
+            with torch.no_grad():
+                for p in params:
+                    g = grads.get(id(p))
+                    if g is not None and g.abs().max() > 0:
+                        p.sub_(g / g.abs().max() * _STEP * (float(p.abs().max()) or 1.0))
+            remaining = stuck
+        return []
+    finally:
+        if saved is not None:
+            with torch.no_grad():
+                for p, value in zip(params, saved):
+                    p.copy_(value)
 
 
 def init_gradients(model: nn.Module, loss_of: Callable[[], torch.Tensor], params: list) -> dict:

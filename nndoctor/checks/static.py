@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import static_probe as probe
-from ..engine import LABEL_KEYS, Batch, Session, primary_output, split_batch
+from ..engine import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, split_batch
 from ..findings import make_finding
 from . import Outcome
 
@@ -47,6 +47,10 @@ MIN_PURITY_BATCH_SIZE = 8  # below this the shuffled excess (1/B) nears the bar
 # Identical units: constant init is bit-identical across units; 1e-6 of the largest weight only
 # absorbs float32 round-off (eps 1.2e-7) of an init computed per row.
 SYMMETRY_TOL = 1e-6
+# Emulated training steps after which units still identical are judged stuck: one step lets a
+# zero-initialised layer downstream (a head, a residual branch) pass distinct gradients, a chain
+# of zero layers needs one step per link; three cover a zero head behind a zero residual branch.
+SYMMETRY_ROUNDS = 3
 # Two eval passes of a deterministic model agree to round-off; dropout changes outputs by O(1).
 EVAL_DIFFERENCE_TOL = 1e-4  # relative to the largest |output|
 OUT_OF_RANGE_SHARE = 0.05  # output-range-mismatch: 5% of the targets beyond the output's range.
@@ -322,24 +326,9 @@ def symmetric_init(session: Session, batch: Batch, metrics: dict) -> list:
     metrics["identical_unit_layers"] = len(candidates)
     if not candidates:
         return []
-    params = []
-    for _, module, _ in candidates:
-        params.append(module.weight)
-        if isinstance(getattr(module, "bias", None), torch.Tensor) and module.bias.requires_grad:
-            params.append(module.bias)
-    grads = probe.init_gradients(session.model, lambda: session.loss(batch), params)
-    stuck = []
-    for path, module, spread in candidates:
-        grad = grads.get(id(module.weight))
-        if grad is None:
-            continue  # no gradient at all: no-gradient's business
-        grad_spread = probe._row_spread(grad)
-        bias = getattr(module, "bias", None)
-        bias_grad = grads.get(id(bias)) if isinstance(bias, torch.Tensor) else None
-        if bias_grad is not None:
-            grad_spread = max(grad_spread, probe._row_spread(bias_grad.reshape(-1, 1)))
-        if grad_spread <= SYMMETRY_TOL:
-            stuck.append((path, module, float(module.weight.detach().reshape(-1)[0]), float(grad.abs().max())))
+    stuck = [(path, module, float(module.weight.detach().reshape(-1)[0]), grad_max) for path, module, grad_max
+             in probe.symmetric_layers(session.model, lambda: session.loss(batch), candidates,
+                                                   SYMMETRY_TOL, SYMMETRY_ROUNDS, SECOND_COPY_MAX_MB)]
     if not stuck:
         return []
     path, module, value, grad_max = stuck[0]
@@ -349,8 +338,8 @@ def symmetric_init(session: Session, batch: Batch, metrics: dict) -> list:
     return [make_finding(
         "symmetric-init", NAME, path,
         f"All {units} units of `{path}` start identical (every weight {value:.4g}) and get identical "
-        f"gradients at init (largest {grad_max:.3g}): no step can tell them apart, so the layer acts as "
-        f"one unit{more}.",
+        f"gradients (largest {grad_max:.3g}), also after {SYMMETRY_ROUNDS} emulated steps: no step can tell "
+        f"them apart, so the layer acts as one unit{more}.",
         {"layer": path, "units": units, "weight_value": value, "grad_max": grad_max,
          "layers": [p for p, *_ in stuck]})]
 
