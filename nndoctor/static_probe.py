@@ -458,7 +458,10 @@ def dataset_targets(loader: Any, count: int, seed: int, label_keys: tuple) -> Op
         return [tensors[1][i] for i in indices]
     targets = []
     for i in indices:
-        item = dataset[i]
+        try:
+            item = dataset[i]
+        except Exception:  # a dataset that only its loader's sampler can index (or that fails): no reference
+            return None
         if isinstance(item, (tuple, list)) and len(item) >= 2:
             targets.append(item[1])
         elif isinstance(item, dict):

@@ -232,7 +232,7 @@ def unshuffled_data(session: Session, targets: list, metrics: dict) -> list:
         return []
     sampler = type(getattr(session.setup.train_loader, "sampler", None)).__name__
     how = f" (its sampler is a {sampler})" if sampler != "NoneType" else ""
-    shares = sorted((torch.bincount(dataset_labels) / dataset_labels.numel()).tolist(), reverse=True)
+    shares = _shares(dataset_labels).tolist()
     return [make_finding(
         "unshuffled-data", NAME, "train_loader",
         f"Each of the {len(labels)} scanned batches holds {min(majority):.0%}–{max(majority):.0%} one class "
@@ -243,13 +243,18 @@ def unshuffled_data(session: Session, targets: list, metrics: dict) -> list:
          "threshold": UNSHUFFLED_EXCESS, "classes": classes, "reference": source, "sampler": sampler})]
 
 
+def _shares(labels: torch.Tensor) -> torch.Tensor:
+    """Each class's share of the labels, largest first (any label values, -100 padding included)."""
+    counts = torch.unique(labels, return_counts=True)[1].double()
+    return (counts / labels.numel()).sort(descending=True).values
+
+
 def _agreement(labels: torch.Tensor) -> float:
-    share = torch.bincount(labels - labels.min()).double() / labels.numel()
-    return float((share ** 2).sum())
+    return float((_shares(labels) ** 2).sum())
 
 
 def _majority_share(labels: torch.Tensor) -> float:
-    return float(torch.bincount(labels - labels.min()).max()) / labels.numel()
+    return float(_shares(labels)[0])
 
 
 # --------------------------------------------------------------------------- the traced forward
