@@ -227,6 +227,7 @@ class Unregistered:
     path: str  # the attribute: "layers", "block.scale"
     items: list  # [(label, object)]: ("layers[0]", Linear), ("scale", tensor)
     parameters: int  # values not in model.parameters()
+    container: str  # "list", "tuple", "dict" or "attribute"
 
 
 _TORCH_CONTAINERS = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set"}
@@ -244,11 +245,11 @@ def unregistered(model: nn.Module) -> list:
             if attr in _TORCH_CONTAINERS or attr.startswith("__"):
                 continue
             if isinstance(value, (list, tuple)):
-                entries = [(f"{attr}[{i}]", v) for i, v in enumerate(value)]
+                entries, container = [(f"{attr}[{i}]", v) for i, v in enumerate(value)], type(value).__name__
             elif isinstance(value, dict):
-                entries = [(f"{attr}[{k!r}]", v) for k, v in value.items()]
+                entries, container = [(f"{attr}[{k!r}]", v) for k, v in value.items()], "dict"
             else:
-                entries = [(attr, value)]
+                entries, container = [(attr, value)], "attribute"
             items, count = [], 0
             for label, obj in entries:
                 missing = _missing_parameters(obj, registered)
@@ -256,7 +257,7 @@ def unregistered(model: nn.Module) -> list:
                     items.append((label, obj))
                     count += missing
             if items:
-                found.append(Unregistered(f"{path}.{attr}" if path else attr, items, count))
+                found.append(Unregistered(f"{path}.{attr}" if path else attr, items, count, container))
     return found
 
 

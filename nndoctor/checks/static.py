@@ -269,16 +269,14 @@ def unregistered_module(found: list, trace: probe.ForwardTrace, metrics: dict) -
         labels = [label for label, _ in used]
         kinds = sorted({type(obj).__name__ for _, obj in used})
         count = sum(probe._missing_parameters(obj, set()) for _, obj in used)
-        container = "a plain list" if labels[0].endswith("]") and "[" in labels[0] and \
-            not labels[0].split("[", 1)[1].startswith("'") else \
-            "a plain dict" if "['" in labels[0] else "a plain attribute"
+        container = f"a plain {entry.container}"
         shown = ", ".join(f"`{label}`" for label in labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
         findings.append(make_finding(
             "unregistered-module", NAME, entry.path,
             f"{shown} ({', '.join(kinds)}; {count:,} trainable values) {'is' if len(used) == 1 else 'are'} "
             f"held in {container}, used in forward but not in model.parameters(): never trained by an "
             f"optimizer built from them, nor moved by .to().",
-            {"items": labels, "types": kinds, "values": count, "container": container}))
+            {"items": labels, "types": kinds, "values": count, "container": entry.container}))
     metrics["unregistered"] = len(findings)
     return findings
 
