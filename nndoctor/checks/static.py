@@ -172,7 +172,7 @@ def _dataset_reference(session: Session) -> Optional[list]:
         return None
     try:
         return [torch.stack([torch.as_tensor(t) for t in samples])]
-    except (RuntimeError, TypeError):  # targets of different shapes (sequences)
+    except (RuntimeError, TypeError, ValueError):  # targets of different shapes (sequences), not numbers
         return None
 
 
@@ -329,9 +329,14 @@ def symmetric_init(session: Session, batch: Batch, metrics: dict) -> list:
     metrics["identical_unit_layers"] = len(candidates)
     if not candidates:
         return []
-    stuck = [(path, module, float(module.weight.detach().reshape(-1)[0]), grad_max) for path, module, grad_max
-             in probe.symmetric_layers(session.model, lambda: session.loss(batch), candidates,
-                                                   SYMMETRY_TOL, SYMMETRY_ROUNDS, SECOND_COPY_MAX_MB)]
+    try:
+        layers = probe.symmetric_layers(session.model, lambda: session.loss(batch), candidates,
+                                        SYMMETRY_TOL, SYMMETRY_ROUNDS, SECOND_COPY_MAX_MB)
+    except Exception as exc:  # the loss itself fails on this batch: the checks that compute it report that
+        metrics["symmetric_init"] = f"not checked: the loss raised {type(exc).__name__}"
+        return []
+    stuck = [(path, module, float(module.weight.detach().reshape(-1)[0]), grad_max)
+             for path, module, grad_max in layers]
     if not stuck:
         return []
     path, module, value, grad_max = stuck[0]
