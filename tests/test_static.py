@@ -258,6 +258,15 @@ def test_integer_valued_regression_targets_are_not_class_labels():
     quiet(static_on(nn.Linear(12, 1), x, counts, nn.MSELoss()))
 
 
+def test_class_labels_regressed_by_one_output_warned():
+    torch.manual_seed(0)
+    x, y = _classification()
+    finding = only(static_on(nn.Linear(12, 1), x, (y + 1).float().unsqueeze(1), nn.MSELoss()), "loss-task-mismatch")
+    assert finding.severity == "warning" and finding.evidence["classes"] == 4
+    assert (finding.evidence["min_label"], finding.evidence["max_label"]) == (1, 4)
+    assert sum(finding.evidence["shares"]) == pytest.approx(1.0)
+
+
 def test_class_indices_into_mse_found():
     torch.manual_seed(0)
     x, y = _classification()

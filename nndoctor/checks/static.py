@@ -61,6 +61,12 @@ OUT_OF_RANGE_SHARE = 0.05  # output-range-mismatch: 5% of the targets beyond the
 # (and its bias) starts at unit scale, so larger targets make the first loss (RMS²) and its
 # gradients 100x a standardised target's.
 TARGET_RMS_LIMIT = 10.0
+# loss-task-mismatch, one output regressed onto integers: read as class labels when they are 3 to 10
+# consecutive values from 0 or 1 (2 values are binary labels, which MSE fits fine), each used at
+# least half as often as an even split. Counts (Poisson-like) decay geometrically and fail the
+# share; 10 classes is the largest label set of the Keras programs this comes from (MNIST/CIFAR).
+MIN_CLASSES, MAX_CLASSES_AS_NUMBERS, MIN_CLASS_SHARE = 3, 10, 0.5
+MIN_LABEL_SAMPLES = 64  # fewer targets than this do not show how evenly the values are used
 IGNORE_INDEX = -100  # PyTorch's CrossEntropyLoss/NLLLoss default and Hugging Face's padded labels
 
 DEFAULTS = {
@@ -440,6 +446,8 @@ def loss_task_mismatch(session: Session, kind: str, output: torch.Tensor, target
                     "which needs CrossEntropyLoss on the logits.",
                     {**evidence, "targets": "class indices", "classes": units,
                      "min_label": int(values.min()), "max_label": int(values.max())})]
+        if units == 1:
+            return _labels_as_numbers(name, chosen, evidence, targets)
         return []
     floats = [t for t in targets if t.is_floating_point()]
     if not floats:
@@ -459,6 +467,30 @@ def loss_task_mismatch(session: Session, kind: str, output: torch.Tensor, target
         f"targets (from {values.min().item():.4g} to {values.max().item():.4g}, not class indices nor rows of "
         "class probabilities): a regression task needs MSELoss/L1Loss; class labels need .long().",
         {**evidence, "targets": "continuous", "min": values.min().item(), "max": values.max().item()})]
+
+
+def _labels_as_numbers(name: str, chosen: str, evidence: dict, targets: list) -> list:
+    """One output regressed onto a few consecutive, evenly used integers: class labels read as
+    numbers (a warning: ordinal scores such as ratings are regressed so on purpose)."""
+    values = torch.cat([t.detach().reshape(-1).double() for t in targets])
+    values = values[torch.isfinite(values)]
+    if values.numel() < MIN_LABEL_SAMPLES or not bool((values == values.round()).all()):
+        return []
+    distinct, counts = torch.unique(values, return_counts=True)
+    k = distinct.numel()
+    low, high = int(distinct[0]), int(distinct[-1])
+    if not (MIN_CLASSES <= k <= MAX_CLASSES_AS_NUMBERS) or low not in (0, 1) or high - low + 1 != k:
+        return []
+    shares = counts.double() / values.numel()
+    if shares.min().item() < MIN_CLASS_SHARE / k:
+        return []  # a decaying spread (counts): not a labelled set of classes
+    return [make_finding(
+        "loss-task-mismatch", NAME, None,
+        f"{name}{chosen}, a regression loss, fits one output to {k} integer labels {low}–{high}, each "
+        f"{shares.min().item():.0%}–{shares.max().item():.0%} of the {values.numel():,} targets: if they are "
+        "classes, the model averages neighbouring ones; use {k} logits and CrossEntropyLoss.".replace("{k}", str(k)),
+        {**evidence, "targets": "integer labels", "classes": k, "min_label": low, "max_label": high,
+         "shares": [round(v, 4) for v in shares.tolist()]}, severity="warning")]
 
 
 def output_range_mismatch(model: nn.Module, output: torch.Tensor, values: torch.Tensor,
