@@ -154,9 +154,10 @@ class _Tracer(TorchFunctionMode):
             self.trace.dropouts.append(DropoutCall(name, float(p), self.stack[-1] if self.stack else ""))
 
 
-def trace_forward(model: nn.Module, args: tuple, kwargs: dict, *, watch_tensors: Iterable = (),
+def trace_forward(model: nn.Module, call: Callable[[], Any], *, watch_tensors: Iterable = (),
                   watch_modules: Iterable = ()) -> ForwardTrace:
-    """One eval-mode forward pass with autograd on; the model's modes are restored."""
+    """`call()` (the model's forward, or a loss_fn that calls it) once in eval mode with autograd
+    on; `output` is what it returned. The model's modes are restored."""
     paths: dict = {}
     for name, module in model.named_modules():
         paths.setdefault(module, name)
@@ -188,7 +189,7 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict, *, watch_tensors:
         model.eval()
         tracer = _Tracer(trace, stack, {id(t) for t in watch_tensors}, lambda: False)
         with torch.enable_grad(), tracer:
-            trace.output = model(*args, **kwargs)
+            trace.output = call()
     finally:
         for h in handles:
             h.remove()
@@ -197,16 +198,16 @@ def trace_forward(model: nn.Module, args: tuple, kwargs: dict, *, watch_tensors:
     return trace
 
 
-def eval_difference(model: nn.Module, args: tuple, kwargs: dict) -> tuple:
-    """(max |difference|, max |output|) of two eval-mode, no-grad forward passes of one batch.
-    The global RNG is restored afterwards; it is not reset between them."""
+def eval_difference(model: nn.Module, call: Callable[[], Any]) -> tuple:
+    """(max |difference|, max |output|) of two eval-mode, no-grad runs of `call()` (a forward pass
+    of one batch). The global RNG is restored afterwards; it is not reset between them."""
     modes = {m: m.training for m in model.modules()}
     state = rng_state()
     try:
         model.eval()
         with torch.no_grad():
-            first = primary_output(model(*args, **kwargs))
-            second = primary_output(model(*args, **kwargs))
+            first = primary_output(call())
+            second = primary_output(call())
     finally:
         set_rng_state(state)
         for m, mode in modes.items():

@@ -335,3 +335,23 @@ def test_dropout_modules_sampling_and_one_key_attention_are_quiet():
             return self.head(z)
 
     quiet(static_on(Net(), *_classification()))
+
+
+def test_a_loss_fn_setup_is_traced_through_its_own_call():
+    torch.manual_seed(0)
+    x, y = _classification()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = [nn.Linear(12, 12)]  # the bug, seen through the loss_fn's call
+            self.head = nn.Linear(12, 4)
+
+        def forward(self, x):
+            return self.head(F.dropout(torch.relu(self.blocks[0](x)), 0.3))
+
+    setup = Setup(model=Net(), train_loader=seeded_loader(x, y),
+                  loss_fn=lambda model, batch: F.cross_entropy(model(batch[0]), batch[1]))
+    report = run_checks(setup, ["static"], device="cpu")
+    assert {(f.code, f.where) for f in report.findings} == {("unregistered-module", "blocks"),
+                                                             ("dropout-in-eval", None)}

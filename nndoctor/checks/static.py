@@ -121,15 +121,16 @@ def _diagnose(session: Session, settings: dict, metrics: dict) -> list:
     watch_tensors = [o for u in found for _, o in u.items if isinstance(o, torch.Tensor)]
     watch_modules = [o for u in found for _, o in u.items if isinstance(o, nn.Module)]
     batch = batches[0]
-    trace = None
+    # under a loss_fn the model is called by it: trace that call (its output is the loss)
+    call = (lambda: session.setup.loss_fn(model, batch.raw)) if own_loss_fn else \
+        (lambda: model(*batch.args, **batch.kwargs))
+    trace = probe.trace_forward(model, call, watch_tensors=watch_tensors, watch_modules=watch_modules)
+    findings += unregistered_module(found, trace, metrics)
     if not own_loss_fn:
-        trace = probe.trace_forward(model, batch.args, batch.kwargs, watch_tensors=watch_tensors,
-                                    watch_modules=watch_modules)
-        findings += unregistered_module(found, trace, metrics)
         findings += single_unit_softmax(trace, metrics)
-        findings += dropout_in_eval(model, batch, trace, metrics)
+    findings += dropout_in_eval(model, call, trace, metrics)
     findings += symmetric_init(session, batch, metrics)
-    if trace is not None and not session.uses_model_loss:
+    if not session.uses_model_loss:
         findings += loss_findings(session, batches, trace, settings, metrics)
     return findings
 
@@ -310,10 +311,10 @@ def single_unit_softmax(trace: probe.ForwardTrace, metrics: dict) -> list:
     return []
 
 
-def dropout_in_eval(model: nn.Module, batch: Batch, trace: probe.ForwardTrace, metrics: dict) -> list:
+def dropout_in_eval(model: nn.Module, call, trace: probe.ForwardTrace, metrics: dict) -> list:
     if not trace.dropouts:
         return []
-    difference, scale = probe.eval_difference(model, batch.args, batch.kwargs)
+    difference, scale = probe.eval_difference(model, call)
     metrics["eval_difference"] = difference
     if not difference > EVAL_DIFFERENCE_TOL * max(scale, 1e-12):
         return []
