@@ -227,7 +227,7 @@ def eval_difference(model: nn.Module, call: Callable[[], Any]) -> tuple:
 class Unregistered:
     path: str  # the attribute: "layers", "block.scale"
     items: list  # [(label, object)]: ("layers[0]", Linear), ("scale", tensor)
-    parameters: int  # values not in model.parameters()
+    missing: dict  # label -> its trainable values that are not in model.parameters()
     container: str  # "list", "tuple", "dict" or "attribute"
 
 
@@ -251,18 +251,18 @@ def unregistered(model: nn.Module) -> list:
                 entries, container = [(f"{attr}[{k!r}]", v) for k, v in value.items()], "dict"
             else:
                 entries, container = [(attr, value)], "attribute"
-            items, count = [], 0
+            items, missing = [], {}
             for label, obj in entries:
-                missing = _missing_parameters(obj, registered)
-                if missing:
+                count = missing_parameters(obj, registered)
+                if count:
                     items.append((label, obj))
-                    count += missing
+                    missing[label] = count
             if items:
-                found.append(Unregistered(f"{path}.{attr}" if path else attr, items, count, container))
+                found.append(Unregistered(f"{path}.{attr}" if path else attr, items, missing, container))
     return found
 
 
-def _missing_parameters(obj: Any, registered: set) -> int:
+def missing_parameters(obj: Any, registered: set) -> int:
     if isinstance(obj, nn.Module):
         return sum(p.numel() for p in obj.parameters() if p.requires_grad and id(p) not in registered)
     if isinstance(obj, torch.Tensor) and obj.requires_grad and id(obj) not in registered:

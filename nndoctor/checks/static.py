@@ -275,7 +275,7 @@ def unregistered_module(found: list, trace: probe.ForwardTrace, metrics: dict) -
             continue
         labels = [label for label, _ in used]
         kinds = sorted({type(obj).__name__ for _, obj in used})
-        count = sum(probe._missing_parameters(obj, set()) for _, obj in used)
+        count = sum(entry.missing[label] for label in labels)
         container = f"a plain {entry.container}"
         shown = ", ".join(f"`{label}`" for label in labels[:4]) + (f" and {len(labels) - 4} more" if len(labels) > 4 else "")
         findings.append(make_finding(
