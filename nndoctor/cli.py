@@ -237,7 +237,7 @@ def _shared(target, data, config, format, output, fail_on, seed, device, max_sec
 
 @app.command()
 def check(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
-          only: Annotated[Optional[str], typer.Option("--only", help="Run only these checks (a,b).")] = None,
+          only: Annotated[Optional[str], typer.Option("--only", help="Run only these checks (a,b): size, data, static, init, nan, grads, dead, overfit, lr-find, fit.")] = None,
           skip: Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")] = None,
           format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
           seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,

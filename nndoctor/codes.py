@@ -171,6 +171,80 @@ _TABLE = [
         "Shrink the model (fewer/narrower layers) or raise the budget deliberately.",
     ),
     Code(
+        "loss-task-mismatch", "error", "static",
+        "A regression loss on class labels, or a classification loss on continuous targets.",
+        "MSE/L1 on one-hot or index labels treats classes as numbers on a line and, after a softmax, "
+        "gives vanishing gradients; cross-entropy on continuous targets is not a likelihood of them.",
+        "Classes: CrossEntropyLoss on the raw logits with integer (long) labels. Regression: "
+        "MSELoss/L1Loss with float targets of the output's shape.",
+    ),
+    Code(
+        "single-unit-softmax", "error", "static",
+        "Softmax/log-softmax over a dimension of size 1: the output is constant, the gradient exactly 0.",
+        "softmax of one value is always 1 (log-softmax 0), whatever the input: the loss cannot depend on "
+        "the weights, every gradient before it is exactly zero, and nothing trains.",
+        "For one binary output use a sigmoid (or BCEWithLogitsLoss on the raw logit); for C classes give "
+        "the last layer C outputs and take the softmax over that dimension.",
+    ),
+    Code(
+        "output-range-mismatch", "error", "static",
+        "A bounded output (sigmoid, tanh, softmax, ReLU) cannot reach the regression targets' range.",
+        "The final activation caps what the model can predict: targets outside its range can never be "
+        "fitted, and a saturated sigmoid/tanh passes almost no gradient.",
+        "Remove the final activation (a linear output) for regression, or rescale the targets into its range.",
+    ),
+    Code(
+        "unscaled-targets", "warning", "static",
+        "Regression targets far from unit scale.",
+        "The output layer starts at unit scale: targets of hundreds make the first loss and its "
+        "gradients huge, and the LR that suits the weights is wrong for the output's bias.",
+        "Standardise the targets ((y - mean) / std, undone at prediction), or predict log(y) for "
+        "positive targets spanning orders of magnitude.",
+    ),
+    Code(
+        "shape-broadcast", "error", "static",
+        "Output and target shapes broadcast against each other in the loss, e.g. (B,) and (B, 1).",
+        "An elementwise loss on (B, 1) and (B,) compares every output with every target ((B, B) pairs): "
+        "the loss is finite and falls a little, but the model learns the targets' mean. PyTorch only warns.",
+        "Make the shapes equal: output.squeeze(-1) (or target.unsqueeze(-1)) before the loss.",
+    ),
+    Code(
+        "constant-targets", "error", "static",
+        "Every target in the scanned batches has the same value.",
+        "With one target value there is nothing to learn but that constant, and the loss reaches "
+        "zero without the inputs mattering (e.g. `y / 255` on integer labels gives all 0).",
+        "Check the target preprocessing (integer division, a wrong column, a mask applied twice).",
+    ),
+    Code(
+        "dropout-in-eval", "error", "static",
+        "Two eval-mode forward passes of the same batch differ (e.g. `F.dropout` without `training=`).",
+        "F.dropout defaults to training=True: model.eval() does not switch it off, so validation "
+        "and inference stay random and are scored with units dropped.",
+        "Use an nn.Dropout module, or pass training=self.training to F.dropout.",
+    ),
+    Code(
+        "unregistered-module", "error", "static",
+        "A layer or a tensor that requires grad is held in a plain list, dict or attribute: not in `parameters()`.",
+        "Only registered submodules and nn.Parameters are in model.parameters(), state_dict() and "
+        "moved by .to(): a layer in a plain list is used in forward but never trained or saved.",
+        "Use nn.ModuleList/nn.ModuleDict for layers, nn.Parameter (or register_buffer) for tensors.",
+    ),
+    Code(
+        "unshuffled-data", "warning", "static",
+        "Batches each hold (almost) a single class: class-sorted data without shuffling.",
+        "Each step then pulls the model towards one class; it forgets the others between batches "
+        "and the loss swings instead of falling.",
+        "Shuffle the training loader (DataLoader(..., shuffle=True)) or shuffle the data once.",
+    ),
+    Code(
+        "symmetric-init", "error", "static",
+        "The units of a layer start identical (constant init), so they stay identical.",
+        "Identical units get identical gradients and identical updates: the layer never becomes "
+        "more than one unit wide (an all-zero init also gives zero gradients).",
+        "Initialise weights randomly (the layer's default, or kaiming_/xavier_ init); only biases "
+        "and the last layer may start at zero.",
+    ),
+    Code(
         "flops-undercounted", "info", "size",
         "torchinfo's mult-adds and the FLOP count disagree by more than 2×.",
         "torchinfo estimates each layer's mult-adds from its parameters and output size "

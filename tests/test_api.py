@@ -100,8 +100,8 @@ def test_diagnose_leaves_everything_as_handed_over(mode, user_threads):
                                config=SHORT)
 
     assert differences(before, capture(model, optimizer)) == []
-    assert [c.name for c in report.checks] == ["size", "data", "init", "nan", "grads", "dead", "overfit",
-                                               "lr-find", "fit"]
+    assert [c.name for c in report.checks] == ["size", "data", "static", "init", "nan", "grads", "dead",
+                                               "overfit", "lr-find", "fit"]
     crashed = {c.name: c.reason for c in report.checks if c.status in ("error", "skipped")}
     assert crashed == {}, crashed
     assert model.threads_seen and set(model.threads_seen) == {1}  # limited during the run ...

@@ -36,6 +36,7 @@ class Outcome:
 CHECKS = {c.name: c for c in [
     CheckInfo("size", "nndoctor.checks.size", "Parameters, size and compute"),
     CheckInfo("data", "nndoctor.checks.data", "Data sanity", needs="data"),
+    CheckInfo("static", "nndoctor.checks.static", "Setup before the first step", needs="data"),
     CheckInfo("init", "nndoctor.checks.init", "Initialisation", needs="data"),
     CheckInfo("nan", "nndoctor.checks.nan", "NaN/Inf", needs="data"),
     CheckInfo("grads", "nndoctor.checks.grads", "Gradients", needs="data"),

@@ -88,17 +88,37 @@ def no_gradient(session: Session, run_: TrainRun) -> list:
     missing = [n for n, nonzero in zip(run_.names, run_.ever_nonzero) if not nonzero]
     findings = []
     steps = len(run_.grad_norm)
+    causes = _zero_gradient_causes(session) if missing else {}
     for where, names in group_by_module(session.model, missing):
         none = [n for n in names if not run_.ever_grad[run_.names.index(n)]]
         how = "no gradient (None)" if len(none) == len(names) else \
             "a gradient of exactly zero" if not none else "no gradient or exactly zero"
+        # exactly-zero gradients with a cause the static look named are not a cut graph
+        cause = next(iter(causes.values()), None) if len(none) < len(names) else None
         findings.append(make_finding(
             "no-gradient", NAME, where,
             f"{_subject(where, names)} received {how} in all {steps} training "
-            f"step{'s' if steps != 1 else ''}: {'it is' if len(names) == 1 else 'they are'} "
-            "cut off from the loss (unused in forward, or behind a .detach()/no_grad).",
-            {"parameters": names, "steps": steps, "none": none}))
+            f"step{'s' if steps != 1 else ''}: " + (cause or (
+                f"{'it is' if len(names) == 1 else 'they are'} "
+                "cut off from the loss (unused in forward, or behind a .detach()/no_grad).")),
+            {"parameters": names, "steps": steps, "none": none, "cause": next(iter(causes), None)}))
     return findings
+
+
+def _zero_gradient_causes(session: Session) -> dict:
+    """{code: why} for the static findings that make gradients exactly zero (issue 13, item 10)."""
+    from .static import findings_of
+
+    causes = {}
+    for f in findings_of(session):
+        at = f" at `{f.where}`" if f.where else ""
+        if f.code == "single-unit-softmax":
+            causes[f.code] = (f"the output is a softmax over a single unit{at}, a constant, so every gradient "
+                              "before it is exactly 0 (see single-unit-softmax).")
+        elif f.code == "symmetric-init":
+            causes[f.code] = (f"the units of `{f.where}` start identical (a constant or all-zero init), so their "
+                              "gradients are identical and can be exactly 0 (see symmetric-init).")
+    return causes
 
 
 def vanishing(session: Session, run_: TrainRun, threshold: float, metrics_: dict) -> list:
