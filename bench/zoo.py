@@ -1,0 +1,305 @@
+"""The zoo: nndoctor on real, healthy architectures (issue 13 (b)).
+
+Usage:
+
+    PYTHONPATH=/path/to/nndoctor-worktree /work/zoo-venv/bin/python bench/zoo.py \
+        [--models bert,gpt2] [--seeds 0,1,2,3,4] [--checks overfit,dead] [--out bench/ZOO.md] \
+        [--json results.json] [--timeout 600] [--verify] [--list]
+
+Each entry of `bench/zoo_models.py` builds a real architecture from its library's config
+(torchvision, timm, Hugging Face transformers, torch.nn) with random init, on learnable
+synthetic data, with its recommended optimizer. For every model and seed a subprocess
+builds the target and runs `nndoctor.runner.run_checks` (what `nndoctor check` runs) on it;
+a crash or a hang (past --timeout) is reported for that model and the rest go on. nndoctor
+is imported from PYTHONPATH, so any worktree can run this file. Every model here is
+healthy: any finding at warning or error is a false alarm, unless the "verified" section
+of ZOO.md proves it true in plain PyTorch.
+
+`--verify` also trains each model in plain PyTorch (no nndoctor): its loss on one
+repeated batch (memorisation) and its validation loss before and after a few epochs
+over the train loader (generalisation).
+
+Models whose library is not installed are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEVERE = ("warning", "error")
+DEFAULT_TIMEOUT = 600  # s per model and seed; the slowest entry's full check takes ~2 min on a busy core
+# plain-PyTorch verification (--verify)
+MEMORISE_STEPS = 500  # steps on one repeated batch, the most nndoctor's issue-13 evidence needed (GRU: 500)
+MEMORISED = 0.1  # "memorises the batch": the first step whose loss is below this (nndoctor's overfit threshold)
+VERIFY_EPOCHS = 10  # epochs over the train loader: 120 steps at 12 batches an epoch
+
+
+def child_env(threads: int) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+               PYTHONWARNINGS="ignore")
+    env.setdefault("NNDOCTOR_NUM_THREADS", str(threads))
+    env.setdefault("OMP_NUM_THREADS", str(threads))
+    return env
+
+
+# --------------------------------------------------------------------------- child: one model, one seed
+
+def _setup_child(threads: int):
+    sys.path.insert(0, HERE)
+    import torch
+    torch.set_num_threads(threads)
+    import zoo_models
+    return torch, zoo_models
+
+
+def run_one(name: str, seed: int, checks: list, threads: int) -> dict:
+    """nndoctor's checks on one entry: what the parent puts in the table."""
+    _torch, zoo_models = _setup_child(threads)
+    from nndoctor import checks as registry
+    from nndoctor.runner import run_checks
+    from nndoctor.target import to_setup
+
+    built = time.perf_counter()
+    target = zoo_models.build(name, seed)
+    params = sum(p.numel() for p in target["model"].parameters())
+    build_seconds = time.perf_counter() - built
+    names = checks or list(registry.CHECKS)
+    cpu = time.process_time()
+    report = run_checks(to_setup(target, label=name), names, target=f"zoo:{name}", device="cpu", seed=seed)
+    return {
+        "model": name, "seed": seed, "params": params, "build_seconds": build_seconds,
+        "seconds": report.seconds, "cpu_seconds": time.process_time() - cpu,
+        "findings": [f.to_dict() for f in report.findings],
+        "checks": {c.name: {"status": c.status, "reason": c.reason, "seconds": c.seconds} for c in report.checks},
+        "notes": report.notes,
+    }
+
+
+def loss_of(target: dict, batch):
+    """The training loss the SPEC §1 way: the model's own .loss for dict batches, else
+    criterion(output, target) (a segmentation model's dict output: its "out")."""
+    model = target["model"]
+    if isinstance(batch, dict):
+        return model(**batch).loss
+    inputs, y = batch
+    output = model(*inputs) if isinstance(inputs, (list, tuple)) else model(inputs)
+    if isinstance(output, dict):
+        output = output["out"]
+    return target["criterion"](output, y)
+
+
+def verify_one(name: str, seed: int, threads: int) -> dict:
+    """Plain PyTorch: memorise one batch, then train over the loader and watch the val loss."""
+    torch, zoo_models = _setup_child(threads)
+    import copy
+
+    target = zoo_models.build(name, seed)
+    model, optimizer = target["model"], target["optimizer"]
+    initial = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+
+    def val_loss():
+        model.eval()
+        with torch.no_grad():
+            losses = [loss_of(target, b).item() for b in target["val_loader"]]
+        model.train()
+        return sum(losses) / len(losses)
+
+    def step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(target, batch)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    started = time.perf_counter()
+    model.train()
+    batch = next(iter(target["train_loader"]))
+    curve = [step(batch) for _ in range(MEMORISE_STEPS)]
+    memorised = next((i + 1 for i, v in enumerate(curve) if v < MEMORISED), None)
+    memorise = {"first": curve[0], "at_100": curve[99], "at_200": curve[199], "last": curve[-1],
+                "memorised_at": memorised}
+
+    model.load_state_dict(initial[0])
+    optimizer.load_state_dict(initial[1])
+    before = val_loss()
+    train_first = train_last = None
+    for _ in range(VERIFY_EPOCHS):
+        losses = [step(b) for b in target["train_loader"]]
+        train_first = losses[0] if train_first is None else train_first
+        train_last = sum(losses) / len(losses)
+    after = val_loss()
+    return {"model": name, "seed": seed, "memorise": memorise, "val_before": before, "val_after": after,
+            "train_first": train_first, "train_last_epoch": train_last, "epochs": VERIFY_EPOCHS,
+            "seconds": time.perf_counter() - started}
+
+
+# --------------------------------------------------------------------------- parent
+
+def spawn(mode: str, name: str, seed: int, checks: list, threads: int, timeout: float) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), f"--_{mode}", name, "--seeds", str(seed),
+               "--threads", str(threads)]
+    if checks:
+        command += ["--checks", ",".join(checks)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout,
+                               env=child_env(threads))
+    except subprocess.TimeoutExpired:
+        return {"model": name, "seed": seed, "failure": f"timed out after {timeout:g} s"}
+    wall = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ZOO-RESULT ")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"model": name, "seed": seed, "failure": f"exit {done.returncode}: {tail[:300]}", "wall": wall}
+    result = json.loads(lines[-1][len("ZOO-RESULT "):])
+    result["wall"] = wall
+    return result
+
+
+def severe(result: dict) -> list:
+    return [f for f in result.get("findings", []) if f["severity"] in SEVERE]
+
+
+def check_errors(result: dict) -> list:
+    return [(name, c["reason"]) for name, c in result.get("checks", {}).items() if c["status"] == "error"]
+
+
+def is_clean(result: dict) -> bool:
+    return "failure" not in result and not severe(result) and not check_errors(result)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _short(message: str, limit: int = 160) -> str:
+    return message if len(message) <= limit else message[:limit - 1] + "…"
+
+
+def markdown(results: list, verified: list, entries: dict, skipped: list, command: str) -> str:
+    lines = ["# The zoo: nndoctor on real healthy architectures", "",
+             (f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+              "Every model is healthy, so every finding at warning or error below is a false alarm "
+              "unless the verification section proves it true. Entries: `bench/zoo_models.py`."), ""]
+    clean = sum(is_clean(r) for r in results)
+    lines += [(f"**{clean} of {len(results)} clean** (model × seed runs with no finding at warning/error "
+               "and no check that errored)."), ""]
+    lines += [("The seconds are the wall time of `run_checks` (its CPU time in brackets: the machine is shared, "
+               "so the CPU time is what one core alone would take)."), "",
+              "| model | seed | params | seconds | findings at warning/error (code, where: message) |",
+              "|---|---|---|---|---|"]
+    for r in results:
+        if "failure" in r:
+            cells = f"**run failed**: {r['failure']}"
+            params = seconds = "–"
+        else:
+            items = [f"`{f['code']}` ({f['severity']}) at `{f['where']}`: {_short(f['message'])}" for f in severe(r)]
+            items += [f"check `{name}` errored: {_short(reason or '')}" for name, reason in check_errors(r)]
+            cells = "<br>".join(items) or "clean"
+            params = f"{r['params'] / 1e6:.2f} M"
+            seconds = f"{r['seconds']:.0f} ({r['cpu_seconds']:.0f})" if "cpu_seconds" in r else f"{r['seconds']:.0f}"
+        lines.append(f"| {r['model']} | {r['seed']} | {params} | {seconds} | {_cell(cells)} |")
+    if skipped:
+        lines += ["", "Skipped (library not installed): " + ", ".join(skipped) + "."]
+    if verified:
+        lines += ["", "## Verified healthy in plain PyTorch", "",
+                  (f"Each model's own loop, no nndoctor: {MEMORISE_STEPS} steps on one repeated training batch "
+                   f"(\"memorises by step N\": the first step with loss < {MEMORISED}), then, from the same "
+                   f"initial weights, {VERIFY_EPOCHS} epochs over the train loader (validation loss before → after)."),
+                  "", ("| model | seed | batch loss: start → step 100 → 200 → 500 | memorises by step | "
+                       "val loss before → after | train loss, last epoch |"), "|---|---|---|---|---|---|"]
+        for v in verified:
+            if "failure" in v:
+                lines.append(f"| {v['model']} | {v['seed']} | run failed: {_cell(v['failure'])} | | | |")
+                continue
+            m = v["memorise"]
+            lines.append(f"| {v['model']} | {v['seed']} | {m['first']:.3f} → {m['at_100']:.3f} → {m['at_200']:.3f}"
+                         f" → {m['last']:.4f} | {m['memorised_at'] or 'not within ' + str(MEMORISE_STEPS)} | "
+                         f"{v['val_before']:.3f} → {v['val_after']:.3f} | {v['train_last_epoch']:.3f} |")
+    lines += ["", "## Entries", "", "| model | library | config, data, optimizer |", "|---|---|---|"]
+    for name, e in entries.items():
+        lines.append(f"| {name} | {e.family} | {_cell(e.note)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="nndoctor on the zoo of real healthy architectures")
+    parser.add_argument("--models", default="", help="comma-separated entry names (default: all)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2,3,4")
+    parser.add_argument("--checks", default="", help="comma-separated nndoctor checks (default: all, as `check`)")
+    parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. bench/ZOO.md)")
+    parser.add_argument("--json", default=None, help="write every result as JSON here")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model and seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per subprocess")
+    parser.add_argument("--verify", action="store_true", help="also train each model in plain PyTorch")
+    parser.add_argument("--no-check", action="store_true", help="with --verify: skip nndoctor")
+    parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.add_argument("--_check", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_verify", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+
+    if args._check or args._verify:  # the child
+        result = run_one(args._check, seeds[0], checks, args.threads) if args._check \
+            else verify_one(args._verify, seeds[0], args.threads)
+        print("ZOO-RESULT " + json.dumps(result, default=str), flush=True)
+        return 0
+
+    sys.path.insert(0, HERE)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from zoo_models import ENTRIES
+    names = [m.strip() for m in args.models.split(",") if m.strip()] or list(ENTRIES)
+    unknown = [n for n in names if n not in ENTRIES]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; the entries are {', '.join(ENTRIES)}")
+    if args.list:
+        for name, e in ENTRIES.items():
+            print(f"{name:20s} {e.family:13s} {e.note}")
+        return 0
+    skipped = [n for n in names if importlib.util.find_spec(ENTRIES[n].family) is None]
+    for name in skipped:
+        print(f"skip {name}: {ENTRIES[name].family} is not installed", file=sys.stderr)
+    runnable = [n for n in names if n not in skipped]
+
+    results, verified = [], []
+    for name in runnable:
+        for seed in seeds:
+            if not args.no_check:
+                r = spawn("check", name, seed, checks, args.threads, args.timeout)
+                results.append(r)
+                summary = r.get("failure") or (", ".join(f"{f['code']}@{f['where']}" for f in severe(r))
+                                               + "".join(f" {n} errored" for n, _ in check_errors(r)) or "clean")
+                took = r.get("seconds", r.get("wall", 0.0)) or 0.0
+                print(f"{name} seed {seed}: {took:.0f} s, {summary}", flush=True)
+            if args.verify:
+                v = spawn("verify", name, seed, [], args.threads, args.timeout)
+                verified.append(v)
+                m = v.get("memorise", {})
+                print(f"{name} seed {seed} verify: {v.get('failure') or m}", flush=True)
+                if "failure" not in v:
+                    print(f"  val {v['val_before']:.3f} -> {v['val_after']:.3f}", flush=True)
+
+    if results:
+        clean = sum(is_clean(r) for r in results)
+        print(f"{clean} of {len(results)} clean")
+    command = "bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    entries = {n: ENTRIES[n] for n in names}
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(markdown(results, verified, entries, skipped, command.strip()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"results": results, "verified": verified, "skipped": skipped}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
