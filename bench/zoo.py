@@ -4,7 +4,7 @@ Usage:
 
     PYTHONPATH=/path/to/nndoctor-worktree /work/zoo-venv/bin/python bench/zoo.py \
         [--models bert,gpt2] [--seeds 0,1,2,3,4] [--checks overfit,dead] [--out bench/ZOO.md] \
-        [--json results.json] [--timeout 600] [--verify] [--list]
+        [--json results.json] [--timeout 600] [--verify [--no-check]] [--list] [--render a.json,b.json]
 
 Each entry of `bench/zoo_models.py` builds a real architecture from its library's config
 (torchvision, timm, Hugging Face transformers, torch.nn) with random init, on learnable
@@ -19,7 +19,9 @@ of ZOO.md proves it true in plain PyTorch.
 repeated batch (memorisation) and its validation loss before and after a few epochs
 over the train loader (generalisation).
 
-Models whose library is not installed are skipped with a note.
+`--render a.json,b.json --out bench/ZOO.md` writes the table from saved `--json` files
+(e.g. a check run and a --verify run made apart). Models whose library is not
+installed are skipped with a note.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ DEFAULT_TIMEOUT = 600  # s per model and seed; the slowest entry's full check ta
 # plain-PyTorch verification (--verify)
 MEMORISE_STEPS = 500  # steps on one repeated batch, the most nndoctor's issue-13 evidence needed (GRU: 500)
 MEMORISED = 0.1  # "memorises the batch": the first step whose loss is below this (nndoctor's overfit threshold)
-VERIFY_EPOCHS = 10  # epochs over the train loader: 120 steps at 12 batches an epoch
+# once memorised, stop after this many steps (the table shows the loss at 100 and 200)
+VERIFY_MIN_STEPS = 200
+VERIFY_EPOCHS = 8  # epochs over the train loader: 96 steps at 12 batches an epoch
 
 
 def child_env(threads: int) -> dict:
@@ -121,10 +125,13 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
     started = time.perf_counter()
     model.train()
     batch = next(iter(target["train_loader"]))
-    curve = [step(batch) for _ in range(MEMORISE_STEPS)]
-    memorised = next((i + 1 for i, v in enumerate(curve) if v < MEMORISED), None)
+    curve, memorised = [], None
+    while len(curve) < MEMORISE_STEPS and not (memorised and len(curve) >= VERIFY_MIN_STEPS):
+        curve.append(step(batch))
+        if memorised is None and curve[-1] < MEMORISED:
+            memorised = len(curve)
     memorise = {"first": curve[0], "at_100": curve[99], "at_200": curve[199], "last": curve[-1],
-                "memorised_at": memorised}
+                "steps": len(curve), "memorised_at": memorised}
 
     model.load_state_dict(initial[0])
     optimizer.load_state_dict(initial[1])
@@ -211,9 +218,10 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
     if verified:
         lines += ["", "## Verified healthy in plain PyTorch", "",
                   (f"Each model's own loop, no nndoctor: {MEMORISE_STEPS} steps on one repeated training batch "
-                   f"(\"memorises by step N\": the first step with loss < {MEMORISED}), then, from the same "
+                   f"(\"memorises by step N\": the first step with loss < {MEMORISED}; a run stops at step "
+                   f"{VERIFY_MIN_STEPS} or later once memorised), then, from the same "
                    f"initial weights, {VERIFY_EPOCHS} epochs over the train loader (validation loss before → after)."),
-                  "", ("| model | seed | batch loss: start → step 100 → 200 → 500 | memorises by step | "
+                  "", ("| model | seed | batch loss: start → step 100 → 200 → last (step) | memorises by step | "
                        "val loss before → after | train loss, last epoch |"), "|---|---|---|---|---|---|"]
         for v in verified:
             if "failure" in v:
@@ -221,7 +229,7 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
                 continue
             m = v["memorise"]
             lines.append(f"| {v['model']} | {v['seed']} | {m['first']:.3f} → {m['at_100']:.3f} → {m['at_200']:.3f}"
-                         f" → {m['last']:.4f} | {m['memorised_at'] or 'not within ' + str(MEMORISE_STEPS)} | "
+                         f" → {m['last']:.4f} ({m['steps']}) | {m['memorised_at'] or 'not within ' + str(MEMORISE_STEPS)} | "
                          f"{v['val_before']:.3f} → {v['val_after']:.3f} | {v['train_last_epoch']:.3f} |")
     lines += ["", "## Entries", "", "| model | library | config, data, optimizer |", "|---|---|---|"]
     for name, e in entries.items():
@@ -241,6 +249,7 @@ def main(argv=None) -> int:
     parser.add_argument("--verify", action="store_true", help="also train each model in plain PyTorch")
     parser.add_argument("--no-check", action="store_true", help="with --verify: skip nndoctor")
     parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.add_argument("--render", default="", help="comma-separated --json files: write --out from them, run nothing")
     parser.add_argument("--_check", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_verify", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -270,6 +279,15 @@ def main(argv=None) -> int:
     runnable = [n for n in names if n not in skipped]
 
     results, verified = [], []
+    if args.render:
+        for path in args.render.split(","):
+            with open(path) as f:
+                saved = json.load(f)
+            results += saved["results"]
+            verified += saved["verified"]
+            skipped += [n for n in saved["skipped"] if n not in skipped]
+        names = list(dict.fromkeys(r["model"] for r in results + verified))
+        runnable = []
     for name in runnable:
         for seed in seeds:
             if not args.no_check:
