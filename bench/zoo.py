@@ -42,7 +42,11 @@ MEMORISE_STEPS = 500  # steps on one repeated batch, the most nndoctor's issue-1
 MEMORISED = 0.1  # "memorises the batch": the first step whose loss is below this (nndoctor's overfit threshold)
 # once memorised, stop after this many steps (the table shows the loss at 100 and 200)
 VERIFY_MIN_STEPS = 200
-VERIFY_EPOCHS = 8  # epochs over the train loader: 96 steps at 12 batches an epoch
+# epochs over the train loader: 300 steps at 12 batches an epoch (BERT's masked-token val loss
+# had not moved after 8 epochs: 15% of the tokens carry a label, each permutation entry is seen ~4
+# times an epoch)
+VERIFY_EPOCHS = 25
+VERIFY_CPU_SECONDS = 150  # ...or fewer epochs, when they take longer (ResNet-18: ~0.35 s a step)
 
 
 def child_env(threads: int) -> dict:
@@ -99,6 +103,47 @@ def loss_of(target: dict, batch):
     return target["criterion"](output, y)
 
 
+def _rows(batch, keep: int, other):
+    """`other`'s samples everywhere but row `keep` of `batch` (same structure: dict or (inputs, y))."""
+    def mix(a, b):
+        if isinstance(a, dict):
+            return {k: mix(a[k], b[k]) for k in a}
+        if isinstance(a, (list, tuple)):
+            return type(a)(mix(x, y) for x, y in zip(a, b))
+        mixed = b.clone()
+        mixed[keep] = a[keep]
+        return mixed
+    return mix(batch, other)
+
+
+def batch_leak(target: dict) -> float:
+    """In eval mode, the largest change of sample i's output (i = first, middle, last) when
+    every other sample of its batch is replaced: 0 when the samples do not mix."""
+    import torch
+
+    from nndoctor.engine import primary_output, split_batch
+
+    model = target["model"]
+    first, second = iter(target["val_loader"]), iter(target["val_loader"])
+    batch, other = next(first), next(x for i, x in enumerate(second) if i == 1)
+    size = split_batch(batch).batch_size
+
+    def outputs(b):
+        split = split_batch(b)
+        out = model(*split.args, **split.kwargs)
+        return primary_output(out["out"] if isinstance(out, dict) and "out" in out else out)
+
+    model.eval()
+    worst = 0.0
+    with torch.no_grad():
+        reference = outputs(batch)
+        for i in sorted({0, size // 2, size - 1}):
+            changed = outputs(_rows(batch, i, other))
+            worst = max(worst, (changed[i] - reference[i]).abs().max().item())
+    model.train()
+    return worst
+
+
 def verify_one(name: str, seed: int, threads: int) -> dict:
     """Plain PyTorch: memorise one batch, then train over the loader and watch the val loss."""
     torch, zoo_models = _setup_child(threads)
@@ -108,10 +153,10 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
     model, optimizer = target["model"], target["optimizer"]
     initial = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
 
-    def val_loss():
+    def eval_loss(loader="val_loader"):
         model.eval()
         with torch.no_grad():
-            losses = [loss_of(target, b).item() for b in target["val_loader"]]
+            losses = [loss_of(target, b).item() for b in target[loader]]
         model.train()
         return sum(losses) / len(losses)
 
@@ -123,6 +168,7 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
         return loss.item()
 
     started = time.perf_counter()
+    leak = batch_leak(target)
     model.train()
     batch = next(iter(target["train_loader"]))
     curve, memorised = [], None
@@ -135,15 +181,19 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
 
     model.load_state_dict(initial[0])
     optimizer.load_state_dict(initial[1])
-    before = val_loss()
-    train_first = train_last = None
-    for _ in range(VERIFY_EPOCHS):
+    before = eval_loss()
+    val_curve, train_first, train_last = [before], None, None
+    cpu = time.process_time()
+    while len(val_curve) <= VERIFY_EPOCHS and time.process_time() - cpu < VERIFY_CPU_SECONDS:
         losses = [step(b) for b in target["train_loader"]]
         train_first = losses[0] if train_first is None else train_first
         train_last = sum(losses) / len(losses)
-    after = val_loss()
-    return {"model": name, "seed": seed, "memorise": memorise, "val_before": before, "val_after": after,
-            "train_first": train_first, "train_last_epoch": train_last, "epochs": VERIFY_EPOCHS,
+        val_curve.append(eval_loss())
+    after = val_curve[-1]
+    train_eval = eval_loss("train_loader")  # the same mode as the val loss: the real train/val gap
+    return {"model": name, "seed": seed, "batch_leak": leak, "memorise": memorise, "val_before": before, "val_after": after,
+            "train_first": train_first, "train_last_epoch": train_last, "train_eval_after": train_eval, "epochs": len(val_curve) - 1,
+            "val_curve": val_curve,
             "seconds": time.perf_counter() - started}
 
 
@@ -190,6 +240,15 @@ def _short(message: str, limit: int = 160) -> str:
     return message if len(message) <= limit else message[:limit - 1] + "…"
 
 
+def _val_path(v: dict) -> str:
+    """before → lowest (its epoch) → after; before → after when the lowest is the last."""
+    curve = v.get("val_curve") or [v["val_before"], v["val_after"]]
+    low = min(range(len(curve)), key=curve.__getitem__)
+    if low in (0, len(curve) - 1):
+        return f"{curve[0]:.3f} → {curve[-1]:.3f}"
+    return f"{curve[0]:.3f} → {curve[low]:.3f} (epoch {low}) → {curve[-1]:.3f}"
+
+
 def markdown(results: list, verified: list, entries: dict, skipped: list, command: str) -> str:
     lines = ["# The zoo: nndoctor on real healthy architectures", "",
              (f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
@@ -220,17 +279,24 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
                   (f"Each model's own loop, no nndoctor: {MEMORISE_STEPS} steps on one repeated training batch "
                    f"(\"memorises by step N\": the first step with loss < {MEMORISED}; a run stops at step "
                    f"{VERIFY_MIN_STEPS} or later once memorised), then, from the same "
-                   f"initial weights, {VERIFY_EPOCHS} epochs over the train loader (validation loss before → after)."),
-                  "", ("| model | seed | batch loss: start → step 100 → 200 → last (step) | memorises by step | "
-                       "val loss before → after | train loss, last epoch |"), "|---|---|---|---|---|---|"]
+                   "initial weights, some epochs over the train loader: the validation loss before → after, and "
+                   "the training set's loss after, in eval mode as the validation loss is (the real train/val gap) "
+                   "and as the last epoch's train-mode average. Batch leak: in eval mode, the largest change of "
+                   "the first, middle and last sample's output when every other sample of its validation batch is "
+                   "replaced (0: the samples do not mix; what `batch-dependency` claims they do)."),
+                  "", ("| model | seed | batch leak | batch loss: start → step 100 → 200 → last (step) | memorises by step | "
+                       "val loss before → lowest → after (epochs) | train loss after: eval mode (train mode, last epoch) |"),
+                  "|---|---|---|---|---|---|---|"]
         for v in verified:
             if "failure" in v:
-                lines.append(f"| {v['model']} | {v['seed']} | run failed: {_cell(v['failure'])} | | | |")
+                lines.append(f"| {v['model']} | {v['seed']} | run failed: {_cell(v['failure'])} | | | | |")
                 continue
             m = v["memorise"]
-            lines.append(f"| {v['model']} | {v['seed']} | {m['first']:.3f} → {m['at_100']:.3f} → {m['at_200']:.3f}"
+            leak = f"{v['batch_leak']:.1e}" if "batch_leak" in v else "–"
+            lines.append(f"| {v['model']} | {v['seed']} | {leak} | {m['first']:.3f} → {m['at_100']:.3f} → {m['at_200']:.3f}"
                          f" → {m['last']:.4f} ({m['steps']}) | {m['memorised_at'] or 'not within ' + str(MEMORISE_STEPS)} | "
-                         f"{v['val_before']:.3f} → {v['val_after']:.3f} | {v['train_last_epoch']:.3f} |")
+                         f"{_val_path(v)} ({v['epochs']}) | "
+                         f"{v.get('train_eval_after', float('nan')):.3f} ({v['train_last_epoch']:.3f}) |")
     lines += ["", "## Entries", "", "| model | library | config, data, optimizer |", "|---|---|---|"]
     for name, e in entries.items():
         lines.append(f"| {name} | {e.family} | {_cell(e.note)} |")
