@@ -44,6 +44,9 @@ N_TRAIN = 192  # images, audio: 12 batches of 16, so nndoctor's 5-epoch fit chec
 # loss had not moved in 8 (each of the 256 tokens carries a label ~4 times an epoch).
 N_TRAIN_TOKENS = 512
 N_VAL = 64
+# A 64-sample val loss of a near-perfect classifier moves by ~50% epoch to epoch (LSTM classifier,
+# epochs 4-5: 0.073 -> 0.109); forward passes are cheap, so token tasks validate on 256.
+N_VAL_TOKENS = 256
 NUM_CLASSES = 10
 VOCAB = 256
 SEQ = 32
@@ -131,7 +134,7 @@ def segmentation_data(n: int, size: int, classes: int, split: int):
 
 
 def token_samples(split: int) -> int:
-    return N_TRAIN_TOKENS if split == 0 else N_VAL
+    return N_TRAIN_TOKENS if split == 0 else N_VAL_TOKENS
 
 
 def permutation() -> torch.Tensor:
@@ -159,11 +162,16 @@ def translation(n: int, length: int, split: int, low: int = 0):
 
 
 def majority(n: int, length: int, split: int):
-    """Random tokens; label 1 when more than half are in the lower half of the vocabulary.
-    Lengths are odd-free: ties (exactly half) are broken towards 0."""
+    """Label y, then each token from the vocabulary's lower half with probability 3/4 when
+    y = 1, else 1/4: the count of low tokens tells the label with a wide margin (means 24
+    and 8 of 32, std 2.4). Measured: labels by the exact count (> 16 of uniform tokens)
+    sit at the threshold so often that the LSTM memorised 512 samples and its val loss rose."""
     g = torch.Generator().manual_seed(DATA_SEED + 1 + split)
-    x = torch.randint(1, VOCAB, (n, length), generator=g)
-    y = ((x < VOCAB // 2).sum(1) > length // 2).long()
+    y = torch.randint(0, 2, (n,), generator=g)
+    low = torch.rand(n, length, generator=g) < (0.25 + 0.5 * y[:, None])
+    half = VOCAB // 2
+    x = torch.where(low, torch.randint(1, half, (n, length), generator=g),
+                    torch.randint(half, VOCAB, (n, length), generator=g))
     return x, y
 
 
