@@ -303,6 +303,19 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
     return "\n".join(lines) + "\n"
 
 
+NOTES_MARKER = "<!-- written by hand: kept when bench/zoo.py rewrites the tables above -->"
+
+
+def kept_notes(path: str) -> str:
+    """The hand-written part of an existing table file (from NOTES_MARKER on), or ""."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    at = text.find(NOTES_MARKER)
+    return "\n" + text[at:] if at >= 0 else ""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="nndoctor on the zoo of real healthy architectures")
     parser.add_argument("--models", default="", help="comma-separated entry names (default: all)")
@@ -377,8 +390,9 @@ def main(argv=None) -> int:
     command = "bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     entries = {n: ENTRIES[n] for n in names}
     if args.out:
+        text = markdown(results, verified, entries, skipped, command.strip()) + kept_notes(args.out)
         with open(args.out, "w") as f:
-            f.write(markdown(results, verified, entries, skipped, command.strip()))
+            f.write(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "verified": verified, "skipped": skipped}, f, indent=1, default=str)

@@ -7,6 +7,7 @@ torch (and transformers when it is installed) and runs the runner's child and ta
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -79,3 +80,15 @@ def test_the_child_runs_nndoctor_and_the_table_says_what_it_found():
     assert "timed out after 600 s" in text and "`cannot-overfit` (error)" in text
     assert "loss 0.7 \\| above 0.1" in text  # a | in a message does not break the table
     assert "Skipped (library not installed): mixer" in text
+
+
+def test_rewriting_the_table_keeps_the_hand_written_notes(tmp_path):
+    out = tmp_path / "ZOO.md"
+    out.write_text(f"# old table\n\n{zoo.NOTES_MARKER}\n\n## Why\n\nproved in plain PyTorch\n")
+    failed = {"model": "bert", "seed": 0, "failure": "exit 1: boom"}
+    saved = tmp_path / "run.json"
+    saved.write_text(json.dumps({"results": [failed], "verified": [], "skipped": []}))
+    assert zoo.main(["--render", str(saved), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "old table" not in text and "exit 1: boom" in text
+    assert text.count(zoo.NOTES_MARKER) == 1 and text.endswith("proved in plain PyTorch\n")
