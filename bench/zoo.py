@@ -30,13 +30,18 @@ import argparse
 import importlib.util
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEVERE = ("warning", "error")
-DEFAULT_TIMEOUT = 600  # s per model and seed; the slowest entry's full check takes ~2 min on a busy core
+DEFAULT_TIMEOUT = 600  # CPU seconds per model and seed; the slowest entry's full check takes ~2-4 min of CPU
+# ...and a hang (no CPU used) is stopped after this many times as long in wall time: measured load
+# averages of 10-20 on the 2-core machine the helpers share
+WALL_PER_CPU = 6
 # plain-PyTorch verification (--verify)
 MEMORISE_STEPS = 500  # steps on one repeated batch, the most nndoctor's issue-13 evidence needed (GRU: 500)
 MEMORISED = 0.1  # "memorises the batch": the first step whose loss is below this (nndoctor's overfit threshold)
@@ -199,6 +204,14 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
 
 # --------------------------------------------------------------------------- parent
 
+def _cpu_limit(seconds: float):
+    """The child's CPU-time limit (SIGXCPU past it): on a shared machine a wall-clock limit
+    would time out a healthy model because of other people's work."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_CPU, (int(seconds), int(seconds) + 5))
+    return limit
+
+
 def spawn(mode: str, name: str, seed: int, checks: list, threads: int, timeout: float) -> dict:
     command = [sys.executable, os.path.abspath(__file__), f"--_{mode}", name, "--seeds", str(seed),
                "--threads", str(threads)]
@@ -206,11 +219,14 @@ def spawn(mode: str, name: str, seed: int, checks: list, threads: int, timeout: 
         command += ["--checks", ",".join(checks)]
     started = time.perf_counter()
     try:
-        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout,
-                               env=child_env(threads))
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout * WALL_PER_CPU,
+                               env=child_env(threads), preexec_fn=_cpu_limit(timeout))
     except subprocess.TimeoutExpired:
-        return {"model": name, "seed": seed, "failure": f"timed out after {timeout:g} s"}
+        return {"model": name, "seed": seed, "failure": f"hung: no result after {timeout * WALL_PER_CPU:g} s"}
     wall = time.perf_counter() - started
+    if done.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return {"model": name, "seed": seed, "failure": f"timed out: more than {timeout:g} s of CPU time",
+                "wall": wall}
     lines = [line for line in done.stdout.splitlines() if line.startswith("ZOO-RESULT ")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -323,7 +339,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checks", default="", help="comma-separated nndoctor checks (default: all, as `check`)")
     parser.add_argument("--out", default=None, help="write the Markdown table here (e.g. bench/ZOO.md)")
     parser.add_argument("--json", default=None, help="write every result as JSON here")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model and seed")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="CPU seconds per model and seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per subprocess")
     parser.add_argument("--verify", action="store_true", help="also train each model in plain PyTorch")
     parser.add_argument("--no-check", action="store_true", help="with --verify: skip nndoctor")
@@ -367,6 +383,18 @@ def main(argv=None) -> int:
             skipped += [n for n in saved["skipped"] if n not in skipped]
         names = list(dict.fromkeys(r["model"] for r in results + verified))
         runnable = []
+    command = "bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    entries = {n: ENTRIES[n] for n in names}
+
+    def save():  # after every model, so a long run's results so far can be read (and survive a kill)
+        if args.out:
+            text = markdown(results, verified, entries, skipped, command.strip()) + kept_notes(args.out)
+            with open(args.out, "w") as f:
+                f.write(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"results": results, "verified": verified, "skipped": skipped}, f, indent=1, default=str)
+
     for name in runnable:
         for seed in seeds:
             if not args.no_check:
@@ -383,19 +411,12 @@ def main(argv=None) -> int:
                 print(f"{name} seed {seed} verify: {v.get('failure') or m}", flush=True)
                 if "failure" not in v:
                     print(f"  val {v['val_before']:.3f} -> {v['val_after']:.3f}", flush=True)
+            save()
 
     if results:
         clean = sum(is_clean(r) for r in results)
         print(f"{clean} of {len(results)} clean")
-    command = "bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    entries = {n: ENTRIES[n] for n in names}
-    if args.out:
-        text = markdown(results, verified, entries, skipped, command.strip()) + kept_notes(args.out)
-        with open(args.out, "w") as f:
-            f.write(text)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"results": results, "verified": verified, "skipped": skipped}, f, indent=1, default=str)
+    save()
     return 0
 
 
