@@ -149,6 +149,33 @@ def batch_leak(target: dict) -> float:
     return worst
 
 
+def accuracy(target: dict):
+    """Eval-mode val accuracy of a classifier (one class per sample, or per pixel: a tuple
+    batch or a dict batch whose `labels` are one per sample); None for token-level tasks."""
+    import torch
+
+    from nndoctor.engine import primary_output, split_batch
+
+    model, hits, total = target["model"], 0, 0
+    model.eval()
+    with torch.no_grad():
+        for raw in target["val_loader"]:
+            split = split_batch(raw)
+            labels = split.target if split.target is not None else split.kwargs.get("labels")
+            if labels is None or (split.target is None and labels.dim() != 1):
+                return None
+            out = model(*split.args, **split.kwargs)
+            out = primary_output(out["out"] if isinstance(out, dict) and "out" in out else out)
+            if out.dim() >= 4:  # (N, C, H, W) against (N, H, W)
+                out = out.movedim(1, -1)
+            if out.shape[:-1] != labels.shape:
+                return None
+            hits += (out.argmax(-1) == labels).sum().item()
+            total += labels.numel()
+    model.train()
+    return hits / total
+
+
 def verify_one(name: str, seed: int, threads: int) -> dict:
     """Plain PyTorch: memorise one batch, then train over the loader and watch the val loss."""
     torch, zoo_models = _setup_child(threads)
@@ -164,6 +191,14 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
             losses = [loss_of(target, b).item() for b in target[loader]]
         model.train()
         return sum(losses) / len(losses)
+
+    val_accuracy = []
+
+    def eval_loss_and_accuracy():
+        loss, hits = eval_loss(), accuracy(target)
+        if hits is not None:
+            val_accuracy.append(hits)
+        return loss
 
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
@@ -186,19 +221,19 @@ def verify_one(name: str, seed: int, threads: int) -> dict:
 
     model.load_state_dict(initial[0])
     optimizer.load_state_dict(initial[1])
-    before = eval_loss()
+    before = eval_loss_and_accuracy()
     val_curve, train_first, train_last = [before], None, None
     cpu = time.process_time()
     while len(val_curve) <= VERIFY_EPOCHS and time.process_time() - cpu < VERIFY_CPU_SECONDS:
         losses = [step(b) for b in target["train_loader"]]
         train_first = losses[0] if train_first is None else train_first
         train_last = sum(losses) / len(losses)
-        val_curve.append(eval_loss())
+        val_curve.append(eval_loss_and_accuracy())
     after = val_curve[-1]
     train_eval = eval_loss("train_loader")  # the same mode as the val loss: the real train/val gap
     return {"model": name, "seed": seed, "batch_leak": leak, "memorise": memorise, "val_before": before, "val_after": after,
             "train_first": train_first, "train_last_epoch": train_last, "train_eval_after": train_eval, "epochs": len(val_curve) - 1,
-            "val_curve": val_curve,
+            "val_curve": val_curve, "val_accuracy": val_accuracy,
             "seconds": time.perf_counter() - started}
 
 
@@ -265,6 +300,14 @@ def _val_path(v: dict) -> str:
     return f"{curve[0]:.3f} → {curve[low]:.3f} (epoch {low}) → {curve[-1]:.3f}"
 
 
+def _accuracy_path(v: dict) -> str:
+    acc = v.get("val_accuracy") or []
+    if not acc:
+        return "–"
+    picks = [acc[0], acc[min(5, len(acc) - 1)], acc[-1]]
+    return " → ".join(f"{a:.0%}" for a in picks)
+
+
 def markdown(results: list, verified: list, entries: dict, skipped: list, command: str) -> str:
     lines = ["# The zoo: nndoctor on real healthy architectures", "",
              (f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
@@ -301,17 +344,17 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
                    "the first, middle and last sample's output when every other sample of its validation batch is "
                    "replaced (0: the samples do not mix; what `batch-dependency` claims they do)."),
                   "", ("| model | seed | batch leak | batch loss: start → step 100 → 200 → last (step) | memorises by step | "
-                       "val loss before → lowest → after (epochs) | train loss after: eval mode (train mode, last epoch) |"),
-                  "|---|---|---|---|---|---|---|"]
+                       "val loss before → lowest → after (epochs) | val accuracy: start → epoch 5 → last | train loss after: eval mode (train mode, last epoch) |"),
+                  "|---|---|---|---|---|---|---|---|"]
         for v in verified:
             if "failure" in v:
-                lines.append(f"| {v['model']} | {v['seed']} | run failed: {_cell(v['failure'])} | | | | |")
+                lines.append(f"| {v['model']} | {v['seed']} | run failed: {_cell(v['failure'])} | | | | | |")
                 continue
             m = v["memorise"]
             leak = f"{v['batch_leak']:.1e}" if "batch_leak" in v else "–"
             lines.append(f"| {v['model']} | {v['seed']} | {leak} | {m['first']:.3f} → {m['at_100']:.3f} → {m['at_200']:.3f}"
                          f" → {m['last']:.4f} ({m['steps']}) | {m['memorised_at'] or 'not within ' + str(MEMORISE_STEPS)} | "
-                         f"{_val_path(v)} ({v['epochs']}) | "
+                         f"{_val_path(v)} ({v['epochs']}) | {_accuracy_path(v)} | "
                          f"{v.get('train_eval_after', float('nan')):.3f} ({v['train_last_epoch']:.3f}) |")
     lines += ["", "## Entries", "", "| model | library | config, data, optimizer |", "|---|---|---|"]
     for name, e in entries.items():
