@@ -387,7 +387,7 @@ def main(argv=None) -> int:
     parser.add_argument("--verify", action="store_true", help="also train each model in plain PyTorch")
     parser.add_argument("--no-check", action="store_true", help="with --verify: skip nndoctor")
     parser.add_argument("--list", action="store_true", help="list the entries and exit")
-    parser.add_argument("--render", default="", help="comma-separated --json files: write --out from them, run nothing")
+    parser.add_argument("--render", default="", help="comma-separated --json files: write --out from them (a later file's run of a model and seed wins), run nothing")
     parser.add_argument("--_check", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_verify", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -424,6 +424,9 @@ def main(argv=None) -> int:
             results += saved["results"]
             verified += saved["verified"]
             skipped += [n for n in saved["skipped"] if n not in skipped]
+        # a model and seed run again (a later file) replaces its earlier row, in the earlier row's place
+        results = list({(r["model"], r["seed"]): r for r in results}.values())
+        verified = list({(v["model"], v["seed"]): v for v in verified}.values())
         names = list(dict.fromkeys(r["model"] for r in results + verified))
         runnable = []
     command = "bench/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
