@@ -342,16 +342,18 @@ def llama(seed):
     return target
 
 
-T5_SPECIALS = 2  # 0 = pad (also the decoder start), 1 = eos
-
-
 def _t5(split: int):
-    source, target = translation(token_samples(split), 16, split, low=T5_SPECIALS)
+    """target[i] = perm[source[i]] on permutation chains, so target[i] is also perm[target[i-1]].
+    Measured on random sources: T5 memorised the train set (eval loss 0.83) while its val loss
+    rose from 5.52 (epoch 4) to 5.98 — its cross-attention has no position bias, so aligning
+    target i with source i is hard for it; on chains the decoder can follow its own outputs."""
+    x = chains(token_samples(split), 17, split)
+    source, target = x[:, :-1], x[:, 1:]
     return DictDataset(input_ids=source, attention_mask=torch.ones_like(source), labels=target)
 
 
 @entry("t5", "transformers", "T5ForConditionalGeneration (d_model 128, 2+2 layers, 4 heads, vocab 256), "
-       "token-wise translation target[i] = perm[source[i]], batch 16 x 16, AdamW 5e-4")
+       "token-wise translation target[i] = perm[source[i]] of permutation chains, batch 16 x 16, AdamW 5e-4")
 def t5(seed):
     from transformers import T5Config, T5ForConditionalGeneration
     config = T5Config(vocab_size=VOCAB, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_decoder_layers=2,
