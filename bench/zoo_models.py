@@ -152,13 +152,12 @@ def chains(n: int, length: int, split: int) -> torch.Tensor:
     return x
 
 
-def translation(n: int, length: int, split: int, low: int = 0):
-    """(source, target) with target[i] = perm[source[i]]; tokens from `low` up (room for specials)."""
+def translation(n: int, length: int, split: int):
+    """(source, target) with target[i] = perm[source[i]]."""
     perm = permutation()
     g = torch.Generator().manual_seed(DATA_SEED + 1 + split)
-    source = torch.randint(low, VOCAB, (n, length), generator=g)
-    target = perm[source].clamp(min=low)  # tokens below `low` are specials; the map stays a function
-    return source, target
+    source = torch.randint(0, VOCAB, (n, length), generator=g)
+    return source, perm[source]
 
 
 def majority(n: int, length: int, split: int):
