@@ -39,9 +39,12 @@ VANISHING_RATIO = 1e-3
 # mlp 0.63, simple_cnn 4.5, bottleneck 0.54, text_classifier 0.003, transformer_encoder 0.024,
 # hot_logits_mlp 1.8, an MSE regression with targets ~100 1.2, a Keras-init MLP 0.43, tiny
 # GPT-2 1.2, BERT 0.66, a GRU LM 0.03; exploding: the std-1 init MLP 710, torchvision's
-# EfficientNet-B0 at 10 classes 19.5 (its 10x-too-hot classifier, a true finding). 10 sits
-# 2.2x above the loudest healthy one and 2x below EfficientNet.
-EXPLODING_RELATIVE = 10.0
+# EfficientNet-B0 at 10 classes 19.5 (its 10x-too-hot classifier). But fixed, healthy
+# programs of the real-bug benchmark (bench/REAL_BUGS.md) read 10.2-11.5 (a UNet on masks,
+# a CNN on normalised images, a Conv1d text model): the ratio also grows with the input
+# scale. 100 sits 9x above the loudest healthy program seen and 7x below the std-1 MLP; it
+# gives up EfficientNet-B0's 19.5, whose hot classifier `init-loss` names more directly.
+EXPLODING_RELATIVE = 100.0
 # Peak / step-0 total norm ("grows without bound"). Measured without exploding: <= 87
 # (tiny init, recovering), 269 (an optimizer over the head only), 593 (12-layer ReLU MLP).
 EXPLODING_GROWTH = 1e4
