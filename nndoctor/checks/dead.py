@@ -4,7 +4,7 @@ Reads the shared activation scan (`nndoctor.scan`): the model at its initial
 weights, in train mode, on the first few training batches, with activation
 modules and functional activations (`F.relu` inside a `forward`) both seen.
 
-* `dead-neurons`: a rectifier (ReLU, LeakyReLU, GELU, SiLU, ...) whose units
+* `dead-neurons`: a rectifier (ReLU, GELU, SiLU, ...) whose units
   never output > 0 over the scan, for more than `threshold` percent of them.
   A dead ReLU passes no gradient, so it never comes back.
 * `saturated-activations`: a sigmoid/tanh whose units sit within
