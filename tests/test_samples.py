@@ -68,7 +68,9 @@ BROKEN = {
     "unused_layer_net": ("no-gradient", "extra", 1, set()),
     # setup mistakes, found by `static` before any step
     "broadcast_loss_mlp": ("shape-broadcast", "2", 1, set()),
-    "collapsed_labels_mlp": ("constant-targets", "train_loader", 1, set()),
+    # one label everywhere: a larger LR reaches "always predict it" faster, so the race calls
+    # the LR low; any LR verdict on such data follows from the bug
+    "collapsed_labels_mlp": ("constant-targets", "train_loader", 1, {"lr-too-low"}),
     "constant_init_mlp": ("symmetric-init", "0", 1, set()),
     "functional_dropout_net": ("dropout-in-eval", "block", 1, set()),
     "list_layers_mlp": ("unregistered-module", "hidden", 1, set()),
@@ -79,6 +81,9 @@ BROKEN = {
     "sorted_loader_mlp": ("unshuffled-data", "train_loader", 0, set()),
     # targets ~200 make the MSE ~4e4: its gradient norm passes 1e3 and the range test wants a
     # far higher LR, so the loss barely falls in 100 steps
+    # targets near 100: trains (no exploding-gradient, issue 13 item 3), and the scale is
+    # worth a warning (issue 14); warning-only, so the default gate passes it
+    "large_target_regression": ("unscaled-targets", "train_loader", 0, set()),
     "unscaled_target_mlp": ("unscaled-targets", "train_loader", 1, {"exploding-gradient", "lr-too-low"}),
 }
 
@@ -120,7 +125,7 @@ HEALTHY_SEEDS = ([("xor", s) for s in range(10)] + [("mlp", s) for s in range(10
                  + [("text_classifier", 0), ("transformer_encoder", 0)]
                  # issue 13: slow at the user's LR (overfit, fit), large regression targets
                  # (grads), a model's own MSE (overfit)
-                 + [("keras_init_classifier", 0), ("large_target_regression", 0), ("own_mse_regressor", 0)])
+                 + [("keras_init_classifier", 0), ("own_mse_regressor", 0)])
 
 
 @pytest.mark.parametrize("name,seed", HEALTHY_SEEDS)

@@ -66,6 +66,8 @@ EXAMPLES = {
     "data-label-overflow": Example(("nndoctor data sample_models/label_overflow_mlp.py",)),
     "data-nan": Example(("nndoctor data sample_models/nan_data_mlp.py",)),
     "data-raw-pixels": Example(('nndoctor data sample_models/raw_pixels_cnn.py --fail-on warning; echo "exit $?"',)),
+    "static-single-softmax": Example(("nndoctor check sample_models/single_softmax_net.py --only static",)),
+    "static-list-layers": Example(("nndoctor check sample_models/list_layers_mlp.py --only static",)),
     "init-hot-logits": Example(("nndoctor init sample_models/hot_logits_mlp.py",)),
     "init-tiny": Example(("nndoctor init sample_models/tiny_init_mlp.py",)),
     "init-batch-mixing": Example(("nndoctor init sample_models/batch_mixing_cnn.py",)),
@@ -75,11 +77,12 @@ EXAMPLES = {
     "grads-exploding": Example(("nndoctor grads sample_models/exploding_grad_mlp.py",)),
     "grads-unused": Example(("nndoctor grads sample_models/unused_layer_net.py",)),
     "dead-functional": Example(("nndoctor dead sample_models/functional_relu_net.py",)),
-    "overfit-detached": Example(("nndoctor overfit sample_models/detached_head_net.py",)),
+    "overfit-tiny-capacity": Example(("nndoctor overfit sample_models/tiny_capacity_mlp.py",)),
     "lr-find-mlp": Example(("nndoctor lr-find sample_models/mlp.py --plot lr.png",)),
     "lr-find-high": Example(("nndoctor lr-find sample_models/high_lr_mlp.py",), drop=("lr-find",)),
     "fit-memorising": Example(("nndoctor fit sample_models/memorising_mlp.py",)),
     "fit-tiny-capacity": Example(("nndoctor fit sample_models/tiny_capacity_mlp.py",)),
+    "watch-clip": Example(("nndoctor watch sample_scripts/clip_before_unscale.py",)),
     "codes": Example(("nndoctor codes",), keep=((0, 9),)),
     "explain": Example(("nndoctor explain dead-neurons",)),
     "explain-typo": Example(("nndoctor explain dead-neuron",)),
@@ -135,7 +138,7 @@ def run_example(example: Example) -> str:
         os.chmod(shim, 0o755)
         work = os.path.join(tmp, "work")
         os.mkdir(work)
-        for name in ("sample_models", "tests"):
+        for name in ("sample_models", "sample_scripts", "tests", "examples", "docs"):
             os.symlink(os.path.join(ROOT, name), os.path.join(work, name))
         for name, text in example.setup:
             with open(os.path.join(work, name), "w") as fh:
