@@ -224,7 +224,7 @@ def sample_names() -> list:
 
 # --------------------------------------------------------------------------- comparing
 
-_TIME = re.compile(r"\b\d+(?:\.\d+)?s\b|\"time\": ?\"?[\d.]+\"?|time=\"[\d.]+\"|\b\d+(?:\.\d+)? s\b")
+_TIME = re.compile(r"\b\d+(?:\.\d+)?s\b|\"(?:time|seconds)\": ?\"?[\d.]+\"?|time=\"[\d.]+\"|\b\d+(?:\.\d+)? s\b")
 
 
 def masked(text: str) -> str:

@@ -45,6 +45,11 @@ DEFAULTS = {
 # full validation pass is a few percent on healthy runs (mlp, seeds 0-4: the validation loss
 # falls every epoch); a memorising model's rises by tens of percent within a few epochs.
 OVERFIT_MARGIN = 0.10
+# ... and the rise must give back a real share of what validation had gained over the trivial
+# predictor (or over epoch 1 when no baseline is known). Measured: the zoo's DistilBERT and
+# LSTM classifier (val accuracy 97-99%) rose from val 0.020 to 0.048 and 0.091 to 0.101 at
+# their last epoch, giving back 4% and 1.8% of their gain; memorising_mlp gives back 104%.
+OVERFIT_GIVEN_BACK = 0.10
 # Underfitting: the best epoch's training loss is still > 80% of what a predictor that
 # ignores the inputs reaches. Such a model has learnt almost nothing beyond the label
 # frequencies; every healthy setup we measured ends below 40% of it within 5 epochs
@@ -212,7 +217,7 @@ def run(session: Session, settings: dict) -> Outcome:
             f"only {optimizer_steps} optimizer steps ({epochs} epochs of {batches_per_epoch or '?'} batches): "
             f"too few to call the loss high (at least {MIN_UNDERFIT_STEPS}); raise fit.epochs")
     if not stopped:
-        overfit = overfitting(train_eval_losses, val_losses)
+        overfit = overfitting(train_eval_losses, val_losses, baseline)
         if overfit:
             outcome.findings.append(overfit)
             section["overfit_from_epoch"] = overfit.evidence["from_epoch"]
@@ -270,8 +275,9 @@ def _best_epoch(losses) -> Optional[int]:
     return min(range(len(losses)), key=lambda i: losses[i]) + 1 if losses else None
 
 
-def overfitting(train_losses, val_losses):
-    """`train_losses`: the eval-mode loss on training data, the same mode as `val_losses`."""
+def overfitting(train_losses, val_losses, baseline: Optional[float] = None):
+    """`train_losses`: the eval-mode loss on training data, the same mode as `val_losses`;
+    `baseline`: the trivial predictor's loss, the start of what validation gained."""
     if len(val_losses) < 2 or not all(math.isfinite(v) for v in val_losses):
         return None
     best = _best_epoch(val_losses) - 1
@@ -281,6 +287,10 @@ def overfitting(train_losses, val_losses):
         return None
     if not train_losses[-1] < train_losses[best]:
         return None  # both rising: training itself went wrong (the LR), not memorisation
+    start = baseline if baseline is not None and baseline > lowest else val_losses[0]
+    given_back = (last - lowest) / (start - lowest) if start > lowest else math.inf
+    if given_back < OVERFIT_GIVEN_BACK:
+        return None  # a wobble near the floor, not a turn (see OVERFIT_GIVEN_BACK)
     gap = (last - train_losses[-1]) / abs(last) if last else 0.0
     if gap <= OVERFIT_MARGIN:
         return None  # no train/val gap in one mode: not memorisation (issue 13 item 14)
@@ -288,7 +298,8 @@ def overfitting(train_losses, val_losses):
     evidence = {"from_epoch": from_epoch, "best_val_epoch": best + 1, "best_val_loss": lowest,
                 "final_val_loss": last, "val_rise": rise, "gap": gap,
                 "train_loss_at_best": train_losses[best], "final_train_loss": train_losses[-1],
-                "train_losses": train_losses, "val_losses": val_losses, "margin": OVERFIT_MARGIN}
+                "train_losses": train_losses, "val_losses": val_losses, "margin": OVERFIT_MARGIN,
+                "given_back": given_back}
     return make_finding(
         "overfitting", NAME, None,
         f"From epoch {from_epoch} the validation loss rose from {lowest:.4g} (epoch {best + 1}) to "
