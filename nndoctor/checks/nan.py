@@ -11,6 +11,8 @@ non-finite.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..engine import Session
 from ..findings import make_finding
 from ..instrument import NonFinite, TrainRun, run_length, shared_run
@@ -45,10 +47,22 @@ def run(session: Session, settings: dict) -> Outcome:
 def describe(event: NonFinite, run_: TrainRun) -> str:
     """One sentence: when, what, where, which op (SPEC §3 messages)."""
     when = f"At step {event.step + 1} of {run_.steps}"
+    params = _params(event.params)
+    told = describe_located(event, when, params)
+    if told is not None:
+        return told
+    if event.kind == "loss":
+        return f"{when} the loss is {_num(event.loss)}{params}."
+    return (f"{when} the loss or a gradient went non-finite ({_num(event.loss)}), but a re-run of "
+            "that step was finite: a nondeterministic op is involved.")
+
+
+def describe_located(event, when: str, params: str = "") -> Optional[str]:
+    """The sentence for an event placed in a weight, the inputs, the forward or the backward
+    (`check`'s shared run and `watch`'s re-run both record these); None for the other kinds."""
     place = _place(event)
     line = f" ({event.source[0]}:{event.source[1]})" if event.source else ""
     value = event.value or "NaN/Inf"
-    params = _params(event.params)
     if event.kind == "parameter":
         return (f"{when} the weight `{event.where}` is already {value}: the previous update "
                 "overflowed it (the LR or the gradients are far too large).")
@@ -63,10 +77,7 @@ def describe(event: NonFinite, run_: TrainRun) -> str:
         op = f"the backward of `{event.op}` in {place}{line}" if event.op else place
         return (f"{when} the forward pass and the loss ({_num(event.loss)}) are finite, but {op} made "
                 f"the gradient {value}{params}.")
-    if event.kind == "loss":
-        return f"{when} the loss is {_num(event.loss)}{params}."
-    return (f"{when} the loss or a gradient went non-finite ({_num(event.loss)}), but a re-run of "
-            "that step was finite: a nondeterministic op is involved.")
+    return None
 
 
 def _place(event: NonFinite) -> str:

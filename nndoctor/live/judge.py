@@ -337,26 +337,14 @@ class Judge:
 
 
 def describe_nonfinite(event: NonFiniteEvent) -> str:
-    """One sentence: when, what, where, which op."""
+    """One sentence: when, what, where, which op (`check`'s wording, nan.describe_located)."""
+    from ..checks.nan import describe_located  # lazy: it imports torch, the judges need not
+
     when = f"At step {event.step + 1}"
-    place = "the loss" if event.scope == "loss" else (f"`{event.where}`" if event.where
-                                                       else "the model's own forward")
-    line = f" ({event.source[0]}:{event.source[1]})" if event.source else ""
-    value = event.value or "NaN/Inf"
+    told = describe_located(event, when)
+    if told is not None:
+        return told
     loss = "unknown" if event.loss is None else f"{event.loss:.4g}"
-    if event.kind == "parameter":
-        return (f"{when} the weight `{event.where}` is already {value}: the previous update "
-                "overflowed it (the LR or the gradients are far too large).")
-    if event.kind == "input":
-        return f"{when} the batch's inputs hold {value} values, so the loss is {loss}."
-    if event.kind == "forward" and event.op:
-        return (f"{when} the forward pass went {value}: `{event.op}` in {place}{line} turned finite "
-                f"inputs into {value}; the loss is {loss}.")
-    if event.kind == "forward":
-        return f"{when} the forward output of {place} is {value}; the loss is {loss}."
-    if event.kind == "backward":
-        op = f"the backward of `{event.op}` in {place}{line}" if event.op else place
-        return f"{when} the forward pass and the loss ({loss}) are finite, but {op} made the gradient {value}."
     if event.kind == "loss":
         return f"{when} the loss is {loss} while the model's output is finite."
     norm = "unknown" if event.grad_norm is None else f"{event.grad_norm:.4g}"
