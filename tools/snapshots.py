@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +47,7 @@ class Example:
     setup: tuple = ()  # files written into the run's folder first: ((name, text), ...)
     lang: str = "console"
     show_commands: bool = True
-    files: tuple = field(default=())  # extra hidden commands run after (e.g. cat a report)
+    files: tuple = ()  # extra hidden commands run after (e.g. cat a report)
     drop: tuple = ()  # report sections (e.g. "size", "lr-find") left out, saying so
 
 
@@ -191,7 +191,8 @@ def _elide(lines: list, keep: Optional[tuple]) -> str:
 
 def run_sample(name: str) -> tuple:
     """(Rich text at 80 columns, JSON without timings) of `check` on a sample, in-process."""
-    sys.path.insert(0, ROOT)
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
     from rich.console import Console
 
     from nndoctor import checks
