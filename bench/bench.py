@@ -15,7 +15,7 @@ For each healthy sample model, one *timing* subprocess per run
    `.grad`), the optimizer steps (a global step hook) and the batches drawn from the
    loaders;
 3. then, in the same process, on the same model (restored by nndoctor), the same
-   batches and the same torch thread count (`nndoctor.threads.limited_threads`), runs a
+   batches and the same torch thread count (`nndoctor.engine.threads.limited_threads`), runs a
    *bare loop* that does exactly that work, check by check: the same number of
    forward+backward+optimizer steps, forward+backward passes, forward-only passes, and
    batches drawn from the same loaders. It reads the loss once per step (`.item()`),
@@ -173,7 +173,7 @@ def _checks(with_lr_find: bool) -> list:
 def run_nndoctor(setup, with_lr_find: bool, count: bool):
     """nndoctor's `check` on a loaded setup: (report, plan or None, wall seconds, CPU seconds
     {check: s, "total": s})."""
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
 
     counters = None
     current = ["(setup)"]
@@ -254,7 +254,7 @@ class Bare:
         The first training batches are drawn as nndoctor's session draws its cached ones
         (seeded: engine.Session.batches), so the pool holds the very batches nndoctor
         trains on: the same values, hence the same cost (subnormal floats are slow)."""
-        from nndoctor.engine import rng_state, seed_everything, set_rng_state
+        from nndoctor.engine.session import rng_state, seed_everything, set_rng_state
 
         loader = self.setup.train_loader if key == "train" else self.setup.val_loader
         for _ in range(n):
@@ -372,8 +372,8 @@ def _warm_up(sample: str) -> None:
 def time_bare(setup, plan: dict, order: list) -> dict:
     """The bare loop doing `plan`, check by check, timed; the model, optimizer and loader
     RNGs are put back afterwards (untimed), so nndoctor may run after it on the same setup."""
-    from nndoctor.engine import _loader_generators
-    from nndoctor.threads import limited_threads
+    from nndoctor.engine.session import _loader_generators
+    from nndoctor.engine.threads import limited_threads
 
     generators = [(g, g.get_state()) for g in _loader_generators(setup)]
     bare = Bare(setup).keep_start()  # its copy of the weights and optimizer state serves both
@@ -410,7 +410,7 @@ def lr_finder_floor(setup, repeats: int) -> dict:
     import torch_lr_finder.lr_finder as tlf
 
     from nndoctor.checks.lr_find import DEFAULTS
-    from nndoctor.threads import limited_threads
+    from nndoctor.engine.threads import limited_threads
 
     bare = Bare(setup).keep_start()
     bare.draw("train", 8)
@@ -477,7 +477,7 @@ def lr_finder_floor(setup, repeats: int) -> dict:
 
 
 def worker(mode: str, sample: str, with_lr_find: bool, plan_json: str | None) -> dict:
-    from nndoctor.threads import limited_threads
+    from nndoctor.engine.threads import limited_threads
 
     started = time.perf_counter()
     import torch  # noqa: F401  (what both sides need anyway)

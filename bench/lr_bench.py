@@ -41,7 +41,7 @@ import torch.nn as nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nndoctor.runner import run_checks
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 STEPS = 200  # the fixed training budget: ~12 epochs of 512 samples in batches of 32

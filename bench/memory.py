@@ -55,7 +55,7 @@ def child(args) -> dict:
             optimizer.step()
         summary = "ok"
     else:
-        from nndoctor.runner import run_checks
+        from nndoctor.engine.runner import run_checks
         from nndoctor.target import Setup
 
         checks, _, cache = args.run.partition(":")

@@ -9,7 +9,7 @@ to measure):
 Each case is a module in bench/real_bugs/ with `buggy()` and `fixed()` (SPEC §1 dicts),
 the source post in its docstring and `EXPECTED = [(code, where-or-None), ...]` for the
 buggy program. For every case, variant and seed, a subprocess builds the program and runs
-`nndoctor.runner.run_checks` with every check, as `nndoctor check` does, and prints its
+`nndoctor.engine.runner.run_checks` with every check, as `nndoctor check` does, and prints its
 findings as JSON; a case that hangs is stopped at `--timeout` seconds.
 
 Scores:
@@ -65,7 +65,7 @@ def source_of(module) -> tuple:
 def run_one(name: str, variant: str, seed: int) -> dict:
     """Build CASE's VARIANT and run every check on it; the findings as plain dicts."""
     from nndoctor import checks
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
     from nndoctor.target import to_setup
 
     module = load_case(name)

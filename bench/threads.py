@@ -1,11 +1,11 @@
-"""Time one training step of each sample at 1 and 2 torch threads (see nndoctor/threads.py).
+"""Time one training step of each sample at 1 and 2 torch threads (see nndoctor/engine/threads.py).
 
 Run from the repo root: python bench/threads.py
 """
 import sys, time, torch
 sys.path.insert(0, "sample_models")
 from nndoctor.target import load_target
-from nndoctor.engine import Session
+from nndoctor.engine.session import Session
 res = {}
 for name in ["mlp", "simple_cnn", "text_classifier", "bottleneck", "transformer_encoder"]:
     for th in (1, 2):

@@ -9,7 +9,7 @@ Usage:
 Each entry of `bench/zoo_models.py` builds a real architecture from its library's config
 (torchvision, timm, Hugging Face transformers, torch.nn) with random init, on learnable
 synthetic data, with its recommended optimizer. For every model and seed a subprocess
-builds the target and runs `nndoctor.runner.run_checks` (what `nndoctor check` runs) on it;
+builds the target and runs `nndoctor.engine.runner.run_checks` (what `nndoctor check` runs) on it;
 a crash or a hang (past --timeout) is reported for that model and the rest go on. nndoctor
 is imported from PYTHONPATH, so any worktree can run this file. Every model here is
 healthy: any finding at warning or error is a false alarm, unless the "verified" section
@@ -76,7 +76,7 @@ def run_one(name: str, seed: int, checks: list, threads: int) -> dict:
     """nndoctor's checks on one entry: what the parent puts in the table."""
     _torch, zoo_models = _setup_child(threads)
     from nndoctor import checks as registry
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
     from nndoctor.target import to_setup
 
     built = time.perf_counter()
@@ -126,7 +126,7 @@ def batch_leak(target: dict) -> float:
     every other sample of its batch is replaced: 0 when the samples do not mix."""
     import torch
 
-    from nndoctor.engine import primary_output, split_batch
+    from nndoctor.engine.session import primary_output, split_batch
 
     model = target["model"]
     first, second = iter(target["val_loader"]), iter(target["val_loader"])
@@ -154,7 +154,7 @@ def accuracy(target: dict):
     batch or a dict batch whose `labels` are one per sample); None for token-level tasks."""
     import torch
 
-    from nndoctor.engine import primary_output, split_batch
+    from nndoctor.engine.session import primary_output, split_batch
 
     model, hits, total = target["model"], 0, 0
     model.eval()

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional
 
 from .checks import CHECKS
 from .errors import UsageError
-from .findings import Report
+from .report.findings import Report
 from .target import Setup, load_target, to_setup
 
 
@@ -21,8 +21,8 @@ def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None,
     `config` holds per-check settings, e.g. {"overfit": {"steps": 200}}.
     """
     from .config import validate
-    from .engine import resolve_device
-    from .runner import run_checks
+    from .engine.session import resolve_device
+    from .engine.runner import run_checks
 
     try:
         resolve_device(device)

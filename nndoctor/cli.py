@@ -160,8 +160,8 @@ def _choose(names: list, only, skip) -> list:
 
 
 def _run(target, data, names, settings, device, seed, max_seconds, debug):
-    from .engine import resolve_device
-    from .runner import run_checks
+    from .engine.session import resolve_device
+    from .engine.runner import run_checks
     from .target import load_target
 
     try:
@@ -413,7 +413,7 @@ def watch(ctx: typer.Context,
 def codes(markdown: Annotated[bool, typer.Option("--markdown", help="As a Markdown table (the README's).")]
           = False):
     """Every finding code, its severity and one-line meaning."""
-    from .codes import CODES, markdown_table
+    from .report.codes import CODES, markdown_table
 
     if markdown:
         print(markdown_table())
@@ -441,7 +441,7 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-
     from rich.padding import Padding
     from rich.text import Text
 
-    from .codes import CODES
+    from .report.codes import CODES
     from .render.rich import SEVERITY_STYLE
 
     entry = CODES.get(code.strip().lower())

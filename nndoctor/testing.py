@@ -51,7 +51,7 @@ def assert_healthy(target_or_model: Any, train_loader: Any = None, criterion: An
                                   "does not have yet; use max_seconds= (a limit per check)")
     if fail_on not in ("error", "warning", "never"):
         raise ValueError(f"fail_on must be error, warning or never, not {fail_on!r}")
-    from .findings import Report
+    from .report.findings import Report
 
     if isinstance(target_or_model, Report):
         report = target_or_model

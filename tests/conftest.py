@@ -25,7 +25,7 @@ def load_sample(name: str, attr: str = "build"):
 
 def run_checks_on(name: str, checks, seed: int = 0, settings=None):
     """The Report of `checks` on a freshly built sample."""
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
 
     return run_checks(load_sample(name), checks, settings or {}, target=name, device="cpu", seed=seed)
 
@@ -52,7 +52,7 @@ def seeded_loader(x, y, batch_size: int = 32):
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
-    # As nndoctor's runs do on a 2-core machine (nndoctor/threads.py): tests that drive
+    # As nndoctor's runs do on a 2-core machine (nndoctor/engine/threads.py): tests that drive
     # a Session directly would otherwise be many times slower on a loaded CI box.
     import torch
 

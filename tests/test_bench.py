@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from nndoctor import scan
+from nndoctor.probes import activations as scan
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ def test_codes_lists_every_spec_code():
 
 
 def test_codes_table_holds_spec_severities():
-    from nndoctor.codes import CODES
+    from nndoctor.report.codes import CODES
 
     warnings = {"vanishing-gradient", "dead-neurons", "saturated-activations", "bad-init", "init-loss",
                 "lr-too-high", "lr-too-low", "overfitting", "underfitting", "unnormalized-input"}
@@ -212,7 +212,7 @@ def test_codes_table_holds_spec_severities():
 
 
 def test_explain_shows_meaning_why_and_fix():
-    from nndoctor.codes import CODES
+    from nndoctor.report.codes import CODES
 
     result = invoke("explain", "dead-neurons")
     assert result.exit_code == 0

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import dead
-from nndoctor.runner import run_checks
-from nndoctor.scan import MIN_OBSERVATIONS, SATURATION_MARGIN, scan_activations
+from nndoctor.engine.runner import run_checks
+from nndoctor.probes.activations import MIN_OBSERVATIONS, SATURATION_MARGIN, scan_activations
 from nndoctor.target import Setup
 
 

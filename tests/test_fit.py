@@ -13,7 +13,7 @@ import torch.nn as nn
 from conftest import codes_of, load_sample, run_checks_on
 from nndoctor.checks import fit
 from nndoctor.checks.fit import TargetStats, overfitting, underfitting
-from nndoctor.runner import run_checks
+from nndoctor.engine.runner import run_checks
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_a_loss_still_falling_is_not_underfitting():
 
 
 def test_an_unstable_loss_gets_the_lower_lr_fix():
-    from nndoctor.codes import CODES
+    from nndoctor.report.codes import CODES
 
     unstable = underfitting([2.3, 2.0, 2.4, 2.1], 2.3, "class-prior")
     assert unstable.evidence["unstable"] is True and unstable.fix == fit.UNSTABLE_FIX

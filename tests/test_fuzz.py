@@ -27,7 +27,7 @@ from nndoctor.cli import app
 from nndoctor.config import validate
 from nndoctor.errors import UsageError
 from nndoctor.render import render_text
-from nndoctor.runner import run_checks
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import SETUP_KEYS, Setup, to_setup
 
 from conftest import ROOT

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import init as init_check
-from nndoctor.engine import Session
-from nndoctor.runner import run_checks
+from nndoctor.engine.session import Session
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 LOUD = ("warning", "error")

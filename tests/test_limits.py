@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from typer.testing import CliRunner
 
 from nndoctor.cli import app
-from nndoctor.runner import run_checks
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import load_target
 
 from conftest import ROOT

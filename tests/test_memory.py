@@ -3,7 +3,7 @@
 import torch
 import torch.nn as nn
 
-from nndoctor.engine import Session
+from nndoctor.engine.session import Session
 from nndoctor.target import Setup
 
 
@@ -69,7 +69,7 @@ def test_the_shared_run_frees_each_steps_gradients_before_the_next_backward():
     # Held into the next step, they would sit beside the next backward's: a whole extra copy.
     import weakref
 
-    from nndoctor import instrument
+    from nndoctor.probes import train_run as instrument
 
     session = _session()
     previous, alive = [], []
@@ -89,7 +89,7 @@ def test_the_shared_run_frees_each_steps_gradients_before_the_next_backward():
 
 
 def test_no_update_ratio_copy_above_the_size_limit(monkeypatch):
-    from nndoctor import instrument
+    from nndoctor.probes import train_run as instrument
     from nndoctor.checks import grads
 
     session = _session()

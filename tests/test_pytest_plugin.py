@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from nndoctor.codes import CODES
+from nndoctor.report.codes import CODES
 from nndoctor.testing import UnhealthyModelError, assert_healthy
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from nndoctor import codes
+from nndoctor.report import codes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")

@@ -90,7 +90,7 @@ BROKEN = {
 
 def full_check(name: str, seed: int = 0):
     from nndoctor import checks
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
 
     return run_checks(load_sample(name), list(checks.CHECKS), {}, target=name, device="cpu", seed=seed)
 

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from conftest import codes_of, load_sample, run_checks_on, sample_path
 from nndoctor.checks import size as size_check
 from nndoctor.cli import app
-from nndoctor.engine import Session
-from nndoctor.flops import rnn_stack_flop
+from nndoctor.engine.session import Session
+from nndoctor.probes.flops import rnn_stack_flop
 from nndoctor.render.rich import size_section
-from nndoctor.runner import run_checks
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 SIZED = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck", "transformer_encoder"]
@@ -135,7 +135,7 @@ def test_rnn_flops_equal_the_analytic_count(kind, options, batch_first):
 def test_lstm_fused_kernel_formula_matches_torchs_own_matmul_count():
     # With oneDNN on, nn.LSTM runs aten.mkldnn_rnn_layer (our formula); off, it runs
     # mm/addmm that torch's stock formulas count: both must agree.
-    from nndoctor.flops import count_flops
+    from nndoctor.probes.flops import count_flops
 
     model = nn.LSTM(10, 16, num_layers=2, bidirectional=True)
     x = torch.randn(7, 3, 10)

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import HEALTHY, codes_of, only, run_checks_on, seeded_loader
 from nndoctor.checks import static
-from nndoctor.engine import Session
-from nndoctor.runner import run_checks
+from nndoctor.engine.session import Session
+from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 SAMPLES = {  # sample -> (code, where)

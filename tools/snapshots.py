@@ -197,7 +197,7 @@ def run_sample(name: str) -> tuple:
 
     from nndoctor import checks
     from nndoctor.render.rich import print_report
-    from nndoctor.runner import run_checks
+    from nndoctor.engine.runner import run_checks
     from nndoctor.target import load_target
 
     target = f"sample_models/{name}.py"

@@ -1,6 +1,6 @@
 """dead: units that never fire, and sigmoid/tanh units stuck at their asymptotes (SPEC §3).
 
-Reads the shared activation scan (`nndoctor.scan`): the model at its initial
+Reads the shared activation scan (`nndoctor.probes.activations`): the model at its initial
 weights, in train mode, on the first few training batches, with activation
 modules and functional activations (`F.relu` inside a `forward`) both seen.
 
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..engine import Session
-from ..findings import make_finding
-from ..scan import RECTIFIER, SATURATION_MARGIN, SIGMOID, ActivationStats, ScanResult, activation_scan
+from ..engine.session import Session
+from ..report.findings import make_finding
+from ..probes.activations import RECTIFIER, SATURATION_MARGIN, SIGMOID, ActivationStats, ScanResult, activation_scan
 from . import Outcome
 
 NAME = "dead"
@@ -115,7 +115,7 @@ def died_findings(session: Session, initial: ScanResult, reported: set, threshol
                   metrics: dict) -> list:
     """dead-neurons for the activations that were alive at initialisation and are dead on the
     weights the shared training run ended with."""
-    from ..instrument import finished_run
+    from ..probes.train_run import finished_run
 
     run = finished_run(session)
     if run is None:

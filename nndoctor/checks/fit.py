@@ -32,8 +32,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..engine import Batch, Session
-from ..findings import make_finding
+from ..engine.session import Batch, Session
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "fit"
@@ -232,7 +232,7 @@ def run(session: Session, settings: dict) -> Outcome:
                 outcome.findings.append(under)
     plot_path = settings.get("plot")
     if plot_path and train_losses:
-        from ..plots import fit_plot  # lazy: matplotlib
+        from ..render.plots import fit_plot  # lazy: matplotlib
 
         fit_plot(str(plot_path), train_losses, val_losses, baseline, section.get("overfit_from_epoch"))
         section["plot"] = outcome.metrics["plot"] = str(plot_path)

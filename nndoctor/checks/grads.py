@@ -14,9 +14,9 @@ from typing import Optional
 
 import torch.nn as nn
 
-from ..engine import Session
-from ..findings import make_finding
-from ..instrument import TrainRun, shared_run
+from ..engine.session import Session
+from ..report.findings import make_finding
+from ..probes.train_run import TrainRun, shared_run
 from . import Outcome
 
 NAME = "grads"

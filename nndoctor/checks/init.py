@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..engine import Batch, Session, output_loss, primary_output
-from ..findings import make_finding
+from ..engine.session import Batch, Session, output_loss, primary_output
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "init"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine import (
+from ..engine.session import (
     SECOND_COPY_MAX_MB,
     Session,
     Skip,
@@ -53,7 +53,7 @@ from ..engine import (
     set_rng_state,
     tensors_mb,
 )
-from ..findings import make_finding
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "lr-find"
@@ -764,7 +764,7 @@ def run(session: Session, settings: dict) -> Outcome:
     outcome.findings += verdict(current_lr, race)
     plot_path = settings.get("plot")
     if plot_path:
-        from ..plots import lr_plot  # lazy: matplotlib
+        from ..render.plots import lr_plot  # lazy: matplotlib
 
         lr_plot(str(plot_path), curve.lrs, curve.losses, found["suggestions"], method, current_lr,
                 candidates=section["candidates"], winner=section["winner"])

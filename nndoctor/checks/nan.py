@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..engine import Session
-from ..findings import make_finding
-from ..instrument import NonFinite, TrainRun, run_length, shared_run
+from ..engine.session import Session
+from ..report.findings import make_finding
+from ..probes.train_run import NonFinite, TrainRun, run_length, shared_run
 from . import Outcome
 
 NAME = "nan"

@@ -24,9 +24,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..engine import LABEL_KEYS, Session, Skip
-from ..findings import make_finding
-from ..instrument import (DEFAULT_STEPS, EXTEND_CAP, EXTEND_WINDOW, MIN_WINDOW_DROP, TrainRun, shared_run,
+from ..engine.session import LABEL_KEYS, Session, Skip
+from ..report.findings import make_finding
+from ..probes.train_run import (DEFAULT_STEPS, EXTEND_CAP, EXTEND_WINDOW, MIN_WINDOW_DROP, TrainRun, shared_run,
                           still_falling)
 from . import Outcome
 

@@ -4,7 +4,7 @@ torchinfo counts mult-adds through module hooks from each layer's parameters
 and output size, so it misses functional calls (attention matmuls), counts a
 Linear over a sequence once per sample instead of once per token, and leaves
 out MultiheadAttention. `flops` comes from one eval-mode forward pass under
-torch's FlopCounterMode (nndoctor.flops); when the two disagree by more than
+torch's FlopCounterMode (nndoctor.probes.flops); when the two disagree by more than
 2×, an info finding says which to trust and names the modules behind the gap.
 The check runs exactly two forward passes, both in eval mode under no_grad,
 so BatchNorm statistics never move.
@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 
 from ..config import parse_budget
-from ..engine import Session, Skip
+from ..engine.session import Session, Skip
 from ..errors import summarize
-from ..findings import make_finding
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "size"
@@ -162,7 +162,7 @@ def run(session: Session, settings: dict) -> Outcome:
 
 
 def count_flops(model: nn.Module, args: tuple, kwargs: dict):
-    from ..flops import count_flops as count  # lazy: keeps torch.utils.flop_counter off the import path
+    from ..probes.flops import count_flops as count  # lazy: keeps torch.utils.flop_counter off the import path
 
     return count(model, args, kwargs)
 

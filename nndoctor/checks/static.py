@@ -25,9 +25,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import static_probe as probe
-from ..engine import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, split_batch
-from ..findings import make_finding
+from ..probes import static as probe
+from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, split_batch
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "static"

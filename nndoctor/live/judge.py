@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..findings import Finding, make_finding
+from ..report.findings import Finding, make_finding
 
 CHECK = "watch"
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
-from ..codes import SEVERITY_ORDER
-from ..findings import CheckResult, Report, status_from_findings
-from ..instrument import _kind_of, _nonfinite_leaf, _Tracer
+from ..report.codes import SEVERITY_ORDER
+from ..report.findings import CheckResult, Report, status_from_findings
+from ..probes.train_run import _kind_of, _nonfinite_leaf, _Tracer
 from .judge import History, Judge, NonFiniteEvent
 from .errors import StopWatching, TrainingBug
 

@@ -36,7 +36,7 @@ def _command(level: str, message: str, source=None, title=None) -> str:
 
 
 def render(report) -> str:
-    from ..locate import target_source
+    from ..report.locate import target_source
     from .rich import verdict
 
     # Findings no class of the user's holds, and crashes outside the user's code,

@@ -159,7 +159,7 @@ def size_section(size: dict):
 
 @section("lr_find")
 def lr_find_section(data: dict):
-    from ..plots import braille_plot  # no matplotlib: text only
+    from .plots import braille_plot  # no matplotlib: text only
 
     title = Text("lr-find", style="bold")
     parts = [title]
@@ -218,7 +218,7 @@ def lr_find_section(data: dict):
 
 @section("fit")
 def fit_section(data: dict):
-    from ..plots import sparkline
+    from .plots import sparkline
 
     train, val = data.get("train_losses") or [], data.get("val_losses") or []
     baseline = data.get("baseline_loss")

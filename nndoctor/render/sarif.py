@@ -1,7 +1,7 @@
 """--format sarif: SARIF 2.1.0 for code scanning (GitHub's upload-sarif, GitLab, IDEs).
 
 One rule per finding code (its meaning, why and fix from codes.py), one result
-per finding at the user's file and line (nndoctor/locate.py). A check that did
+per finding at the user's file and line (nndoctor/report/locate.py). A check that did
 not complete is a tool execution notification: it is not a finding of a rule.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import __version__
-from ..codes import CODES
+from ..report.codes import CODES
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 # SARIF §3.27.10: a result's level is none, note, warning or error.
@@ -21,7 +21,7 @@ LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 
 
 def render(report) -> str:
-    from ..locate import target_source
+    from ..report.locate import target_source
     from .github import crash_site
 
     fallback = target_source(report.target)

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from .errors import DataError
-from .target import Setup
+from ..errors import DataError
+from ..target import Setup
 
 DEFAULT_LR = 1e-3  # SPEC §1: Adam(lr=1e-3) when no optimizer is given
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")  # dict batches: the target's key

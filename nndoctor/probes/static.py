@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from .engine import primary_output, rng_state, set_rng_state, tensors_mb
+from ..engine.session import primary_output, rng_state, set_rng_state, tensors_mb
 
 # Autograd nodes that only move or copy values: looked through to find the op that made a tensor.
 SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-from .errors import is_user_file, short_path
+from ..errors import is_user_file, short_path
 
 
 def module_path_of(model: nn.Module, where: str) -> str:
@@ -64,7 +64,7 @@ def target_source(spec: Optional[str]) -> Optional[tuple]:
     or None: where the model is defined when no class of the user's defines it."""
     if not spec:
         return None
-    from .target import split_target
+    from ..target import split_target
 
     where, attr = split_target(spec)
     if where.endswith(".py") or "/" in where or os.sep in where:

@@ -9,12 +9,12 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from . import checks as registry
-from .engine import CheckTimeout, Session, Skip, seed_everything
-from .errors import DataError, summarize, user_cause
-from .findings import CheckResult, Report, status_from_findings
-from .locate import attach_sources
-from .target import Setup
+from .. import checks as registry
+from .session import CheckTimeout, Session, Skip, seed_everything
+from ..errors import DataError, summarize, user_cause
+from ..report.findings import CheckResult, Report, status_from_findings
+from ..report.locate import attach_sources
+from ..target import Setup
 from .threads import limited_threads
 
 TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer

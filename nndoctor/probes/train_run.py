@@ -48,8 +48,8 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from .engine import SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
-from .errors import is_user_file, short_path
+from ..engine.session import SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
+from ..errors import is_user_file, short_path
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
@@ -181,7 +181,7 @@ def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
         raise ValueError(f"steps must be at least 1, not {steps}")
     max_steps, target = steps, None
     if steps == length:  # the shared run; a check's own length (nan --steps N) is run exactly
-        from .checks import overfit  # lazy: the check owns the threshold the run extends towards
+        from ..checks import overfit  # lazy: the check owns the threshold the run extends towards
 
         max_steps, target = max_steps_of(session, steps), lambda first: overfit.target_loss(session, first)
     return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
@@ -350,7 +350,7 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
     if run.nonfinite is None:
-        from .scan import session_scan  # forward-only passes over the first batches, no gradient
+        from .activations import session_scan  # forward-only passes over the first batches, no gradient
 
         run.activations_after = session_scan(session)
     run.seconds = time.perf_counter() - started

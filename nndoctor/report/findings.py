@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import __version__
+from .. import __version__
 from .codes import CODES, SEVERITY_ORDER
 
 CHECK_STATUSES = ("pass", "warning", "fail", "error", "skipped")
@@ -127,7 +127,7 @@ class Report:
         return out
 
     def __rich__(self):  # a Report displays itself in a rich console
-        from .render.rich import report_renderable
+        from ..render.rich import report_renderable
         return report_renderable(self)
 
     def _repr_html_(self) -> str:  # ... and in a Jupyter notebook

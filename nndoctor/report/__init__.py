@@ -1,0 +1,1 @@
+"""What a run says: findings, codes, where they point."""
