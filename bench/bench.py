@@ -230,7 +230,7 @@ class Bare:
         self._start = None
         self._nn = nn
 
-    def keep_start(self) -> "Bare":
+    def keep_start(self) -> Bare:
         """Copy the weights and optimizer state now, for rewind()."""
         import copy
 
@@ -362,7 +362,6 @@ class Bare:
 
 def _warm_up(sample: str) -> None:
     """A few steps of a separate copy, so neither side pays torch's first-call costs."""
-    import torch
 
     bare = Bare(_load(sample))
     bare.run({"train": WARMUP_STEPS, "fwd_nograd": 1, "train_batches": 1})
@@ -604,7 +603,7 @@ def end_to_end(sample: str, plan: dict, runs: int, with_lr_find: bool) -> dict:
     if with_lr_find:
         variants["with_lr_find"] = (check, plan)
     times = {k: {"check": [], "bare": []} for k in variants}
-    for name, (cmd, work) in variants.items():  # once untimed: page cache, bytecode
+    for cmd, work in variants.values():  # once untimed: page cache, bytecode
         _wall(cmd), _wall(bare + [json.dumps(work)])
     for _ in range(runs):
         for name, (cmd, work) in variants.items():

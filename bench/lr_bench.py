@@ -41,8 +41,8 @@ import torch.nn as nn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from nndoctor.engine.runner import run_checks
-from nndoctor.target import Setup
+from nndoctor.engine.runner import run_checks  # noqa: E402 (after the sys.path insert)
+from nndoctor.target import Setup  # noqa: E402
 
 STEPS = 200  # the fixed training budget: ~12 epochs of 512 samples in batches of 32
 LABEL_NOISE = 0.1  # of the labels, train and held-out alike
@@ -81,8 +81,9 @@ def mlp(seed):
 class CNN(nn.Module):
     def __init__(self):
         super().__init__()
-        block = lambda cin, cout: nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+        def block(cin, cout):
+            return nn.Sequential(
+                    nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
         self.features = nn.Sequential(block(3, 16), block(16, 32))
         self.head = nn.Linear(32 * 4 * 4, 4)
 
@@ -273,7 +274,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # 2 shared cores: one run at a time, one thread
     seeds = list(range(args.seeds))
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    def log(msg):
+        return print(msg, file=sys.stderr, flush=True)
     rows = [bench_task(t, seeds, log) for t in args.tasks.split(",")]
     text = markdown(rows, seeds)
     with open(args.out, "w") as f:

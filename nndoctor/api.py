@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any, Optional
 
 from .checks import CHECKS
 from .errors import UsageError
@@ -21,8 +22,8 @@ def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None,
     `config` holds per-check settings, e.g. {"overfit": {"steps": 200}}.
     """
     from .config import validate
-    from .engine.session import resolve_device
     from .engine.runner import run_checks
+    from .engine.session import resolve_device
 
     try:
         resolve_device(device)

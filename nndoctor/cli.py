@@ -10,10 +10,9 @@ import contextlib
 import difflib
 import sys
 from enum import Enum
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
-from typing_extensions import Annotated
 
 from .errors import UsageError, print_error
 
@@ -100,7 +99,7 @@ def execute(common: Common, names: list, overrides: Optional[dict] = None,
         code = _execute(common, names, overrides or {}, only, skip)
     except UsageError as exc:
         print_error(str(exc), common.debug, exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 
@@ -160,8 +159,8 @@ def _choose(names: list, only, skip) -> list:
 
 
 def _run(target, data, names, settings, device, seed, max_seconds, debug):
-    from .engine.session import resolve_device
     from .engine.runner import run_checks
+    from .engine.session import resolve_device
     from .target import load_target
 
     try:
@@ -208,6 +207,7 @@ def _progress():
 def _emit(report, common: Common) -> None:
     if common.format == "rich":
         from rich.console import Console
+
         from .render.rich import print_report
 
         if common.output:
@@ -405,7 +405,7 @@ def watch(ctx: typer.Context,
         code = watch_command(script, module, list(ctx.args), every, max_steps, max_seconds, common)
     except UsageError as exc:
         print_error(str(exc), debug, exc)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 
@@ -441,8 +441,8 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-
     from rich.padding import Padding
     from rich.text import Text
 
-    from .report.codes import CODES
     from .render.rich import SEVERITY_STYLE
+    from .report.codes import CODES
 
     entry = CODES.get(code.strip().lower())
     if entry is None:

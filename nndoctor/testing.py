@@ -9,7 +9,8 @@ Nothing here imports torch until a diagnosis runs.
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable, Optional, Union
+from collections.abc import Iterable
+from typing import Any, Optional, Union
 
 __all__ = ["UnhealthyModelError", "assert_healthy", "findings_table"]
 

@@ -11,7 +11,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 scaler = torch.amp.GradScaler("cpu")
 criterion = nn.CrossEntropyLoss()
 x, y = blobs()
-for step, (xb, yb) in zip(range(300), batches(x, y)):
+for _step, (xb, yb) in zip(range(300), batches(x, y)):
     optimizer.zero_grad()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = criterion(model(xb), yb)

@@ -12,7 +12,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
 criterion = nn.CrossEntropyLoss()
 x, y = blobs()
-for step, (xb, yb) in zip(range(steps), batches(x, y)):
+for _step, (xb, yb) in zip(range(steps), batches(x, y)):
     optimizer.zero_grad()
     loss = criterion(model(xb), yb)
     loss.backward()

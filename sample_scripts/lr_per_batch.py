@@ -12,7 +12,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.1)
 criterion = nn.CrossEntropyLoss()
 x, y = blobs()
-for step, (xb, yb) in zip(range(400), batches(x, y)):
+for _step, (xb, yb) in zip(range(400), batches(x, y)):
     optimizer.zero_grad()
     loss = criterion(model(xb), yb)
     loss.backward()

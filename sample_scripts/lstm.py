@@ -23,7 +23,7 @@ model = Net()
 optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
 criterion = nn.CrossEntropyLoss()
 x, y = sequences()
-for step, (xb, yb) in zip(range(300), batches(x, y)):
+for _step, (xb, yb) in zip(range(300), batches(x, y)):
     optimizer.zero_grad()
     loss = criterion(model(xb), yb)
     loss.backward()

@@ -10,7 +10,7 @@ model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 criterion = nn.CrossEntropyLoss()
 x, y = blobs()
-for step, (xb, yb) in zip(range(300), batches(x, y)):
+for _step, (xb, yb) in zip(range(300), batches(x, y)):
     optimizer.zero_grad()
     loss = criterion(model(xb), yb)
     loss.backward()

@@ -25,7 +25,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50))
 criterion = nn.CrossEntropyLoss()
 x, y = sequences()
-for step, (xb, yb) in zip(range(300), batches(x, y)):
+for _step, (xb, yb) in zip(range(300), batches(x, y)):
     optimizer.zero_grad()
     loss = criterion(model(xb), yb)
     loss.backward()

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import ROOT, load_sample
 from rich.console import Console
 from typer.testing import CliRunner
 
 import nndoctor
 from nndoctor.cli import app
 from nndoctor.errors import ConfigError, TargetError, UsageError
-
-from conftest import ROOT, load_sample
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "limits"))
 from state_probe import capture, differences  # noqa: E402

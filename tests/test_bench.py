@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from nndoctor.probes import activations as scan
 
 

@@ -17,9 +17,9 @@ import yaml
 from typer.testing import CliRunner
 
 from nndoctor.cli import app
+from nndoctor.render import render_text
 from nndoctor.report.codes import CODES
 from nndoctor.report.findings import CheckResult, Report, make_finding, status_from_findings
-from nndoctor.render import render_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

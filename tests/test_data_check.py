@@ -14,13 +14,14 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import codes_of, load_sample, only, run_checks_on
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import data as data_check
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
 from nndoctor.target import Setup
+
 
 def scanned_batches(name: str, seed: int = 0) -> list:
     """The batches the data check scans, fetched by a fresh Session the same way."""

@@ -6,14 +6,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
+
 from nndoctor.checks import dead
 from nndoctor.engine.runner import run_checks
 from nndoctor.probes.activations import MIN_OBSERVATIONS, SATURATION_MARGIN, scan_activations
 from nndoctor.target import Setup
-
-
 
 # --------------------------------------------------------------------------- broken samples
 

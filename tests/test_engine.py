@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import Session, resolve_device, seed_everything, split_batch
 from nndoctor.errors import DataError
-from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))

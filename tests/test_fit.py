@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import codes_of, load_sample, run_checks_on
+
 from nndoctor.checks import fit
 from nndoctor.checks.fit import TargetStats, overfitting, underfitting
 from nndoctor.engine.runner import run_checks

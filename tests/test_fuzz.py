@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 import yaml
+from conftest import ROOT
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -25,12 +26,10 @@ from nndoctor import checks as registry
 from nndoctor.checks import CHECKS
 from nndoctor.cli import app
 from nndoctor.config import validate
+from nndoctor.engine.runner import run_checks
 from nndoctor.errors import UsageError
 from nndoctor.render import render_text
-from nndoctor.engine.runner import run_checks
 from nndoctor.target import SETUP_KEYS, Setup, to_setup
-
-from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures", "limits"))
 from state_probe import capture, differences  # noqa: E402

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import codes_of, load_sample, run_checks_on, seeded_loader
-from nndoctor.probes import train_run as instrument
+
 from nndoctor.checks import grads
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
+from nndoctor.probes import train_run as instrument
 from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on
 from nndoctor.checks import init as init_check
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
 from nndoctor.target import Setup
 
 LOUD = ("warning", "error")

@@ -10,16 +10,14 @@ import sys
 import threading
 import time
 
-import pytest
 import torch
+from conftest import ROOT
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 from typer.testing import CliRunner
 
 from nndoctor.cli import app
 from nndoctor.engine.runner import run_checks
 from nndoctor.target import load_target
-
-from conftest import ROOT
 
 LIMITS = os.path.join("tests", "fixtures", "limits")
 SLOW = os.path.join(LIMITS, "nd_slow.py")

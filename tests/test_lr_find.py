@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import codes_of, load_sample, run_checks_on
+
 from nndoctor.checks import lr_find
 from nndoctor.checks.lr_find import Curve, suggest
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
 from nndoctor.target import Setup
-
 
 # --------------------------------------------------------------------------- fixed curves
 

@@ -89,8 +89,8 @@ def test_the_shared_run_frees_each_steps_gradients_before_the_next_backward():
 
 
 def test_no_update_ratio_copy_above_the_size_limit(monkeypatch):
-    from nndoctor.probes import train_run as instrument
     from nndoctor.checks import grads
+    from nndoctor.probes import train_run as instrument
 
     session = _session()
     with session.preserved():

@@ -6,11 +6,11 @@ import json
 
 import torch
 import torch.nn as nn
-
 from conftest import codes_of, load_sample, run_checks_on, sample_path, seeded_loader
-from nndoctor.probes import train_run as instrument
-from nndoctor.engine.session import Session
+
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
+from nndoctor.probes import train_run as instrument
 from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]

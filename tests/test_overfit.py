@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn as nn
-
 from conftest import HEALTHY, codes_of, load_sample, only, run_checks_on, seeded_loader
-from nndoctor.probes import train_run as instrument
+
 from nndoctor.checks import overfit
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
+from nndoctor.probes import train_run as instrument
 from nndoctor.target import Setup
 
 RUN_CHECKS = ["nan", "grads", "overfit"]

@@ -12,7 +12,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import ROOT
 
 # SPEC §3: every finding code a check may report (the live-run and distributed codes of

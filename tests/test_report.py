@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nndoctor.cli import app
-from nndoctor.report.findings import CheckResult, Report, make_finding, status_from_findings
 from nndoctor.render import render_text
+from nndoctor.report.findings import CheckResult, Report, make_finding, status_from_findings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")

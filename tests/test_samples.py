@@ -16,7 +16,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, load_sample
 
 # Findings that follow from almost any training bug rather than being a second bug: a

@@ -9,18 +9,18 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+from conftest import codes_of, load_sample, run_checks_on, sample_path
 from rich.console import Console
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from conftest import codes_of, load_sample, run_checks_on, sample_path
 from nndoctor.checks import size as size_check
 from nndoctor.cli import app
+from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import Session
 from nndoctor.probes.flops import rnn_stack_flop
 from nndoctor.render.rich import size_section
-from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup
 
 SIZED = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck", "transformer_encoder"]

@@ -16,12 +16,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from conftest import HEALTHY, codes_of, only, run_checks_on, seeded_loader
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import HEALTHY, codes_of, only, run_checks_on, seeded_loader
 from nndoctor.checks import static
-from nndoctor.engine.session import Session
 from nndoctor.engine.runner import run_checks
+from nndoctor.engine.session import Session
 from nndoctor.target import Setup
 
 SAMPLES = {  # sample -> (code, where)

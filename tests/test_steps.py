@@ -21,12 +21,12 @@ import sys
 import pytest
 import torch
 import torch.optim.optimizer as optim_module
-
 from conftest import ROOT, load_sample
+
 from nndoctor import checks as registry
+from nndoctor.engine.runner import run_checks
 from nndoctor.probes import activations as scan
 from nndoctor.probes import train_run as instrument
-from nndoctor.engine.runner import run_checks
 
 # Forward passes a check makes besides its training steps and scan batches (documented):
 # size: torchinfo's summary and the FlopCounterMode pass; init: the recorded forward of the

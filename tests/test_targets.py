@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import DEFAULT_LR, Session
 from nndoctor.errors import TargetError
-from nndoctor.engine.runner import run_checks
 from nndoctor.target import Setup, load_target, split_target
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -11,7 +11,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import ROOT
 
 SCRIPTS = os.path.join(ROOT, "sample_scripts")

@@ -196,8 +196,8 @@ def run_sample(name: str) -> tuple:
     from rich.console import Console
 
     from nndoctor import checks
-    from nndoctor.render.rich import print_report
     from nndoctor.engine.runner import run_checks
+    from nndoctor.render.rich import print_report
     from nndoctor.target import load_target
 
     target = f"sample_models/{name}.py"

@@ -12,7 +12,6 @@ The fix (the maintainer's, as proposed in the issue):
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded
 
 EXPECTED = [("batch-dependency", "attention")]
@@ -29,14 +28,14 @@ class SelfAttention(nn.Module):
         self.v = nn.ModuleList(nn.Linear(DIM * HEADS, DIM) for _ in range(HEADS))
 
     def forward(self, x):
-        batch_size, l, _ = x.shape
-        heads = torch.zeros(HEADS, batch_size, l, DIM)
+        batch_size, length, _ = x.shape
+        heads = torch.zeros(HEADS, batch_size, length, DIM)
         for i in range(HEADS):
             q, k, v = self.q[i](x), self.k[i](x), self.v[i](x)
             heads[i] = torch.softmax(q @ k.transpose(1, 2) / DIM ** 0.5, dim=-1) @ v
         if self.permute:
-            return heads.permute(1, 2, 0, 3).contiguous().view(batch_size, l, -1)
-        return heads.view(batch_size, l, -1)
+            return heads.permute(1, 2, 0, 3).contiguous().view(batch_size, length, -1)
+        return heads.view(batch_size, length, -1)
 
 
 class Reader(nn.Module):

@@ -12,7 +12,6 @@ The fix (the maintainer's answer): the targets (the true masks) must be between 
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, seeded
 from label_range_greyscale_masks import TinyUNet, _data
 

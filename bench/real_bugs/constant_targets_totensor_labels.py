@@ -12,7 +12,6 @@ The fix (the repository's line): `label = (transforms_f.to_tensor(label) * 255).
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, seeded
 
 EXPECTED = [("constant-targets", None)]

@@ -13,7 +13,6 @@ training=self.training)` (and likewise for the output dropout).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from _common import learns, loader, seeded
 
 EXPECTED = [("dropout-in-eval", None)]

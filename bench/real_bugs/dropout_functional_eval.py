@@ -13,7 +13,6 @@ module, which follows train/eval).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("dropout-in-eval", None)]

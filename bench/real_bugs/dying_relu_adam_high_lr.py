@@ -12,7 +12,6 @@ The fix (the post's solution 2): a smaller learning rate (Adam at 1e-3).
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("lr-too-high", None), ("dead-neurons", None)]

@@ -13,7 +13,6 @@ SGD that rescales the gradient to norm 1 before each step, as Keras's clipnorm d
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded
 
 EXPECTED = [("exploding-gradient", None), ("non-finite", None)]

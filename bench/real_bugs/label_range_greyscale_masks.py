@@ -13,7 +13,6 @@ The fix (the maintainer's answer): load the masks as class indices 0 ... n_class
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, seeded
 
 EXPECTED = [("label-out-of-range", "outc")]

@@ -14,7 +14,6 @@ The fix (the thread's answer): make the input layout and the LSTM agree
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded
 
 EXPECTED = [("batch-dependency", "lstm")]

@@ -14,7 +14,6 @@ CrossEntropyLoss), predicting with argmax (+1).
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("loss-task-mismatch", None)]

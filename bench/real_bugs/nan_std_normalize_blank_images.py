@@ -12,7 +12,6 @@ standard deviation.
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, blob_images, learns, loader, seeded
 
 EXPECTED = [("data-non-finite", None)]

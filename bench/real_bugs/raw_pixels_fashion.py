@@ -13,7 +13,6 @@ The fix (the tutorial's step the poster skipped): divide the pixels by 255.
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, blob_images, learns, loader, seeded
 
 EXPECTED = [("unnormalized-input", None)]

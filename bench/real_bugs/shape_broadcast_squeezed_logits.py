@@ -14,7 +14,6 @@ logits are no longer squeezed).
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded, teacher_regression
 
 EXPECTED = [("shape-broadcast", None)]

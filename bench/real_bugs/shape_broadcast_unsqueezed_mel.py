@@ -13,7 +13,6 @@ extra `unsqueeze(1)` so outputs and targets are both (B, 128, 80)).
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, seeded
 
 EXPECTED = [("shape-broadcast", None)]

@@ -12,7 +12,6 @@ learn 1/(exp(10x)+1), i.e. -f(x), and negate the prediction.
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded
 
 EXPECTED = [("output-range-mismatch", None)]

@@ -13,7 +13,6 @@ the logit into BCEWithLogitsLoss), or K=2 softmax outputs.
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, blob_images, learns, loader, seeded
 
 EXPECTED = [("single-unit-softmax", "classifier.3")]

@@ -13,7 +13,6 @@ classification — in PyTorch, the raw logit into BCEWithLogitsLoss.
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded
 
 EXPECTED = [("single-unit-softmax", "head.2")]

@@ -13,7 +13,6 @@ The fix (the answer): as many output neurons as classes, `Dense(7, activation='s
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("single-unit-softmax", "net.3"), ("label-out-of-range", "net.2")]

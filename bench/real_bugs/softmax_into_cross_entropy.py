@@ -12,7 +12,6 @@ The fix (the post's answer): pass the raw logits of the last Linear to CrossEntr
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("output-activation-mismatch", "net.5")]

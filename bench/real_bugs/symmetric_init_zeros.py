@@ -13,7 +13,6 @@ ReLU layers, as the course's `initialize_parameters_he`).
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded
 
 EXPECTED = [("symmetric-init", None)]

@@ -11,7 +11,6 @@ The fix (the maintainer's answer): `nn.ModuleList`.
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded
 
 EXPECTED = [("unregistered-module", "conv1d")]

@@ -13,7 +13,6 @@ The fix (the maintainer's answer): wrap the layers in `nn.ModuleList` (here an
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("unregistered-module", "hids")]

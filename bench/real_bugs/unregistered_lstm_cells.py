@@ -11,7 +11,6 @@ container (`nn.Sequential(*[...])`; here `nn.ModuleList`).
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded, teacher_regression
 
 EXPECTED = [("unregistered-module", "lstms")]

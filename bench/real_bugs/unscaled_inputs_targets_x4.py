@@ -13,7 +13,6 @@ invert the scaling on the predictions.
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded
 
 EXPECTED = [("unscaled-targets", None), ("unnormalized-input", None)]

@@ -11,7 +11,6 @@ The fix (the answer): standardise every target dimension separately (mean 0, std
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded
 
 EXPECTED = [("unscaled-targets", None)]

@@ -13,7 +13,6 @@ initialise the output near the targets' mean.
 
 import torch
 import torch.nn as nn
-
 from _common import learns, loader, r2, seeded
 
 EXPECTED = [("unscaled-targets", None)]

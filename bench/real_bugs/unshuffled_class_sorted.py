@@ -13,7 +13,6 @@ The fix (the post's): shuffle the training data (and re-shuffle every epoch:
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("unshuffled-data", None)]

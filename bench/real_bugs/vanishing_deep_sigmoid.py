@@ -11,7 +11,6 @@ The fix (the article's): ReLU activations in the hidden layers (with He init).
 
 import torch
 import torch.nn as nn
-
 from _common import accuracy, learns, loader, seeded, teacher_classification
 
 EXPECTED = [("vanishing-gradient", "network.0")]

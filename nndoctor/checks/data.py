@@ -19,10 +19,10 @@ from typing import Optional
 
 import torch
 
+from ..engine.runner import FORWARD_FAILED
 from ..engine.session import LABEL_KEYS, Batch, Session
 from ..errors import summarize
 from ..report.findings import make_finding
-from ..engine.runner import FORWARD_FAILED
 from . import Outcome
 from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ..engine.session import Session
-from ..report.findings import make_finding
 from ..probes.activations import RECTIFIER, SATURATION_MARGIN, SIGMOID, ActivationStats, ScanResult, activation_scan
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "dead"

@@ -15,8 +15,8 @@ from typing import Optional
 import torch.nn as nn
 
 from ..engine.session import Session
-from ..report.findings import make_finding
 from ..probes.train_run import TrainRun, shared_run
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "grads"

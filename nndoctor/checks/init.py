@@ -663,7 +663,7 @@ class _BatchProbe:
     def locate(self) -> tuple:
         """(where, the last module before the mix, the first after it)."""
         after = None
-        for path, module, out, inp in self.calls:
+        for path, _module, out, inp in self.calls:
             leaks = self._leaks(out)
             if leaks is None:
                 continue

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ..engine.session import Session
-from ..report.findings import make_finding
 from ..probes.train_run import NonFinite, TrainRun, run_length, shared_run
+from ..report.findings import make_finding
 from . import Outcome
 
 NAME = "nan"

@@ -25,9 +25,16 @@ import torch
 import torch.nn as nn
 
 from ..engine.session import LABEL_KEYS, Session, Skip
+from ..probes.train_run import (
+    DEFAULT_STEPS,
+    EXTEND_CAP,
+    EXTEND_WINDOW,
+    MIN_WINDOW_DROP,
+    TrainRun,
+    shared_run,
+    still_falling,
+)
 from ..report.findings import make_finding
-from ..probes.train_run import (DEFAULT_STEPS, EXTEND_CAP, EXTEND_WINDOW, MIN_WINDOW_DROP, TrainRun, shared_run,
-                          still_falling)
 from . import Outcome
 
 NAME = "overfit"
@@ -83,7 +90,7 @@ def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -
     if best_final <= target:
         return []
     steps = len(losses)
-    stopped = f" before a NaN/Inf stopped it" if run_.nonfinite is not None else ""
+    stopped = " before a NaN/Inf stopped it" if run_.nonfinite is not None else ""
     evidence = {"first_loss": first, "final_loss": losses[-1], "best_final_loss": best_final,
                 "threshold": threshold, "target_loss": target, "relative_drop": drop, "steps": steps}
     if drop < MIN_RELATIVE_DROP:

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..probes import static as probe
 from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, split_batch
+from ..probes import static as probe
 from ..report.findings import make_finding
 from . import Outcome
 

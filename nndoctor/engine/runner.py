@@ -5,16 +5,17 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from typing import Callable, Iterable, Optional
+from collections.abc import Iterable
+from typing import Callable, Optional
 
 import torch
 
 from .. import checks as registry
-from .session import CheckTimeout, Session, Skip, seed_everything
 from ..errors import DataError, summarize, user_cause
 from ..report.findings import CheckResult, Report, status_from_findings
 from ..report.locate import attach_sources
 from ..target import Setup
+from .session import CheckTimeout, Session, Skip, seed_everything
 from .threads import limited_threads
 
 TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer

@@ -192,7 +192,7 @@ def primary_output(output: Any) -> Any:
     """The tensor a criterion compares with the target: logits of a tuple/dict/ModelOutput."""
     if isinstance(output, torch.Tensor):
         return output
-    if hasattr(output, "logits") and isinstance(getattr(output, "logits"), torch.Tensor):
+    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
         return output.logits
     if isinstance(output, dict):
         for key in ("logits", "output", "out", "pred", "y"):

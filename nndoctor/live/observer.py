@@ -32,11 +32,11 @@ import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_leaves
 
+from ..probes.train_run import _kind_of, _nonfinite_leaf, _Tracer
 from ..report.codes import SEVERITY_ORDER
 from ..report.findings import CheckResult, Report, status_from_findings
-from ..probes.train_run import _kind_of, _nonfinite_leaf, _Tracer
-from .judge import History, Judge, NonFiniteEvent
 from .errors import StopWatching, TrainingBug
+from .judge import History, Judge, NonFiniteEvent
 
 DEFAULT_EVERY = 50
 # Steps between two runs of the judges when no finding must stop the loop at once: their
@@ -46,7 +46,7 @@ JUDGE_EVERY = 10
 # eval-mode-in-training a bug rather than a no-op.
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
-_active: Optional["Watcher"] = None
+_active: Optional[Watcher] = None
 
 
 class Watcher:
@@ -89,7 +89,7 @@ class Watcher:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         global _active
         if _active is not None:
             raise RuntimeError("nndoctor is already watching a run (one watcher at a time)")
@@ -122,7 +122,7 @@ class Watcher:
             self._unjudged = []
             self.judge.finish()
 
-    def __enter__(self) -> "Watcher":
+    def __enter__(self) -> Watcher:
         return self.start()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -370,7 +370,7 @@ class Watcher:
         """At a sampled step: find the roots (once), note parameters without gradient and
         Dropout/BatchNorm modules that trained before and are in eval mode now."""
         h = self.history
-        step = h.steps - 1
+        h.steps - 1
         if not self.roots:
             in_optimizer = {id(p) for p in params}
             roots = [m for m in self._candidates if any(id(p) in in_optimizer for p in m.parameters())]

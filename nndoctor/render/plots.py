@@ -8,7 +8,8 @@ untouched. matplotlib is imported only when a PNG is asked for.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 # --------------------------------------------------------------------------- PNG (matplotlib)
 
