@@ -18,10 +18,6 @@ from ..target import Setup
 from .session import CheckTimeout, Session, Skip, seed_everything
 from .threads import limited_threads
 
-TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer
-# Findings after which the loss cannot be computed: a later check that then raises is
-# skipped, naming the finding, rather than reported as a second, confusing error.
-BLOCKING_CODES = ("label-out-of-range",)
 # Set by a check that could not do some of its work because the model's forward pass
 # raised: metrics["not_checked"][code] starts with it (the data check's label-out-of-range).
 FORWARD_FAILED = "the forward pass raised"
@@ -48,7 +44,10 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
                 if on_check:
                     on_check(name)
                 result = run_one(session, name, settings.get(name) or {}, max_seconds)
-                blocking = blocking or next((f.code for f in result.findings if f.code in BLOCKING_CODES), None)
+                # a finding after which the loss cannot be computed (the registry's `blocks`):
+                # a later check that then raises is skipped, naming it
+                blocks = registry.CHECKS[name].blocks
+                blocking = blocking or next((f.code for f in result.findings if f.code in blocks), None)
                 if result.status == "error" and blocking and result.exception is not None:
                     result.status = "skipped"
                     result.reason = f"cannot run until {blocking} is fixed ({result.reason})"
@@ -137,7 +136,7 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
         reason = _missing_input(session, info.needs)
         if reason:
             raise Skip(reason)
-        if name in TRAINING_CHECKS and not any(p.requires_grad for p in session.model.parameters()):
+        if info.trains and not any(p.requires_grad for p in session.model.parameters()):
             raise DataError("the model has no trainable parameters (no requires_grad=True): nothing to train")
         module = registry.load(name)
         merged = {**getattr(module, "DEFAULTS", {}), **settings}
