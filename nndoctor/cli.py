@@ -120,8 +120,9 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
                       max_seconds, common.debug)
     _emit(report, common)
     if report.interrupted:
-        count = len(report.checks)
-        print(f"nndoctor: interrupted: reported the {count} check{'s' * (count != 1)} that finished",
+        from .report.numbers import plural
+
+        print(f"nndoctor: interrupted: reported the {plural(len(report.checks), 'check')} that finished",
               file=sys.stderr)
         return 130
     return report.exit_code(fail_on)

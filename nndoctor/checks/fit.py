@@ -321,12 +321,9 @@ def underfitting(train_losses, baseline: Optional[float], kind: Optional[str]):
     evidence = {"best_train_loss": best, "final_train_loss": train_losses[-1], "baseline_loss": baseline,
                 "baseline_kind": kind, "ratio": ratio, "threshold": UNDERFIT_RATIO,
                 "epochs": len(train_losses), "train_losses": train_losses, "unstable": unstable}
-    finding = make_finding(
+    return make_finding(
         "underfitting", NAME, None,
         f"After {len(train_losses)} epochs the training loss is still {best:.4g}, {ratio:.0%} of the "
         f"{baseline:.4g} a trivial predictor reaches by {what} (threshold {UNDERFIT_RATIO:.0%})"
         + ("; it rose between epochs, so the LR is more likely too high than too low." if unstable else "."),
-        evidence)
-    if unstable:
-        finding.fix = UNSTABLE_FIX
-    return finding
+        evidence, fix=UNSTABLE_FIX if unstable else None)

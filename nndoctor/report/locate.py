@@ -1,8 +1,9 @@
 """Point a finding's `where` at the user's source: the file and line of the module's class.
 
-Used by `--format github` to annotate the user's own file. A torch built-in
-(nn.ReLU) is defined in torch, so we climb to the nearest enclosing module
-whose class the user wrote. A model no class of the user's holds (an
+The runner sets each finding's source with it when the finding is made
+(report.findings.locating); `--format github` and `sarif` annotate the user's
+file there. A torch built-in (nn.ReLU) is defined in torch, so we climb to the
+nearest enclosing module whose class the user wrote. A model no class of the user's holds (an
 nn.Sequential built inside `build()`) points at the target's `build` instead.
 """
 
@@ -51,12 +52,6 @@ def _class_source(cls) -> Optional[tuple]:
     except (OSError, TypeError):
         return None
     return short_path(filename), line
-
-
-def attach_sources(model: nn.Module, findings: list) -> None:
-    for finding in findings:
-        if finding.source is None:
-            finding.source = source_of(model, finding.where)
 
 
 def target_source(spec: Optional[str]) -> Optional[tuple]:
