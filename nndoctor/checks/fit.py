@@ -231,10 +231,7 @@ def run(session: Session, settings: dict) -> Outcome:
             if under:
                 outcome.findings.append(under)
     plot_path = settings.get("plot")
-    if plot_path and train_losses:
-        from ..render.plots import fit_plot  # lazy: matplotlib
-
-        fit_plot(str(plot_path), train_losses, val_losses, baseline, section.get("overfit_from_epoch"))
+    if plot_path and train_losses:  # drawn from this section by render/plots.py's write_plots
         section["plot"] = outcome.metrics["plot"] = str(plot_path)
     outcome.sections["fit"] = section
     return outcome

@@ -12,6 +12,7 @@ import torch
 
 from .. import checks as registry
 from ..errors import DataError, summarize, user_cause
+from ..render.plots import write_plots
 from ..report.findings import CheckResult, Report, Status, locating, status_from_findings
 from ..report.locate import source_of, target_source
 from ..target import Setup
@@ -152,6 +153,7 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
         seed_everything(session.seed)
         with session.preserved(), _time_limit(session, max_seconds), locating(locate):
             outcome = module.run(session, merged)
+            write_plots(outcome.sections)  # the PNGs the check's sections ask for (their "plot")
         result.findings = list(outcome.findings)
         result.metrics = dict(outcome.metrics)
         result.sections = dict(outcome.sections)
