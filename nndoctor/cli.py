@@ -261,7 +261,7 @@ def check(common: Common, only: Optional[str], skip: Optional[str]):
     execute(common, list(CHECKS), only=only, skip=skip)
 
 
-def _budget(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:
+def _budget(param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:
     from .config import parse_budget
 
     try:
