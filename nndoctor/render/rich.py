@@ -90,7 +90,7 @@ def verdict(report) -> Text:
 
 
 def report_renderable(report) -> Group:
-    parts = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
+    parts: list = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
                            (f"  device={report.device} seed={report.seed}", "dim")), Text("")]
     parts.append(checks_table(report))
     for name, data in report.sections.items():
@@ -139,7 +139,7 @@ def size_section(size: dict):
         share = f"{100 * row['flops'] / total:.1f}%" if total else "–"
         per_layer.add_row(row["module"], row.get("type", ""), human_count(row["params"]),
                           human_count(row["flops"]), share)
-    parts = [table, Text(""), per_layer]
+    parts: list = [table, Text(""), per_layer]
     if len(layers) > shown:
         parts.append(Text(f"… {len(layers) - shown} more modules (see --format json)", style="dim"))
     return Group(*parts)
@@ -150,7 +150,7 @@ def lr_find_section(data: dict):
     from .plots import braille_plot  # no matplotlib: text only
 
     title = Text("lr-find", style="bold")
-    parts = [title]
+    parts: list = [title]
     lrs, losses = data.get("lrs") or [], data.get("losses") or []
     suggestions = data.get("suggestions") or {}
     method, current = data.get("method"), data.get("current_lr")

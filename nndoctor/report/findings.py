@@ -6,6 +6,7 @@ Plain data, no torch: renderers and the CLI read it; checks produce it.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ class _StrEnum(str, Enum):
     YAML, XML) as its value, so `Severity.error == "error"` and the report stays the same."""
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]
     __hash__ = str.__hash__
 
 
@@ -216,11 +217,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-class _NullFile:
+class _NullFile(io.StringIO):
     """Where a recording console writes when only its export is wanted."""
 
     def write(self, text: str) -> int:
         return len(text)
-
-    def flush(self) -> None:
-        pass

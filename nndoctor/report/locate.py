@@ -12,7 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import torch.nn as nn
 
@@ -68,7 +68,7 @@ def target_source(spec: Optional[str]) -> Optional[tuple]:
             return None  # not the module load_target imported
     else:
         module = sys.modules.get(where)
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
     try:
