@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
+import inspect
 import sys
+from collections.abc import Sequence
 from enum import Enum
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
+from .checks import CHECKS, CheckInfo, Option
 from .errors import UsageError, print_error
 
 app = typer.Typer(
@@ -40,19 +44,6 @@ class FailOn(str, Enum):
     error = "error"
     warning = "warning"
     never = "never"
-
-
-class Cache(str, Enum):
-    auto = "auto"
-    memory = "memory"
-    disk = "disk"
-
-
-class LRMethod(str, Enum):
-    race = "race"
-    valley = "valley"
-    steepest = "steepest"
-    min10 = "min10"
 
 
 class Device(str, Enum):
@@ -129,16 +120,15 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
                       max_seconds, common.debug)
     _emit(report, common)
     if report.interrupted:
-        count = len(report.checks)
-        print(f"nndoctor: interrupted: reported the {count} check{'s' * (count != 1)} that finished",
+        from .report.numbers import plural
+
+        print(f"nndoctor: interrupted: reported the {plural(len(report.checks), 'check')} that finished",
               file=sys.stderr)
         return 130
     return report.exit_code(fail_on)
 
 
 def _choose(names: list, only, skip) -> list:
-    from .checks import CHECKS
-
     def parse(value):
         if value is None:
             return None
@@ -231,129 +221,47 @@ def _emit(report, common: Common) -> None:
 
 # ------------------------------------------------------------------ commands
 
-def _shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug):
-    return Common(target, data, config, format, output, fail_on, seed, device, max_seconds, debug)
+# The shared options, in the order every check command shows them (SPEC §2).
+_SHARED = (("data", DataOpt, None), ("config", ConfigOpt, None), ("format", FormatOpt, Format.rich),
+           ("output", OutputOpt, None), ("fail_on", FailOnOpt, None), ("seed", SeedOpt, None),
+           ("device", DeviceOpt, None), ("max_seconds", MaxSecondsOpt, None), ("debug", DebugOpt, False))
+
+
+def _param(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def shared_options(own: Sequence[inspect.Parameter] = (), after: str = "target") -> Callable:
+    """Give a command TARGET and the shared options, plus its `own` options placed after
+    `after`; the command is called as `fn(common, **own_values)`."""
+    def decorate(fn: Callable) -> Callable:
+        params = [_param("target", TargetArg, None)] + [_param(*shared) for shared in _SHARED]
+        at = [p.name for p in params].index(after) + 1
+        params[at:at] = own
+
+        @functools.wraps(fn)
+        def command(**values):
+            common = Common(**{p.name: values.pop(p.name) for p in params if p not in own})
+            return fn(common, **values)
+
+        del command.__wrapped__  # typer reads the signature below, not fn's
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return command
+    return decorate
 
 
 @app.command()
-def check(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
-          only: Annotated[Optional[str], typer.Option("--only", help="Run only these checks (a,b): size, data, static, init, nan, grads, dead, overfit, lr-find, fit.")] = None,
-          skip: Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")] = None,
-          format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
-          seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
-          debug: DebugOpt = False):
+@shared_options([
+    _param("only", Annotated[Optional[str], typer.Option(
+        "--only", help=f"Run only these checks (a,b): {', '.join(CHECKS)}.")], None),
+    _param("skip", Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")], None),
+], after="config")
+def check(common: Common, only: Optional[str], skip: Optional[str]):
     """Run every check whose inputs are present."""
-    from .checks import CHECKS
-
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            list(CHECKS), only=only, skip=skip)
+    execute(common, list(CHECKS), only=only, skip=skip)
 
 
-@app.command()
-def overfit(target: TargetArg = None,
-            steps: Annotated[Optional[int], typer.Option(help="Training steps on one batch [default: 100].",
-                                                         show_default=False)] = None,
-            threshold: Annotated[Optional[float], typer.Option(
-                help="Final loss to reach [default: 0.1].", show_default=False)] = None,
-            data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-            output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-            device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """Train on one batch alone: a working model memorises it."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["overfit"], {"overfit": {"steps": steps, "threshold": threshold}})
-
-
-@app.command()
-def grads(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
-          format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
-          seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
-          debug: DebugOpt = False):
-    """Per-layer gradient statistics: vanishing, exploding, missing, not optimised."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["grads"])
-
-
-@app.command()
-def dead(target: TargetArg = None,
-         threshold: Annotated[Optional[float], typer.Option(
-             help="Percent of never-firing units that makes a layer dead [default: 50].",
-             show_default=False)] = None,
-         data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-         output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-         device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """Dead ReLU-family units and saturated sigmoid/tanh units."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["dead"], {"dead": {"threshold": threshold}})
-
-
-@app.command()
-def nan(target: TargetArg = None,
-        steps: Annotated[Optional[int], typer.Option(help="Training steps to watch.", show_default=False)] = None,
-        data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-        output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-        device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """The first module (and op) that produces NaN/Inf, forward or backward."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["nan"], {"nan": {"steps": steps}})
-
-
-@app.command()
-def init(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
-         format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
-         seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
-         debug: DebugOpt = False):
-    """Initialisation: first loss, activation scale with depth, output/loss wiring, batch mixing."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["init"])
-
-
-@app.command(name="data")
-def data_command(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = None,
-                 format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
-                 seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
-                 debug: DebugOpt = False):
-    """Data sanity: NaN/Inf, labels out of range, unnormalised inputs."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["data"])
-
-
-@app.command()
-def fit(target: TargetArg = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs to train [default: 5].",
-                                                      show_default=False)] = None,
-        plot: Annotated[Optional[str], typer.Option(help="Save the loss curves as a PNG.")] = None,
-        data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-        output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-        device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """Over/underfitting: a few epochs, the validation loader evaluated after each."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["fit"], {"fit": {"epochs": epochs, "plot": plot}})
-
-
-@app.command(name="lr-find")
-def lr_find(target: TargetArg = None,
-            start_lr: Annotated[Optional[float], typer.Option(help="[default: 1e-7]", show_default=False)] = None,
-            end_lr: Annotated[Optional[float], typer.Option(help="[default: 10]", show_default=False)] = None,
-            num_iter: Annotated[Optional[int], typer.Option(help="[default: 100]", show_default=False)] = None,
-            plot: Annotated[Optional[str], typer.Option(help="Save the LR curve as a PNG.")] = None,
-            method: Annotated[Optional[LRMethod], typer.Option(
-                help="Which LR is suggested: the race's winner, or a rule read from the curve "
-                     "(fastai's valley, torch-lr-finder's steepest, min10: a tenth of the minimum's). "
-                     "[default: race]", show_default=False)] = None,
-            cache: Annotated[Optional[Cache], typer.Option(
-                help="Where the test keeps its copy of the weights: auto, memory or disk. "
-                     "[default: auto: disk above 256 MB]", show_default=False)] = None,
-            data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-            output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-            device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """The LR range test (torch-lr-finder): a suggested LR and the curve."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["lr-find"], {"lr-find": {"start_lr": start_lr, "end_lr": end_lr, "num_iter": num_iter,
-                                      "plot": plot, "cache": cache and cache.value,
-                                      "method": method and method.value}})
-
-
-def _budget(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:
+def _budget(param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:
     from .config import parse_budget
 
     try:
@@ -362,22 +270,37 @@ def _budget(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]
         raise typer.BadParameter(f"a number such as 2e9 or 1.5G, not {value!r}") from None
 
 
-@app.command()
-def size(target: TargetArg = None,
-         input: Annotated[Optional[str], typer.Option("--input", help="Input shape, e.g. 1,3,224,224.")] = None,
-         max_params: Annotated[Optional[str], typer.Option(
-             help="Budget: parameters (5e6, 25M).", callback=_budget)] = None,
-         max_mb: Annotated[Optional[str], typer.Option(help="Budget: parameter MB.", callback=_budget)] = None,
-         max_flops: Annotated[Optional[str], typer.Option(
-             help="Budget: FLOPs per forward pass (2e9, 1.5G).", callback=_budget)] = None,
-         depth: Annotated[Optional[int], typer.Option(help="Per-module breakdown to this depth.")] = None,
-         data: DataOpt = None, config: ConfigOpt = None, format: FormatOpt = Format.rich,
-         output: OutputOpt = None, fail_on: FailOnOpt = None, seed: SeedOpt = None,
-         device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None, debug: DebugOpt = False):
-    """Parameters, parameter memory, mult-adds and FLOPs (torchinfo, FlopCounterMode)."""
-    execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            ["size"], {"size": {"input": input, "max_params": max_params, "max_mb": max_mb,
-                                "max_flops": max_flops, "depth": depth}})
+def _option(option: Option) -> inspect.Parameter:
+    """A check's own option (its registry row) as a Typer parameter; every default is None
+    (not given: the config's value, else the check's DEFAULTS)."""
+    kind: Any = option.type
+    if isinstance(kind, tuple):  # a choice: an Enum, so --help lists the values
+        kind = _choices(option.name, kind)
+    info = typer.Option(option.flag, help=option.help, show_default=False,
+                        callback=_budget if option.budget else None)
+    return _param(option.name, Annotated[Optional[kind], info], None)
+
+
+def _choices(name: str, values: tuple) -> Any:
+    return Enum(name.title().replace("_", ""), {v: v for v in values}, type=str)
+
+
+def _check_command(info: CheckInfo) -> None:
+    """`nndoctor NAME`: the check alone, its registry row's options over its settings."""
+    def run(common: Common, **values):
+        own = {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
+        execute(common, [info.name], {info.name: own} if own else None)
+
+    run.__name__, run.__doc__ = info.name.replace("-", "_"), info.help
+    app.command(name=info.name)(shared_options([_option(o) for o in info.options])(run))
+
+
+# `nndoctor --help` lists the check commands in this order; a check not named here
+# (a new one) comes after them.
+COMMAND_ORDER = ("overfit", "grads", "dead", "nan", "init", "data", "fit", "lr-find", "size")
+for _info in sorted((i for i in CHECKS.values() if i.help),
+                    key=lambda i: COMMAND_ORDER.index(i.name) if i.name in COMMAND_ORDER else len(COMMAND_ORDER)):
+    _check_command(_info)
 
 
 # ------------------------------------------------------------------ watch (SPEC §8)
@@ -400,7 +323,7 @@ def watch(ctx: typer.Context,
     """Run your own training script unchanged and diagnose it live, step by step."""
     from .live.command import watch_command
 
-    common = _shared(None, None, config, format, output, fail_on, seed, None, max_seconds, debug)
+    common = Common(None, None, config, format, output, fail_on, seed, None, max_seconds, debug)
     try:
         code = watch_command(script, module, list(ctx.args), every, max_steps, max_seconds, common)
     except UsageError as exc:
@@ -452,7 +375,7 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. dead-
         raise typer.Exit(2)
     heading = Text(entry.code, style="bold")
     heading.append(f"  ({entry.severity}, check: {entry.check})\n", style=SEVERITY_STYLE[entry.severity])
-    parts = [heading]
+    parts: list = [heading]
     for title, body in (("What it means", entry.meaning), ("Why it matters", entry.why), ("Fix", entry.fix)):
         # indented as a block, so that wrapped lines keep the indent
         parts += [Text(title, style="bold"), Padding(Text(body), (0, 0, 1, 2))]

@@ -9,7 +9,7 @@ from .errors import ConfigError
 
 DEFAULT_FILE = "nndoctor.yaml"
 BUDGETS = ("max_params", "max_mb", "max_flops")  # size's budgets: 2e9, or "1.5G"
-TOP_LEVEL = {
+TOP_LEVEL: dict[str, Any] = {
     "target": str, "data": str, "fail_on": str, "seed": int, "device": str,
     "max_seconds": (int, float), "only": (list, str), "skip": (list, str),
 }
@@ -53,7 +53,7 @@ def validate(raw, path: str = DEFAULT_FILE) -> dict:
         raise ConfigError(f"{path}: the config must be a mapping of keys, not a {type(raw).__name__}")
     config: dict = {"checks": {}}
     for key, value in raw.items():
-        name = str(key).replace("_", "-") if str(key).replace("_", "-") in registry.CHECKS else str(key)
+        name: Optional[str] = str(key).replace("_", "-") if str(key).replace("_", "-") in registry.CHECKS else str(key)
         # `data` is both the --data factory (a string) and the data check's section (a mapping).
         if key == "data" and value is not None and not isinstance(value, dict):
             name = None

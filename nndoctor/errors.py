@@ -66,7 +66,9 @@ def user_cause(exc: BaseException) -> BaseException:
     raised from the user's code is the one that says what is wrong, and where. With
     no user frame (a forward called with the wrong arguments fails in torch's call),
     the root of the chain still says what is wrong; the wrapper does not."""
-    seen, link, root = set(), exc, exc
+    seen: set = set()
+    link: Optional[BaseException] = exc
+    root = exc
     while link is not None and id(link) not in seen:
         if user_frame(link) is not None:
             return link

@@ -78,6 +78,8 @@ def _import_file(path: str):
     if folder not in sys.path:
         sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # no loader for the suffix: it was not a .py file
+        raise TargetError(f"cannot import {path}: not a Python file (a file target needs the .py suffix)")
     module = importlib.util.module_from_spec(spec)
     previous = sys.modules.get(name)
     sys.modules[name] = module

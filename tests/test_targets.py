@@ -52,6 +52,12 @@ def test_default_attr_is_build_and_sibling_import_works():
     assert os.path.dirname(sys.modules["_nd_helpers"].__file__) == os.path.dirname(SHAPES)
 
 
+def test_a_file_target_without_the_py_suffix_is_a_clear_error(tmp_path):
+    (tmp_path / "model").write_text("def build():\n    pass\n")
+    with pytest.raises(TargetError, match="not a Python file"):
+        load_target(f"{tmp_path / 'model'}:build")
+
+
 @pytest.mark.parametrize("attr", ["module_only", "MODEL_OBJECT", "Net", "tuple_of_1", "with_example_input"])
 def test_model_without_data(attr):
     setup = shape(attr)

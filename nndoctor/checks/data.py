@@ -23,6 +23,7 @@ from ..engine.runner import FORWARD_FAILED
 from ..engine.session import LABEL_KEYS, Batch, Session
 from ..errors import summarize
 from ..report.findings import make_finding
+from ..report.numbers import plural, sig
 from . import Outcome
 from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 
@@ -110,7 +111,7 @@ def non_finite_findings(batches: list, metrics: dict) -> list:
         total = c["nan"] + c["inf"]
         findings.append(make_finding(
             "data-non-finite", NAME, None,
-            f"The {name} hold {total} non-finite value{'s' if total != 1 else ''} "
+            f"The {name} hold {plural(total, 'non-finite value')} "
             f"({c['nan']} NaN, {c['inf']} Inf) in "
             f"{len(c['batches'])} of {len(batches)} scanned batches, first in batch {c['batches'][0]}.",
             {"tensor": name, "values": total, "nan": c["nan"], "inf": c["inf"],
@@ -189,12 +190,12 @@ def _scale_stats(tensors: list) -> dict:
         nan = math.nan
         return {"mean": nan, "std": nan, "rms": nan, "min": nan, "max": nan,
                 "channel_rms": [], "channel_mean": [], "channel_std": []}
-    out = {"mean": _round(mean), "std": _round(_std(mean, square, n)), "rms": _round(math.sqrt(square)),
-           "min": _round(low), "max": _round(high), "channel_rms": [], "channel_mean": [], "channel_std": []}
+    out = {"mean": sig(mean, 6), "std": sig(_std(mean, square, n), 6), "rms": sig(math.sqrt(square), 6),
+           "min": sig(low, 6), "max": sig(high, 6), "channel_rms": [], "channel_mean": [], "channel_std": []}
     if per_channel:
         out["channel_rms"] = [math.sqrt(v) for v in c_square]
-        out["channel_mean"] = [_round(v) for v in c_mean]
-        out["channel_std"] = [_round(_std(m, q, k)) for m, q, k in zip(c_mean, c_square, c_count)]
+        out["channel_mean"] = [sig(v, 6) for v in c_mean]
+        out["channel_std"] = [sig(_std(m, q, k), 6) for m, q, k in zip(c_mean, c_square, c_count)]
     return out
 
 
@@ -216,10 +217,6 @@ def _normalised_by_model(session: Session, name: str) -> Optional[str]:
     if readers and all(isinstance(m, NORMALIZING_LAYERS) for _, m in readers):  # e.g. BatchNorm1d first
         return ", ".join(p for p, _ in readers)
     return None
-
-
-def _round(v: float) -> float:
-    return float(f"{v:.6g}") if math.isfinite(v) else v
 
 
 # --------------------------------------------------------------------------- label-out-of-range
@@ -313,7 +310,7 @@ def probability_target_findings(session: Session, batches: list, metrics: dict) 
         return []
     low, high = min(v[1] for v in counted), max(v[2] for v in counted)
     total = int(sum(v[3] for v in values))
-    metrics["labels"] = {"min": _round(low), "max": _round(high), "range": [0, 1]}
+    metrics["labels"] = {"min": sig(low, 6), "max": sig(high, 6), "range": [0, 1]}
     bad_batches = [i for i, v in enumerate(values) if v[0]]
     if not bad_batches:
         return []
@@ -328,6 +325,6 @@ def probability_target_findings(session: Session, batches: list, metrics: dict) 
         "label-out-of-range", NAME, where,
         f"{count} of {total} targets in {len(bad_batches)} of {len(batches)} scanned batches lie outside "
         f"[0, 1] (targets range from {low:.4g} to {high:.4g}), but {name} takes probabilities as targets.",
-        {"out_of_range": count, "labels": total, "min_label": _round(low), "max_label": _round(high),
+        {"out_of_range": count, "labels": total, "min_label": sig(low, 6), "max_label": sig(high, 6),
          "range": [0, 1], "criterion": name, "batches": bad_batches, "first_batch": bad_batches[0],
          "batches_scanned": len(batches)})]

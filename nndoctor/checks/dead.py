@@ -25,6 +25,7 @@ why they are there), and a unit seen too few times is left inconclusive.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from ..engine.session import Session
@@ -147,8 +148,8 @@ def died_findings(session: Session, initial: ScanResult, reported: set, threshol
                                       "died_by_step": died_by, "layer_silent_from_step": step,
                                       "training_steps": run.steps_done})
         if finding is not None and died > 0:
-            finding.message += f" {died} of them fired at initialisation: they died during training, by step {died_by}."
-            findings.append(finding)
+            findings.append(dataclasses.replace(finding, message=finding.message + (
+                f" {died} of them fired at initialisation: they died during training, by step {died_by}.")))
     return findings
 
 

@@ -27,7 +27,7 @@ the whole loader), all weighted by batch size.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn as nn
@@ -183,7 +183,7 @@ def run(session: Session, settings: dict) -> Outcome:
                 if epoch == 0:
                     stats.add(_target_of(batch))
                 advance()
-            train_loss = float(total) / count
+            train_loss = float(cast(torch.Tensor, total)) / count
             if not math.isfinite(train_loss):
                 stopped = f"the training loss became non-finite in epoch {epoch + 1}"
                 break
@@ -231,10 +231,7 @@ def run(session: Session, settings: dict) -> Outcome:
             if under:
                 outcome.findings.append(under)
     plot_path = settings.get("plot")
-    if plot_path and train_losses:
-        from ..render.plots import fit_plot  # lazy: matplotlib
-
-        fit_plot(str(plot_path), train_losses, val_losses, baseline, section.get("overfit_from_epoch"))
+    if plot_path and train_losses:  # drawn from this section by render/plots.py's write_plots
         section["plot"] = outcome.metrics["plot"] = str(plot_path)
     outcome.sections["fit"] = section
     return outcome
@@ -260,7 +257,7 @@ def evaluate_batches(session: Session, batches) -> tuple:
                 session.tick()
     finally:
         model.train()
-    return float(total) / count, count
+    return float(cast(torch.Tensor, total)) / count, count
 
 
 def _last_drop(losses) -> float:
@@ -280,7 +277,7 @@ def overfitting(train_losses, val_losses, baseline: Optional[float] = None):
     `baseline`: the trivial predictor's loss, the start of what validation gained."""
     if len(val_losses) < 2 or not all(math.isfinite(v) for v in val_losses):
         return None
-    best = _best_epoch(val_losses) - 1
+    best = min(range(len(val_losses)), key=lambda i: val_losses[i])  # the lowest's index
     lowest, last = val_losses[best], val_losses[-1]
     rise = (last - lowest) / abs(lowest) if lowest else math.inf
     if best == len(val_losses) - 1 or rise <= OVERFIT_MARGIN:
@@ -316,17 +313,14 @@ def underfitting(train_losses, baseline: Optional[float], kind: Optional[str]):
         return None
     what = {"class-prior": "predicting the class frequencies",
             "binary-entropy": "predicting each output's mean",
-            "variance": "predicting the targets' mean"}[kind]
+            "variance": "predicting the targets' mean"}[cast(str, kind)]
     unstable = any(b > (1 + UNSTABLE_RISE) * a for a, b in zip(train_losses, train_losses[1:]))
     evidence = {"best_train_loss": best, "final_train_loss": train_losses[-1], "baseline_loss": baseline,
                 "baseline_kind": kind, "ratio": ratio, "threshold": UNDERFIT_RATIO,
                 "epochs": len(train_losses), "train_losses": train_losses, "unstable": unstable}
-    finding = make_finding(
+    return make_finding(
         "underfitting", NAME, None,
         f"After {len(train_losses)} epochs the training loss is still {best:.4g}, {ratio:.0%} of the "
         f"{baseline:.4g} a trivial predictor reaches by {what} (threshold {UNDERFIT_RATIO:.0%})"
         + ("; it rose between epochs, so the LR is more likely too high than too low." if unstable else "."),
-        evidence)
-    if unstable:
-        finding.fix = UNSTABLE_FIX
-    return finding
+        evidence, fix=UNSTABLE_FIX if unstable else None)

@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..engine.session import Session
 from ..probes.train_run import TrainRun, shared_run
 from ..report.findings import make_finding
+from ..report.numbers import plural, sig
 from . import Outcome
 
 NAME = "grads"
@@ -80,7 +81,7 @@ def not_in_optimizer(session: Session, run_: TrainRun) -> list:
         count = sum(run_.numels[run_.names.index(n)] for n in names)
         findings.append(make_finding(
             "not-in-optimizer", NAME, where,
-            f"{_subject(where, names)} ({_plural(len(names), 'tensor')}, {count:,} values) "
+            f"{_subject(where, names)} ({plural(len(names), 'tensor')}, {count:,} values) "
             f"{'is' if len(names) == 1 else 'are'} trainable but in no optimizer parameter group: "
             f"{'it gets' if len(names) == 1 else 'they get'} gradients and never change.",
             {"parameters": names, "numel": count}))
@@ -100,8 +101,8 @@ def no_gradient(session: Session, run_: TrainRun) -> list:
         cause = next(iter(causes.values()), None) if len(none) < len(names) else None
         findings.append(make_finding(
             "no-gradient", NAME, where,
-            f"{_subject(where, names)} received {how} in all {steps} training "
-            f"step{'s' if steps != 1 else ''}: " + (cause or (
+            f"{_subject(where, names)} received {how} in all {plural(steps, 'training step')}: "
+            + (cause or (
                 f"{'it is' if len(names) == 1 else 'they are'} "
                 "cut off from the loss (unused in forward, or behind a .detach()/no_grad).")),
             {"parameters": names, "steps": steps, "none": none, "cause": next(iter(causes), None)}))
@@ -138,8 +139,8 @@ def vanishing(session: Session, run_: TrainRun, threshold: float, metrics_: dict
     if not ratios:
         return []
     median = statistics.median(ratios)
-    metrics_["vanishing_ratio"] = _sig(median)
-    metrics_["vanishing_ratio_init"] = _sig(ratios[0])
+    metrics_["vanishing_ratio"] = sig(median)
+    metrics_["vanishing_ratio_init"] = sig(ratios[0])
     if median >= threshold:
         return []
     return [make_finding(
@@ -150,7 +151,7 @@ def vanishing(session: Session, run_: TrainRun, threshold: float, metrics_: dict
         {"ratio": median, "ratio_init": ratios[0], "threshold": threshold, "first_layer": first,
          "last_layer": last, "first_rms_init": _rms(run_, steps[0], first_idx),
          "last_rms_init": _rms(run_, steps[0], last_idx),
-         "layer_rms_init": {m: _sig(_rms(run_, steps[0], idx)) for m, idx in layers}})]
+         "layer_rms_init": {m: sig(_rms(run_, steps[0], idx)) for m, idx in layers}})]
 
 
 def relative_init_norm(run_: TrainRun) -> Optional[float]:
@@ -175,9 +176,9 @@ def exploding(run_: TrainRun, max_relative: float, max_growth: float, metrics_: 
     # A run that ended in a non-finite gradient after its norms grew: the growth had no bound.
     overflowed = run_.nonfinite is not None and run_.nonfinite.kind != "input" \
         and not math.isfinite(run_.total_norm[-1]) and growth > 1
-    metrics_["grad_norm_growth"] = _sig(growth)
+    metrics_["grad_norm_growth"] = sig(growth)
     if relative is not None:
-        metrics_["grad_norm_relative_init"] = _sig(relative)
+        metrics_["grad_norm_relative_init"] = sig(relative)
     if growth <= max_growth and not overflowed and not huge:
         return []
     step = steps[peak_pos] if not huge or overflowed or growth > max_growth else 0
@@ -202,7 +203,7 @@ def exploding(run_: TrainRun, max_relative: float, max_growth: float, metrics_: 
          "relative_init": relative, "output_grad_norm_init": run_.init_output_grad_norm,
          "weight_norm_init": run_.init_weight_norm, "overflowed": overflowed,
          "exploding_relative": max_relative, "exploding_growth": max_growth,
-         "norms": [_sig(n) for n in run_.total_norm]})]
+         "norms": [sig(n) for n in run_.total_norm]})]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -256,24 +257,24 @@ def metrics(run_: TrainRun) -> dict:
         mean = sum(run_.grad_mean[init][i] * run_.numels[i] for i in idx) / count
         sq = sum(run_.grad_norm[init][i] ** 2 for i in idx) / count
         layer = {
-            "grad_norm_init": _sig(norms[0]),
-            "grad_mean_init": _sig(mean),
-            "grad_std_init": _sig(math.sqrt(max(sq - mean * mean, 0.0))),
-            "grad_max_init": _sig(max(run_.grad_max[init][i] for i in idx)),
-            "grad_norm_median": _sig(statistics.median(norms)),
-            "grad_norm_last": _sig(norms[-1]),
+            "grad_norm_init": sig(norms[0]),
+            "grad_mean_init": sig(mean),
+            "grad_std_init": sig(math.sqrt(max(sq - mean * mean, 0.0))),
+            "grad_max_init": sig(max(run_.grad_max[init][i] for i in idx)),
+            "grad_norm_median": sig(statistics.median(norms)),
+            "grad_norm_last": sig(norms[-1]),
         }
         ratios = [_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)]
         ratios = [r for r in ratios if r is not None]
         if ratios:
-            layer["update_ratio_median"] = _sig(statistics.median(ratios))
+            layer["update_ratio_median"] = sig(statistics.median(ratios))
         out["layers"][module or "(root)"] = layer
-    out["total_norm_init"] = _sig(run_.total_norm[init])
-    out["total_norm_max"] = _sig(max(run_.total_norm[s] for s in steps))
+    out["total_norm_init"] = sig(run_.total_norm[init])
+    out["total_norm_max"] = sig(max(run_.total_norm[s] for s in steps))
     overall = [_layer_update(run_, s, list(range(len(run_.names)))) for s in sorted(run_.update_ratio)]
     overall = [r for r in overall if r is not None]
     if overall:
-        out["update_ratio_median"] = _sig(statistics.median(overall))
+        out["update_ratio_median"] = sig(statistics.median(overall))
         out["update_ratio_healthy"] = HEALTHY_UPDATE_RATIO
     elif run_.update_ratio_skipped:
         out["update_ratio"] = run_.update_ratio_skipped
@@ -305,17 +306,9 @@ def _subject(where: Optional[str], names: list) -> str:
     return f"The parameters of `{where}`"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
-
-
 def _orders(ratio: float) -> str:
     if ratio <= 0:
         return "infinitely"
     return f"{-math.log10(ratio):.0f} orders of magnitude"
 
 
-def _sig(x: float, digits: int = 4) -> float:
-    if not math.isfinite(x) or x == 0:
-        return x
-    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..engine.session import Batch, Session, output_loss, primary_output
 from ..report.findings import make_finding
+from ..report.numbers import sig
 from . import Outcome
 
 NAME = "init"
@@ -403,7 +404,7 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
     """Follow the signal through the hidden weight layers, between normalisation layers (which
     reset its scale). The output layer's scale is init-loss's business, so it is left out."""
     weights = [(p, v) for p, v in record.signal if v is not None]
-    metrics["signal_std"] = {p: _round(v) for p, v in weights[:MAX_LAYERS_IN_METRICS]}
+    metrics["signal_std"] = {p: sig(v) for p, v in weights[:MAX_LAYERS_IN_METRICS]}
     last_path = weights[-1][0] if weights else None
     constant = _constant_layer(record, weights[:-1])
     if constant is not None:
@@ -458,7 +459,7 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
             worst = (severity, finding)
     if ratios_seen:
         # the run furthest from keeping its scale (|log ratio| largest)
-        metrics["depth_ratio"] = _round(max(ratios_seen, key=lambda r: abs(math.log(r)) if r > 0 else math.inf))
+        metrics["depth_ratio"] = sig(max(ratios_seen, key=lambda r: abs(math.log(r)) if r > 0 else math.inf))
     return [worst[1]] if worst else []
 
 
@@ -478,10 +479,6 @@ def _constant_layer(record: ForwardRecord, hidden: list):
                 {"first_layer": path, "first_std": 0.0, "input_std": varies, "ratio": 0.0,
                  "layers_after": len(later), "threshold": COLLAPSE_RATIO})
     return None
-
-
-def _round(v: float) -> float:
-    return float(f"{v:.4g}") if math.isfinite(v) else v
 
 
 # --------------------------------------------------------------------------- batch-dependency
@@ -505,7 +502,7 @@ def batch_dependency_findings(session: Session, metrics: dict, skipped: dict) ->
         return []
     sample, leak, own, others = result
     ratio = leak / own if own > 0 else (math.inf if leak > 0 else 0.0)
-    metrics["batch_leak_ratio"] = _round(ratio)
+    metrics["batch_leak_ratio"] = sig(ratio)
     metrics["batch_probed_samples"] = probe.probed
     if ratio <= BATCH_LEAK_TOL:
         return []

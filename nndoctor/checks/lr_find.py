@@ -763,11 +763,7 @@ def run(session: Session, settings: dict) -> Outcome:
         outcome.metrics["reason"] = reason
     outcome.findings += verdict(current_lr, race)
     plot_path = settings.get("plot")
-    if plot_path:
-        from ..render.plots import lr_plot  # lazy: matplotlib
-
-        lr_plot(str(plot_path), curve.lrs, curve.losses, found["suggestions"], method, current_lr,
-                candidates=section["candidates"], winner=section["winner"])
+    if plot_path:  # drawn from this section by render/plots.py's write_plots
         section["plot"] = outcome.metrics["plot"] = str(plot_path)
     outcome.sections["lr_find"] = section
     return outcome

@@ -35,6 +35,7 @@ from ..probes.train_run import (
     still_falling,
 )
 from ..report.findings import make_finding
+from ..report.numbers import plural
 from . import Outcome
 
 NAME = "overfit"
@@ -69,7 +70,7 @@ def run(session: Session, settings: dict) -> Outcome:
                                "final_loss": losses[-1] if losses else None,
                                "stopped_by_nonfinite": run_.nonfinite is not None})
     if run_.nonfinite is not None and len(losses) < MIN_VERDICT_STEPS:
-        done = f"after {run_.steps_done} update{'s' if run_.steps_done != 1 else ''}" \
+        done = f"after {plural(run_.steps_done, 'update')}" \
             if run_.steps_done else "before any update"
         raise Skip(f"the training run hit NaN/Inf at step {run_.nonfinite.step + 1}, {done}: too few "
                    "to judge (the nan check says where it came from)")

@@ -21,6 +21,7 @@ from ..config import parse_budget
 from ..engine.session import Session, Skip
 from ..errors import summarize
 from ..report.findings import make_finding
+from ..report.numbers import human_count
 from . import Outcome
 
 NAME = "size"
@@ -189,9 +190,9 @@ def layer_breakdown(model: nn.Module, flop_count, depth: int) -> list:
 
 def budget_findings(size: dict, settings: dict) -> list:
     findings = []
-    budgets = [("max_params", "total_params", "parameters", _count),
+    budgets = [("max_params", "total_params", "parameters", human_count),
                ("max_mb", "param_mb", "MB of parameters", lambda v: f"{v:.2f}"),
-               ("max_flops", "flops", "FLOPs per forward pass", _count)]
+               ("max_flops", "flops", "FLOPs per forward pass", human_count)]
     for key, measured_key, unit, fmt in budgets:
         limit = parse_budget(settings.get(key), key)
         measured = size.get(measured_key)
@@ -231,18 +232,18 @@ def disagreement_findings(model: nn.Module, stats, flop_count) -> list:
     missed = [{k: v for k, v in g.items() if k != "largest_flops"}
               | {"ops": sorted(g["ops"], key=lambda op: -g["ops"][op])}
               for g in missed if g["flops"] >= MISSED_SHARE * total_gap]
-    named = ", ".join(f"{_count(g['flops'])} FLOPs in {g['type']} ×{g['modules']}"
+    named = ", ".join(f"{human_count(g['flops'])} FLOPs in {g['type']} ×{g['modules']}"
                       + (f" ({', '.join(op.removeprefix('aten.') for op in g['ops'])})" if g["ops"] else "")
                       for g in missed[:MISSED_NAMED])
     ratio = high / low if low else float("inf")
     times = f"{ratio:.0f}×" if low else "∞×"
     if under:
-        message = (f"FlopCounterMode counts {_count(flops)} FLOPs per forward pass, {times} the "
-                   f"{_count(torchinfo_flops)} that torchinfo's {_count(stats.total_mult_adds)} mult-adds "
+        message = (f"FlopCounterMode counts {human_count(flops)} FLOPs per forward pass, {times} the "
+                   f"{human_count(torchinfo_flops)} that torchinfo's {human_count(stats.total_mult_adds)} mult-adds "
                    f"imply; trust flops: torchinfo misses " + (named or "functional calls in forward") + ".")
     else:
-        message = (f"torchinfo's {_count(stats.total_mult_adds)} mult-adds imply {_count(torchinfo_flops)} "
-                   f"FLOPs, {times} the {_count(flops)} FlopCounterMode counts; trust flops: torchinfo "
+        message = (f"torchinfo's {human_count(stats.total_mult_adds)} mult-adds imply {human_count(torchinfo_flops)} "
+                   f"FLOPs, {times} the {human_count(flops)} FlopCounterMode counts; trust flops: torchinfo "
                    f"counts " + (named or "work in layers") + " that no matmul or convolution performs.")
     where = (missed[0]["largest"] or None) if missed else None  # "" is the model's own forward
     evidence = {"flops": flops, "torchinfo_flops": torchinfo_flops, "mult_adds": int(stats.total_mult_adds),
@@ -286,9 +287,3 @@ def _counted_descendants(module: nn.Module, path: str, ops: dict):
             yield from _counted_descendants(child, child_path, ops)
 
 
-def _count(n: float) -> str:
-    """1234567 -> '1.23M' (units people read)."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:g}"

@@ -12,16 +12,13 @@ import torch
 
 from .. import checks as registry
 from ..errors import DataError, summarize, user_cause
-from ..report.findings import CheckResult, Report, status_from_findings
-from ..report.locate import attach_sources
+from ..render.plots import write_plots
+from ..report.findings import CheckResult, Report, Status, locating, status_from_findings
+from ..report.locate import source_of, target_source
 from ..target import Setup
 from .session import CheckTimeout, Session, Skip, seed_everything
 from .threads import limited_threads
 
-TRAINING_CHECKS = ("nan", "grads", "overfit", "lr-find", "fit")  # they step the optimizer
-# Findings after which the loss cannot be computed: a later check that then raises is
-# skipped, naming the finding, rather than reported as a second, confusing error.
-BLOCKING_CODES = ("label-out-of-range",)
 # Set by a check that could not do some of its work because the model's forward pass
 # raised: metrics["not_checked"][code] starts with it (the data check's label-out-of-range).
 FORWARD_FAILED = "the forward pass raised"
@@ -41,18 +38,28 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     report = Report(target=target, device=str(session.device), seed=seed)
     blocking = None
     failure = _Failure()
+    # where findings point in the user's source: the user's class nearest their `where`,
+    # else the target's `build` (for a model no class of the user's holds)
+    fallback = target_source(target)
+
+    def locate(where: Optional[str]) -> Optional[tuple]:
+        return source_of(session.model, where) or fallback
+
     try:
         # the whole run leaves the user's objects (and torch's thread count) as they were
         with limited_threads(), session.preserved():
             for name in [n for n in registry.CHECKS if n in set(names)]:
                 if on_check:
                     on_check(name)
-                result = run_one(session, name, settings.get(name) or {}, max_seconds)
-                blocking = blocking or next((f.code for f in result.findings if f.code in BLOCKING_CODES), None)
-                if result.status == "error" and blocking and result.exception is not None:
-                    result.status = "skipped"
+                result = run_one(session, name, settings.get(name) or {}, max_seconds, locate)
+                # a finding after which the loss cannot be computed (the registry's `blocks`):
+                # a later check that then raises is skipped, naming it
+                blocks = registry.CHECKS[name].blocks
+                blocking = blocking or next((f.code for f in result.findings if f.code in blocks), None)
+                if result.status == Status.error and blocking and result.exception is not None:
+                    result.status = Status.skipped
                     result.reason = f"cannot run until {blocking} is fixed ({result.reason})"
-                elif result.status == "error" and result.exception is not None:
+                elif result.status == Status.error and result.exception is not None:
                     failure.judge(session, result)
                 report.checks.append(result)
                 report.sections.update(result.sections)
@@ -87,7 +94,7 @@ class _Failure:
         if self.first is None:
             self.first = result.name  # its reason stays the exception, as for any check error
         else:
-            result.status = "skipped"
+            result.status = Status.skipped
             result.reason = f"{self.what} fails (see {self.first})"
 
     def name_in_partial_checks(self, checks: list) -> None:
@@ -97,7 +104,7 @@ class _Failure:
         for check in checks:
             missed = [code for code, why in (check.metrics.get("not_checked") or {}).items()
                       if isinstance(why, str) and why.startswith(FORWARD_FAILED)]
-            if missed and check.status not in ("error", "skipped") and not check.reason:
+            if missed and check.status not in (Status.error, Status.skipped) and not check.reason:
                 check.reason = f"could not check {', '.join(missed)}: {self.what} fails (see {self.first})"
 
 
@@ -129,7 +136,9 @@ def _failure_key(exc: Optional[BaseException]) -> Optional[tuple]:
     return type(exc).__name__, text.splitlines()[0] if text else ""
 
 
-def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[float]) -> CheckResult:
+def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[float],
+            locate: Optional[Callable] = None) -> CheckResult:
+    """One check; its findings' sources found with `locate(where)` (report.findings.locating)."""
     info = registry.CHECKS[name]
     result = CheckResult(name=name)
     started = time.perf_counter()
@@ -137,28 +146,28 @@ def run_one(session: Session, name: str, settings: dict, max_seconds: Optional[f
         reason = _missing_input(session, info.needs)
         if reason:
             raise Skip(reason)
-        if name in TRAINING_CHECKS and not any(p.requires_grad for p in session.model.parameters()):
+        if info.trains and not any(p.requires_grad for p in session.model.parameters()):
             raise DataError("the model has no trainable parameters (no requires_grad=True): nothing to train")
         module = registry.load(name)
         merged = {**getattr(module, "DEFAULTS", {}), **settings}
         seed_everything(session.seed)
-        with session.preserved(), _time_limit(session, max_seconds):
+        with session.preserved(), _time_limit(session, max_seconds), locating(locate):
             outcome = module.run(session, merged)
+            write_plots(outcome.sections)  # the PNGs the check's sections ask for (their "plot")
         result.findings = list(outcome.findings)
-        attach_sources(session.model, result.findings)
         result.metrics = dict(outcome.metrics)
         result.sections = dict(outcome.sections)
         result.status = status_from_findings(result.findings)
     except Skip as skip:
-        result.status, result.reason = "skipped", str(skip)
+        result.status, result.reason = Status.skipped, str(skip)
     except CheckTimeout:
-        result.status, result.reason = "error", f"timed out after {max_seconds:g} s"
+        result.status, result.reason = Status.error, f"timed out after {max_seconds:g} s"
     except DataError as exc:
-        result.status, result.reason = "error", str(exc)
+        result.status, result.reason = Status.error, str(exc)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the user's model or data raised: report it, go on
-        result.status, result.reason = "error", summarize(exc)
+        result.status, result.reason = Status.error, summarize(exc)
         result.exception = exc
     result.seconds = time.perf_counter() - started
     return result

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-FORMATS = ("rich", "json", "junit", "github", "sarif", "markdown")
-
 
 def render_text(report, fmt: str) -> str:
     """The report as text for the machine-readable formats."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from ..report.numbers import plural
+
 _COMMAND = {"error": "error", "warning": "warning", "info": "notice"}
 # GitHub Actions docs ("Workflow commands", annotation limits): 10 error, 10 warning
 # and 10 notice annotations per step; the rest are dropped without a word.
@@ -39,8 +41,8 @@ def render(report) -> str:
     from ..report.locate import target_source
     from .rich import verdict
 
-    # Findings no class of the user's holds, and crashes outside the user's code,
-    # point at the target's build function.
+    # Crashes outside the user's code point at the target's build function (a finding
+    # carries its own source, set when it was made).
     fallback = target_source(report.target)
     annotations = []  # (level, command)
     for check in report.checks:
@@ -51,7 +53,7 @@ def render(report) -> str:
     for f in report.findings:
         where = f" ({f.where})" if f.where else ""
         annotations.append((_COMMAND[f.severity], _command(
-            _COMMAND[f.severity], f"{f.message} Fix: {f.fix}", f.source or fallback,
+            _COMMAND[f.severity], f"{f.message} Fix: {f.fix}", f.source,
             f"nndoctor {f.code}{where}")))
     limits = {"error": MAX_PER_LEVEL, "warning": MAX_PER_LEVEL,
               "notice": MAX_PER_LEVEL - RESERVED_NOTICES}
@@ -64,7 +66,7 @@ def render(report) -> str:
         else:
             folded[level] = folded.get(level, 0) + 1
     if folded:
-        counts = ", ".join(f"{n} {level}{'s' * (n != 1)}" for level, n in folded.items())
+        counts = ", ".join(plural(n, level) for level, n in folded.items())
         where = ("the job summary" if os.environ.get("GITHUB_STEP_SUMMARY")
                  else "the report of --format markdown or --format json")
         shown.append(_command("notice", f"{sum(folded.values())} more findings are not annotated "

@@ -1,5 +1,8 @@
 """Plots of the lr-find and fit curves: PNG files (matplotlib) and small text plots (Rich output).
 
+The checks only name the file (their section's `plot`); `write_plots` draws it
+from the section's numbers, after the check, in the runner.
+
 The PNGs are drawn on matplotlib's Agg canvas directly (`Figure` +
 `FigureCanvasAgg`): headless, and pyplot's global backend and figure list stay
 untouched. matplotlib is imported only when a PNG is asked for.
@@ -12,6 +15,23 @@ from collections.abc import Sequence
 from typing import Optional
 
 # --------------------------------------------------------------------------- PNG (matplotlib)
+
+def write_plots(sections: dict) -> list:
+    """Draw the PNG that a check's report section asks for with its `plot` path (the
+    `--plot` option): the lr-find curve, the fit curves. Returns the paths written."""
+    written = []
+    lr = sections.get("lr_find") or {}
+    if lr.get("plot"):
+        nan = float("nan")  # the section holds a non-finite loss as None (JSON)
+        written.append(lr_plot(lr["plot"], lr["lrs"], [nan if v is None else v for v in lr["losses"]],
+                               {k: v for k, v in lr["suggestions"].items() if k != "race"},
+                               lr["method"], lr["current_lr"], candidates=lr["candidates"],
+                               winner=lr["winner"]))
+    fit = sections.get("fit") or {}
+    if fit.get("plot"):
+        written.append(fit_plot(fit["plot"], fit["train_losses"], fit["val_losses"], fit["baseline_loss"],
+                                fit.get("overfit_from_epoch")))
+    return written
 
 
 def _figure(size=(7.0, 4.5)):

@@ -12,6 +12,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..report.numbers import human_count, plural
+
 ICONS = {"pass": ("✓", "green"), "warning": ("!", "yellow"), "fail": ("✗", "red"),
          "error": ("✗", "red"), "skipped": ("–", "dim")}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -25,16 +27,6 @@ def section(name: str) -> Callable:
         SECTION_RENDERERS[name] = fn
         return fn
     return register
-
-
-def fmt_count(n) -> str:
-    """1234567 -> 1.23M: units people read."""
-    if n is None:
-        return "–"
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:g}" if isinstance(n, float) else str(n)
 
 
 def checks_table(report) -> Table:
@@ -81,28 +73,24 @@ def verdict(report) -> Text:
     if report.status == "pass":
         text = Text("✓ No problems found", style="bold green")
     elif report.status == "warning":
-        text = Text(f"! {_plural(counts['warning'], 'warning')}", style="bold yellow")
+        text = Text(f"! {plural(counts['warning'], 'warning')}", style="bold yellow")
     else:
         parts = []
         if counts["error"]:
-            parts.append(_plural(counts["error"], "error"))
+            parts.append(plural(counts["error"], "error"))
         if counts["warning"]:
-            parts.append(_plural(counts["warning"], "warning"))
+            parts.append(plural(counts["warning"], "warning"))
         if crashed:
-            parts.append(f"{_plural(len(crashed), 'check')} did not complete")
+            parts.append(f"{plural(len(crashed), 'check')} did not complete")
         text = Text("✗ " + ", ".join(parts), style="bold red")
-    text.append(f" — {_plural(len(report.checks), 'check')} in {report.seconds:.1f}s", style="dim")
+    text.append(f" — {plural(len(report.checks), 'check')} in {report.seconds:.1f}s", style="dim")
     if report.interrupted:
         text.append(" (interrupted: only the finished checks are shown)", style="yellow")
     return text
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def report_renderable(report) -> Group:
-    parts = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
+    parts: list = [Text.assemble(("nndoctor ", "bold"), (str(report.target or "model"), "bold cyan"),
                            (f"  device={report.device} seed={report.seed}", "dim")), Text("")]
     parts.append(checks_table(report))
     for name, data in report.sections.items():
@@ -127,14 +115,14 @@ def size_section(size: dict):
                   pad_edge=False, show_header=False)
     table.add_column("what", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    table.add_row("parameters", f"{fmt_count(size.get('total_params'))} total, "
-                                f"{fmt_count(size.get('trainable_params'))} trainable")
+    table.add_row("parameters", f"{human_count(size.get('total_params'))} total, "
+                                f"{human_count(size.get('trainable_params'))} trainable")
     table.add_row("parameter memory", f"{size.get('param_mb', 0):.2f} MB")
     mult_adds = size.get("mult_adds")
-    table.add_row("mult-adds", f"{fmt_count(mult_adds)} (torchinfo, module hooks: "
-                               f"{fmt_count(None if mult_adds is None else 2 * mult_adds)} FLOPs)")
+    table.add_row("mult-adds", f"{human_count(mult_adds)} (torchinfo, module hooks: "
+                               f"{human_count(None if mult_adds is None else 2 * mult_adds)} FLOPs)")
     if size.get("flops") is not None:
-        table.add_row("FLOPs", f"{fmt_count(size.get('flops'))} (FlopCounterMode, one eval forward pass)")
+        table.add_row("FLOPs", f"{human_count(size.get('flops'))} (FlopCounterMode, one eval forward pass)")
     table.add_row("input size", str(size.get("input_size")))
     layers = size.get("layers")
     if not layers:
@@ -149,9 +137,9 @@ def size_section(size: dict):
     per_layer.add_column("share", justify="right", no_wrap=True)
     for row in layers[:shown]:
         share = f"{100 * row['flops'] / total:.1f}%" if total else "–"
-        per_layer.add_row(row["module"], row.get("type", ""), fmt_count(row["params"]),
-                          fmt_count(row["flops"]), share)
-    parts = [table, Text(""), per_layer]
+        per_layer.add_row(row["module"], row.get("type", ""), human_count(row["params"]),
+                          human_count(row["flops"]), share)
+    parts: list = [table, Text(""), per_layer]
     if len(layers) > shown:
         parts.append(Text(f"… {len(layers) - shown} more modules (see --format json)", style="dim"))
     return Group(*parts)
@@ -162,7 +150,7 @@ def lr_find_section(data: dict):
     from .plots import braille_plot  # no matplotlib: text only
 
     title = Text("lr-find", style="bold")
-    parts = [title]
+    parts: list = [title]
     lrs, losses = data.get("lrs") or [], data.get("losses") or []
     suggestions = data.get("suggestions") or {}
     method, current = data.get("method"), data.get("current_lr")

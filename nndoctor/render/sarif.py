@@ -34,7 +34,7 @@ def render(report) -> str:
             "ruleIndex": rule_index[f.code],
             "level": LEVELS[f.severity],
             "message": {"text": f"{where}{f.message} Fix: {f.fix}"},
-            "locations": _locations(f.source or fallback, f.where),
+            "locations": _locations(f.source, f.where),
             "properties": {"check": f.check, "where": f.where, "evidence": f.to_dict()["evidence"]},
         }
         if not result["locations"]:

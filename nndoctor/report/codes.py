@@ -301,10 +301,6 @@ CODES: dict[str, Code] = {c.code: c for c in _TABLE}
 SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
 
 
-def get(code: str) -> Code:
-    return CODES[code]
-
-
 def markdown_table() -> str:
     """The README's table of codes: generated here so it cannot drift from the code."""
     rows = ["| code | severity | check | meaning | fix |", "|---|---|---|---|---|"]

@@ -5,28 +5,75 @@ Plain data, no torch: renderers and the CLI read it; checks produce it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from enum import Enum
+from typing import Any, Callable, Optional
 
 from .. import __version__
 from .codes import CODES, SEVERITY_ORDER
 
-CHECK_STATUSES = ("pass", "warning", "fail", "error", "skipped")
+
+class _StrEnum(str, Enum):
+    """A str that is also an enum member: it prints, formats, hashes and serialises (JSON,
+    YAML, XML) as its value, so `Severity.error == "error"` and the report stays the same."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__  # type: ignore[assignment]
+    __hash__ = str.__hash__
 
 
-@dataclass
+class Severity(_StrEnum):
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class Status(_StrEnum):
+    """A check's status (SPEC §4); a report's is pass, warning or error."""
+
+    passed = "pass"
+    warning = "warning"
+    fail = "fail"
+    error = "error"
+    skipped = "skipped"
+
+
+Locator = Callable[[Optional[str]], Optional[tuple]]
+# How the findings being made find the user's source for their `where`: the runner sets
+# it around each check (report.locate.source_of over the checked model), so a finding's
+# `source` is set when it is made. None: findings are made without a source.
+_LOCATOR: ContextVar[Optional[Locator]] = ContextVar("nndoctor_locator", default=None)
+
+
+@contextlib.contextmanager
+def locating(locate: Optional[Locator]):
+    """Within the block, `make_finding` sets each finding's source with `locate(where)`."""
+    token = _LOCATOR.set(locate)
+    try:
+        yield
+    finally:
+        _LOCATOR.reset(token)
+
+
+@dataclass(frozen=True)
 class Finding:
     code: str
-    severity: str
+    severity: Severity
     check: str
     where: Optional[str]
     message: str
     evidence: dict = field(default_factory=dict)
     fix: str = ""
-    # (file, line) of the user's code the finding points at, for --format github;
+    # (file, line) of the user's code the finding points at, for --format github and sarif;
     # not part of the SPEC §4 JSON.
     source: Optional[tuple] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "severity", Severity(self.severity))
 
     def to_dict(self) -> dict:
         return {
@@ -42,17 +89,22 @@ class Finding:
 
 def make_finding(code: str, check: str, where: Optional[str], message: str,
                  evidence: Optional[dict] = None, severity: Optional[str] = None,
-                 source: Optional[tuple] = None) -> Finding:
-    """A finding whose severity and fix come from the code table."""
+                 source: Optional[tuple] = None, fix: Optional[str] = None) -> Finding:
+    """A finding whose severity and fix come from the code table (unless given), and whose
+    source is the one given or, inside `locating`, the one found for `where`."""
     entry = CODES[code]
-    return Finding(code=code, severity=severity or entry.severity, check=check, where=where,
-                   message=message, evidence=dict(evidence or {}), fix=entry.fix, source=source)
+    locate = _LOCATOR.get()
+    if source is None and locate is not None:
+        source = locate(where)
+    return Finding(code=code, severity=Severity(severity or entry.severity), check=check, where=where,
+                   message=message, evidence=dict(evidence or {}), fix=entry.fix if fix is None else fix,
+                   source=source)
 
 
 @dataclass
 class CheckResult:
     name: str
-    status: str = "pass"
+    status: Status = Status.passed
     seconds: float = 0.0
     reason: Optional[str] = None
     metrics: dict = field(default_factory=dict)
@@ -72,9 +124,9 @@ class CheckResult:
         }
 
 
-def status_from_findings(findings: list) -> str:
+def status_from_findings(findings: list) -> Status:
     worst = max((SEVERITY_ORDER[f.severity] for f in findings), default=0)
-    return {2: "fail", 1: "warning"}.get(worst, "pass")
+    return {2: Status.fail, 1: Status.warning}.get(worst, Status.passed)
 
 
 @dataclass
@@ -94,11 +146,11 @@ class Report:
         return [f for c in self.checks for f in c.findings]
 
     @property
-    def status(self) -> str:
-        if any(c.status == "error" for c in self.checks):
-            return "error"
+    def status(self) -> Status:
+        if any(c.status == Status.error for c in self.checks):
+            return Status.error
         worst = max((SEVERITY_ORDER[f.severity] for f in self.findings), default=0)
-        return {2: "error", 1: "warning"}.get(worst, "pass")
+        return {2: Status.error, 1: Status.warning}.get(worst, Status.passed)
 
     def exit_code(self, fail_on: str = "error") -> int:
         """0: nothing at or above `fail_on`; 1: the gate failed (SPEC §5)."""
@@ -165,11 +217,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
-class _NullFile:
+class _NullFile(io.StringIO):
     """Where a recording console writes when only its export is wanted."""
 
     def write(self, text: str) -> int:
         return len(text)
-
-    def flush(self) -> None:
-        pass

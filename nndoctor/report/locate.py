@@ -1,8 +1,9 @@
 """Point a finding's `where` at the user's source: the file and line of the module's class.
 
-Used by `--format github` to annotate the user's own file. A torch built-in
-(nn.ReLU) is defined in torch, so we climb to the nearest enclosing module
-whose class the user wrote. A model no class of the user's holds (an
+The runner sets each finding's source with it when the finding is made
+(report.findings.locating); `--format github` and `sarif` annotate the user's
+file there. A torch built-in (nn.ReLU) is defined in torch, so we climb to the
+nearest enclosing module whose class the user wrote. A model no class of the user's holds (an
 nn.Sequential built inside `build()`) points at the target's `build` instead.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import torch.nn as nn
 
@@ -53,12 +54,6 @@ def _class_source(cls) -> Optional[tuple]:
     return short_path(filename), line
 
 
-def attach_sources(model: nn.Module, findings: list) -> None:
-    for finding in findings:
-        if finding.source is None:
-            finding.source = source_of(model, finding.where)
-
-
 def target_source(spec: Optional[str]) -> Optional[tuple]:
     """(file, line) of the target's ATTR (`build`) in the user's already-imported module,
     or None: where the model is defined when no class of the user's defines it."""
@@ -73,7 +68,7 @@ def target_source(spec: Optional[str]) -> Optional[tuple]:
             return None  # not the module load_target imported
     else:
         module = sys.modules.get(where)
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
     try:
