@@ -64,7 +64,8 @@ def test_not_in_optimizer_counts_the_missing_values(reports):
 def test_vanishing_gradient_measures_the_ratio(reports):
     (finding,) = [f for f in reports["deep_sigmoid_mlp"].findings if f.code == "vanishing-gradient"]
     assert finding.evidence["last_layer"] == "network.26"  # the last hidden layer
-    assert finding.evidence["ratio"] < grads.VANISHING_RATIO / 5 and finding.evidence["ratio_init"] < 1e-9
+    # well inside the bar (2.7x: the bar sits halfway in log between this sample and DistilBERT)
+    assert finding.evidence["ratio"] < grads.VANISHING_RATIO / 2 and finding.evidence["ratio_init"] < 1e-9
     rms = finding.evidence["layer_rms_init"]
     assert list(rms)[0] == "network.0" and rms["network.0"] < 1e-9 * rms["network.26"]
 
