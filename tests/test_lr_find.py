@@ -14,9 +14,9 @@ from conftest import codes_of, load_sample, run_checks_on
 
 from nndoctor.checks import lr_find
 from nndoctor.checks.lr_find import Curve, suggest
-from nndoctor.probes import lr_range
 from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import Session
+from nndoctor.probes import lr_range
 from nndoctor.target import Setup
 
 # --------------------------------------------------------------------------- fixed curves
