@@ -16,6 +16,7 @@ from nndoctor.checks import lr_find
 from nndoctor.checks.lr_find import Curve, suggest
 from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import Session
+from nndoctor.probes import lr_range
 from nndoctor.target import Setup
 
 # --------------------------------------------------------------------------- fixed curves
@@ -247,7 +248,7 @@ def test_race_restores_model_optimizer_rng_bit_for_bit_and_scales_groups_togethe
         seen.append([g["lr"] for g in optimizer.param_groups])
         return nn.functional.cross_entropy(model(batch[0]), batch[1])
 
-    trainer = lr_find.RaceTrainer(model, optimizer, batches, loss_fn)
+    trainer = lr_range.RaceTrainer(model, optimizer, batches, loss_fn)
     entrants = [lr_find.Entrant(lr, ["bracket"]) for lr in (1e-4, 1e-2, 1e-1)]
     try:
         race = lr_find.successive_halving(entrants, 24, trainer.advance)
@@ -280,7 +281,7 @@ def test_every_entrant_sees_the_same_batches_from_the_same_state():
         firsts.append((next(i for i, b in enumerate(batches) if b is batch), float(loss.detach())))
         return loss
 
-    trainer = lr_find.RaceTrainer(model, optimizer, batches, loss_fn)
+    trainer = lr_range.RaceTrainer(model, optimizer, batches, loss_fn)
     try:
         a, b = lr_find.Entrant(1e-3, ["x"]), lr_find.Entrant(1.0, ["y"])
         la, lb = trainer.advance(a, 3), trainer.advance(b, 3)
@@ -463,3 +464,21 @@ def test_a_loss_non_finite_from_the_first_step_skips_the_test():
     check = run_checks_on("log_relu_net", ["lr-find"]).checks[0]
     assert check.status == "skipped"
     assert check.reason.startswith("the loss is NaN/Inf at the test's first step (LR 1e-07)")
+
+
+def test_range_probe_takes_a_model_a_factory_batches_and_a_loss_and_keeps_modes():
+    """probes.lr_range needs no Session: a model, an optimizer factory, batches and a loss."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.Dropout(0.1), nn.ReLU(), nn.Linear(16, 3))
+    model.eval()
+    model[1].train()  # a mixed mode, as a user may leave it
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [(torch.randn(16, 6), torch.randint(0, 3, (16,))) for _ in range(4)]
+    ticks = []
+    curve = lr_range.range_test(
+        model, lambda params: torch.optim.SGD(params, lr=0.1), batches,
+        lambda b: nn.functional.cross_entropy(model(b[0]), b[1]),
+        start_lr=1e-5, end_lr=1.0, num_iter=20, tick=lambda: ticks.append(1))
+    assert len(curve.lrs) == len(curve.losses) == len(ticks) > 2
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and model[1].training and not model[3].training

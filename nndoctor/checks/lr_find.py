@@ -1,19 +1,10 @@
-"""lr-find: the LR range test (Smith 2015; fastai's `lr_find`) on torch-lr-finder (SPEC §2, §4).
+"""lr-find: the LR range test (Smith 2015; fastai's `lr_find`), then a race (SPEC §2, §4).
 
-torch-lr-finder's `LRFinder.range_test` trains the model for `num_iter` steps
-while the LR grows exponentially from `start_lr` to `end_lr`, recording the
-loss smoothed with an EMA (`smooth_f`) and stopping when it passes
-`diverge_th` × its best. We wrap it so the user sees only nndoctor:
-
-- its `tqdm` bar is replaced by `session.progress("lr-find", num_iter)` and its
-  `print`s are captured (we shadow the two names in its module while it runs);
-- batches go through its `TrainDataLoaderIter` hook as whole `engine.Batch`es,
-  and a wrapper module computes the session's loss (criterion, `loss_fn`, a
-  Hugging Face `.loss`, `model(*inputs)` or `model(**batch)`), so every batch
-  form of SPEC §1 works; the finder's criterion just passes that loss through;
-- it trains on a fixed set of the session's cached batches (deterministic);
-- its `reset()` restores the model and optimizer, and the runner's
-  `session.preserved()` restores everything else (RNGs, modes, gradients).
+The measuring is in `probes/lr_range.py`: torch-lr-finder's range test, wrapped so the
+user sees only nndoctor (its bar and prints replaced), and the race's trainer. Both run on
+a fixed set of the session's cached batches (deterministic) and put the model, optimizer
+and modes back; the runner's `session.preserved()` restores everything else (RNGs,
+gradients). This module judges what they record.
 
 Three classic suggestions are read from the recorded curve, all reported: `valley`
 (fastai's default), `steepest` (torch-lr-finder's `plot(suggest_lr=True)`) and
@@ -31,30 +22,22 @@ race only: the user's LR trained alongside the winner and made clearly less prog
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
-import sys
 import tempfile
-import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from ..engine.session import (
-    SECOND_COPY_MAX_MB,
-    Session,
-    Skip,
-    rng_state,
-    set_rng_state,
-    tensors_mb,
-)
+from ..engine.session import SECOND_COPY_MAX_MB, Session, Skip, tensors_mb
+from ..probes import lr_range
+from ..probes.lr_range import Curve
 from ..report.findings import make_finding
 from . import Outcome
+
+__all__ = ["Curve", "run", "suggest"]
 
 NAME = "lr-find"
 DEFAULTS = {
@@ -147,17 +130,6 @@ RACE_MIN_PROGRESS = MIN_DESCENT
 # loss falls mainly from LRs where one step already moves it), few enough to keep on the
 # device (20 batches of 256 ImageNet images are ~3 GB).
 MAX_BATCHES = 20
-
-
-@dataclass
-class Curve:
-    """What the range test recorded (torch-lr-finder's history) and how it ended."""
-
-    lrs: list
-    losses: list  # smoothed as torch-lr-finder smooths them
-    num_iter: int  # asked for
-    stop: Optional[str] = None  # None (ran to the end), "diverged" or "non-finite"
-    messages: list = field(default_factory=list)  # what torch-lr-finder printed (kept out of sight)
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -272,87 +244,23 @@ def _valley_start(losses) -> int:
 
 # --------------------------------------------------------------------------- the range test
 
-class _LossModel(nn.Module):
-    """What LRFinder trains: takes a whole Batch, returns the session's loss for it.
-
-    The user's model is a registered submodule, so the finder's state_dict cache and
-    reset() cover exactly its parameters and buffers."""
-
-    def __init__(self, session: Session, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self._loss = session.loss  # a bound method, not a module: not part of the state
-
-    def forward(self, batch):
-        return self._loss(batch, model=self.model)
-
-
-def _passthrough_criterion(loss, _labels):
-    return loss
-
-
 def range_test(session: Session, settings: dict) -> Curve:
-    """Run torch-lr-finder's range test on the session; the model and optimizer are reset after."""
-    tlf = _import_lr_finder()  # lazy, and without the matplotlib.pyplot it imports
-
+    """The range test (probes.lr_range) on the session's model, optimizer and a fixed set of
+    its cached batches (shared with the other checks, cycled: deterministic, and bounded in
+    memory however long the test); the model, optimizer and modes are as before after it."""
     num_iter = int(settings["num_iter"])
     if num_iter < 2:
         raise ValueError(f"lr-find.num_iter must be at least 2, not {num_iter}")
-    # A fixed set of the session's cached batches (shared with the other checks), cycled:
-    # deterministic, and bounded in memory however long the test.
     batches = session.batches(min(num_iter, MAX_BATCHES))
-
-    class BatchIter(tlf.TrainDataLoaderIter):
-        # torch-lr-finder's hook for batches that are not (inputs, labels): the whole Batch is
-        # the "input" (no .to(): its _move_to_device leaves it alone; it is on the device).
-        def inputs_labels_from_batch(self, batch_data):
-            return batch_data, None
-
-    optimizer = session.optimizer
-    # A scheduler attached to the optimizer leaves "initial_lr" in its groups, and LRFinder
-    # refuses such an optimizer; the runner's preserved() puts the keys back.
-    for group in optimizer.param_groups:
-        group.pop("initial_lr", None)
     on_disk, cache_dir = _cache_on_disk(session, settings)
-    finder = tlf.LRFinder(_LossModel(session, session.model), optimizer, _passthrough_criterion,
-                          device=session.device, memory_cache=not on_disk, cache_dir=cache_dir)
-    messages: list = []
-
-    def capture_print(*args, **kwargs):
-        messages.append(" ".join(str(a) for a in args))
-
-    try:
-        with session.progress("lr-find", num_iter) as advance:
-            def steps(iterable):  # stands in for tqdm(range(num_iter))
-                for i in iterable:
-                    yield i
-                    advance()
-                    history = finder.history["loss"]
-                    if history and not math.isfinite(history[-1]):
-                        return  # torch-lr-finder would go on with NaN for every remaining step
-
-            with _patched(tlf, tqdm=steps, print=capture_print), warnings.catch_warnings():
-                # Its schedulers call get_lr() directly; torch warns about that on every step.
-                warnings.filterwarnings("ignore", message=r".*get_last_lr\(\).*")
-                warnings.filterwarnings("ignore", message=r".*lr_scheduler.step\(\).*")
-                finder.range_test(BatchIter(batches), start_lr=float(settings["start_lr"]),
-                                  end_lr=float(settings["end_lr"]), num_iter=num_iter,
-                                  step_mode=str(settings["step_mode"]),
-                                  smooth_f=float(settings["smooth_f"]),
-                                  diverge_th=float(settings["diverge_th"]))
-    finally:
-        # Free the gradients and the optimizer's state before reset() loads its copy back:
-        # with it cached on disk, that keeps the peak at one extra copy of the weights.
-        optimizer.zero_grad(set_to_none=True)
-        optimizer.state.clear()
-        finder.reset()
-    lrs, losses = list(finder.history["lr"]), [float(v) for v in finder.history["loss"]]
-    stop = None
-    if losses and not math.isfinite(losses[-1]):
-        stop = "non-finite"
-    elif any("diverged" in m for m in messages):
-        stop = "diverged"
-    return Curve(lrs=lrs, losses=losses, num_iter=num_iter, stop=stop, messages=messages)
+    model = session.model
+    with session.progress("lr-find", num_iter) as advance:
+        return lr_range.range_test(
+            model, session.optimizer, batches, lambda batch: session.loss(batch, model=model),
+            start_lr=float(settings["start_lr"]), end_lr=float(settings["end_lr"]), num_iter=num_iter,
+            step_mode=str(settings["step_mode"]), smooth_f=float(settings["smooth_f"]),
+            diverge_th=float(settings["diverge_th"]), device=session.device,
+            cache_on_disk=on_disk, cache_dir=cache_dir, tick=advance)
 
 
 def _cache_on_disk(session: Session, settings: dict) -> tuple:
@@ -370,61 +278,6 @@ def _cache_on_disk(session: Session, settings: dict) -> tuple:
                     if torch.is_tensor(v)]
         mode = "disk" if tensors_mb(tensors) > AUTO_DISK_MB else "memory"
     return mode == "disk", cache_dir
-
-
-class _LazyPyplot(types.ModuleType):
-    """Stands in for `matplotlib.pyplot` in torch-lr-finder's module, which imports it at
-    module level but uses it only in `LRFinder.plot()` (nndoctor draws its own plot, on
-    demand): the real pyplot is imported on first use. Importing it costs ~0.5-0.9 s, more
-    than the whole range test on a small model (bench/bench.py)."""
-
-    def __getattr__(self, name):
-        import matplotlib.pyplot as plt
-
-        return getattr(plt, name)
-
-
-def _import_lr_finder():
-    """`torch_lr_finder.lr_finder`, imported with a lazy pyplot unless matplotlib.pyplot is
-    already loaded. The stand-ins are in sys.modules only while that one module imports."""
-    loaded = sys.modules.get("torch_lr_finder.lr_finder")
-    if loaded is not None:
-        return loaded
-    if "matplotlib.pyplot" in sys.modules:
-        import torch_lr_finder.lr_finder as tlf
-
-        return tlf
-    pyplot = _LazyPyplot("matplotlib.pyplot")
-    stand_ins = {"matplotlib.pyplot": pyplot}
-    if "matplotlib" not in sys.modules:
-        package = types.ModuleType("matplotlib")
-        package.__path__ = []  # a package, for `import matplotlib.pyplot`
-        package.pyplot = pyplot
-        stand_ins["matplotlib"] = package
-    sys.modules.update(stand_ins)
-    try:
-        import torch_lr_finder.lr_finder as tlf
-    finally:
-        for name, module in stand_ins.items():
-            if sys.modules.get(name) is module:
-                del sys.modules[name]
-    return tlf
-
-
-@contextlib.contextmanager
-def _patched(module, **names):
-    """Shadow module-level names (its `tqdm`, the builtin `print`) while a block runs."""
-    missing = object()
-    saved = {name: module.__dict__.get(name, missing) for name in names}
-    module.__dict__.update(names)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is missing:
-                module.__dict__.pop(name, None)
-            else:
-                module.__dict__[name] = value
 
 
 # --------------------------------------------------------------------------- the race
@@ -570,84 +423,6 @@ def confirm(race: Race, user: Entrant, advance: Callable) -> None:
         race.winner = user
 
 
-class RaceTrainer:
-    """Trains one model for the race: each entrant from the same initial weights, optimizer
-    state and RNG state, on the same batches in the same order, every group's LR scaled
-    together (the ratio of group 0's LR to the entrant's). No scheduler is stepped. Each
-    entrant's state between its rounds is kept in memory, or on disk (`directory`) for large
-    models. `close()` puts the model, optimizer, gradients, modes and RNGs back bit-for-bit.
-
-    Observes only: takes a model, optimizer, batches and `loss_fn(batch) -> scalar`."""
-
-    def __init__(self, model: nn.Module, optimizer, batches: list, loss_fn: Callable,
-                 directory: Optional[str] = None, tick: Callable = lambda: None):
-        self.model, self.optimizer, self.batches, self.loss_fn = model, optimizer, batches, loss_fn
-        self.directory, self.tick = directory, tick
-        self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
-        self.grads = {n: (p.grad.detach().clone() if p.grad is not None else None)
-                      for n, p in model.named_parameters()}
-        self.training = {n: m.training for n, m in model.named_modules()}
-        self.rng = rng_state()
-        self.initial = self._capture()
-        self.saved: dict = {}
-
-    def _capture(self) -> dict:
-        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "optimizer": copy.deepcopy(self.optimizer.state_dict()), "rng": rng_state()}
-
-    def _store(self, key: int, state: dict) -> None:
-        if self.directory is None:
-            self.saved[key] = state
-            return
-        path = os.path.join(self.directory, f"entrant{key}.pt")
-        torch.save(state, path)
-        self.saved[key] = path
-
-    def _load(self, state) -> None:
-        if isinstance(state, str):
-            state = torch.load(state, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        set_rng_state(state["rng"])
-
-    def set_lr(self, lr: float) -> None:
-        reference = self.base_lrs[0]
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = lr * base / reference if reference > 0 else lr
-
-    def advance(self, entrant: Entrant, steps: int) -> list:
-        key = id(entrant)
-        self._load(self.saved.get(key, self.initial))
-        self.set_lr(entrant.lr)
-        self.model.train()
-        losses: list = []
-        for i in range(entrant.steps, entrant.steps + steps):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss_fn(self.batches[i % len(self.batches)])
-            value = float(loss.detach())
-            losses.append(value)
-            self.tick()
-            if not math.isfinite(value):
-                break
-            loss.backward()
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._store(key, self._capture())
-        return losses
-
-    def close(self) -> None:
-        self.saved.clear()
-        self._load(self.initial)
-        self.initial = None
-        for name, p in self.model.named_parameters():
-            saved = self.grads.get(name)
-            p.grad = None if saved is None else saved.clone()
-        for name, m in self.model.named_modules():
-            if name in self.training:
-                m.training = self.training[name]
-        set_rng_state(self.rng)
-
-
 def bracket_of(curve: Curve, found: dict) -> Optional[tuple]:
     """The usable range the curve brackets: from where the smoothed loss has done
     BRACKET_START of its descent (or the valley, if lower) to the LR of its lowest point.
@@ -680,7 +455,7 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
     total = budget
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir)) if on_disk else None
-        trainer = RaceTrainer(session.model, session.optimizer, batches,
+        trainer = lr_range.RaceTrainer(session.model, session.optimizer, batches,
                               lambda batch: session.loss(batch), directory=directory)
         advance_bar = stack.enter_context(session.progress("lr-find race", total))
         stack.callback(trainer.close)
