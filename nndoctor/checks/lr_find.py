@@ -26,7 +26,7 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -181,8 +181,8 @@ def suggest(curve: Curve, method: str = "valley") -> dict:
     # fastai drops everything from the first NaN on.
     finite = next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
     lrs, losses = lrs[:finite], losses[:finite]
-    result = {"suggestions": {m: None for m in RULES}, "suggested_lr": None, "method": method,
-              "min_loss_lr": None, "valley_start_lr": None, "reason": None}
+    result: dict[str, Any] = {"suggestions": {m: None for m in RULES}, "suggested_lr": None,
+                              "method": method, "min_loss_lr": None, "valley_start_lr": None, "reason": None}
     if len(losses) < MIN_POINTS:
         if curve.stop is None:
             result["reason"] = (f"only {len(losses)} steps recorded; at least {MIN_POINTS} are needed "
@@ -397,13 +397,16 @@ def clearly_worse(race: Race, entrant: Entrant) -> Optional[bool]:
     """Whether the entrant trains clearly worse than the winner: after all its steps, its loss
     is still above the loss the winner had reached in 1/SLOWER of them. None when the winner
     itself had made too little progress by then (RACE_MIN_PROGRESS) to judge by."""
+    winner = race.winner
     if entrant.diverged:  # judged against the winner's whole race
-        return race.start_loss - race.winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
+        assert winner is not None  # callers judge only against a winner
+        return race.start_loss - winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
     if not raced_progress(race):
         return None
+    assert winner is not None  # raced_progress is False without one
     if abs(race.start_loss - entrant.loss) < STILL * abs(race.start_loss):
         return True  # it never moved the loss, while the winner did
-    early = race.winner.loss_at(max(1, entrant.steps // SLOWER))
+    early = winner.loss_at(max(1, entrant.steps // SLOWER))
     if not race.start_loss - early > RACE_MIN_PROGRESS * abs(race.start_loss):
         return None
     return not entrant.loss <= early
@@ -414,12 +417,14 @@ def confirm(race: Race, user: Entrant, advance: Callable) -> None:
     A short race favours LRs that start fast (SGD with momentum can climb above its start
     loss for its first ~20 steps and then win: simple_cnn at 0.01, measured), so both train
     as many steps again and are judged there. Costs nothing on a model with a good LR."""
+    winner = race.winner
+    assert winner is not None  # race_session confirms only against a winner
     steps = race.final_steps
-    for entrant in (race.winner, user):
+    for entrant in (winner, user):
         race.steps += _scored(entrant, list(advance(entrant, steps)), steps, race.start_loss)
     race.confirm_steps = steps
-    race.final_steps = race.winner.steps
-    if user.loss < race.winner.loss:
+    race.final_steps = winner.steps
+    if user.loss < winner.loss:
         race.winner = user
 
 
@@ -445,10 +450,12 @@ def bracket_of(curve: Curve, found: dict) -> Optional[tuple]:
 
 def race_session(session: Session, curve: Curve, found: dict, current_lr: float, settings: dict) -> Race:
     """The race on the session's model, optimizer and cached batches (those of the range test)."""
-    budget = settings.get("race_steps")
-    budget = int(curve.num_iter if budget is None else budget)
+    asked = settings.get("race_steps")
+    budget = int(curve.num_iter if asked is None else asked)
     named = {rule: found["suggestions"][rule] for rule in RULES}
-    entrants = entrants_from(bracket_of(curve, found), named, current_lr)
+    bracket = bracket_of(curve, found)
+    assert bracket is not None  # run() races only a curve with a bracket
+    entrants = entrants_from(bracket, named, current_lr)
     user = next((e for e in entrants if "current" in e.rules), None)
     batches = session.batches(min(curve.num_iter, MAX_BATCHES))
     on_disk, cache_dir = _cache_on_disk(session, settings)
@@ -503,7 +510,7 @@ def run(session: Session, settings: dict) -> Outcome:
     if race is not None and race.winner is None:
         reason = (f"every LR in the race diverged (from {race.entrants[0].lr:.3g} to "
                   f"{race.entrants[-1].lr:.3g}): no usable LR (check the data, the loss and the init)")
-    elif method == "race" and race is not None and not raced_progress(race):
+    elif method == "race" and race is not None and race.winner is not None and not raced_progress(race):
         reason = (f"the race shows no progress: the best of {len(race.entrants)} LRs moved the loss "
                   f"from {race.start_loss:.4g} to {race.winner.loss:.4g} in {race.winner.steps} steps"
                   + (f"; and {found['reason']}" if found["reason"] else ""))
@@ -546,6 +553,9 @@ def run(session: Session, settings: dict) -> Outcome:
 
 def race_why(race: Race) -> str:
     winner = race.winner
+    # Not guaranteed: run() calls this (method race) also when every LR diverged, which
+    # crashed here before too (AttributeError); left as it was, a typing-only change.
+    assert winner is not None
     return (f"the lowest loss in the race: {winner.loss:.4g} (from {race.start_loss:.4g}) after "
             f"{winner.steps} steps, against {len(race.entrants) - 1} other LRs trained from the same "
             f"state on the same batches ({race.steps} steps in all, successive halving)")
@@ -562,7 +572,7 @@ def verdict(current_lr: float, race: Optional[Race]) -> list:
             "lr-too-low", NAME, None,
             f"The optimizer's LR is {current_lr:.3g}: no optimizer step moves the weights{better}.",
             {"current_lr": current_lr, "suggested_lr": winner.lr if winner else None})]
-    if winner is None:
+    if race is None or winner is None:
         return []
     user = next((e for e in race.entrants if "current" in e.rules), None)
     if user is None or user is winner:

@@ -100,7 +100,10 @@ def range_test(model: nn.Module, optimizer: OptimizerOrFactory, batches: list,
     if num_iter < 2:
         raise ValueError(f"lr-find.num_iter must be at least 2, not {num_iter}")
 
-    class BatchIter(tlf.TrainDataLoaderIter):
+    # a variable for mypy: a base class given as an attribute of a local isn't a type to it
+    loader_iter: Any = tlf.TrainDataLoaderIter
+
+    class BatchIter(loader_iter):
         # torch-lr-finder's hook for batches that are not (inputs, labels): the whole batch is
         # the "input" (no .to(): its _move_to_device leaves it alone; it is on the device).
         def inputs_labels_from_batch(self, batch_data):
