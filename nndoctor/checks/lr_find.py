@@ -553,9 +553,8 @@ def run(session: Session, settings: dict) -> Outcome:
 
 def race_why(race: Race) -> str:
     winner = race.winner
-    # Not guaranteed: run() calls this (method race) also when every LR diverged, which
-    # crashed here before too (AttributeError); left as it was, a typing-only change.
-    assert winner is not None
+    if winner is None:  # every LR in the race diverged: run() says so, this only names the method
+        return WHY["race"]
     return (f"the lowest loss in the race: {winner.loss:.4g} (from {race.start_loss:.4g}) after "
             f"{winner.steps} steps, against {len(race.entrants) - 1} other LRs trained from the same "
             f"state on the same batches ({race.steps} steps in all, successive halving)")
