@@ -93,17 +93,19 @@ class Common:
 
 
 def execute(common: Common, names: list, overrides: Optional[dict] = None,
-            only: Optional[str] = None, skip: Optional[str] = None) -> None:
+            only: Optional[str] = None, skip: Optional[str] = None,
+            budget: Optional[float] = None, budgeted: bool = False) -> None:  # --budget: the last two
     """Load the config and the target, run the checks, render, and exit with SPEC §5's code."""
     try:
-        code = _execute(common, names, overrides or {}, only, skip)
+        code = _execute(common, names, overrides or {}, only, skip, budget, budgeted)  # --budget
     except UsageError as exc:
         print_error(str(exc), common.debug, exc)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 
-def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
+def _execute(common: Common, names: list, overrides: dict, only, skip,
+             budget: Optional[float] = None, budgeted: bool = False) -> int:  # --budget: the last two
     from .config import load_config
 
     config = load_config(common.config)
@@ -116,6 +118,12 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
     seed = common.seed if common.seed is not None else config.get("seed", 0)
     device = common.device or config.get("device", "auto")
     max_seconds = common.max_seconds if common.max_seconds is not None else config.get("max_seconds")
+    # --budget (SPEC §10): begin -- `check` only; the option wins over `budget:` in the config
+    if budget is None and budgeted:
+        budget = config.get("budget")
+    if budget is not None and not float(budget) > 0:
+        raise UsageError(f"budget must be a number of seconds above 0, not {budget!r}")
+    # --budget: end
     names = _choose(names, only if only is not None else config.get("only"),
                     skip if skip is not None else config.get("skip"))
     settings = {name: dict(section) for name, section in config["checks"].items()}
@@ -126,7 +134,7 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
     quiet = contextlib.redirect_stdout(sys.stderr) if machine_readable else contextlib.nullcontext()
     with quiet:
         report = _run(target, common.data or config.get("data"), names, settings, device, seed,
-                      max_seconds, common.debug)
+                      max_seconds, common.debug, budget=budget)  # --budget
     _emit(report, common)
     if report.interrupted:
         count = len(report.checks)
@@ -158,7 +166,7 @@ def _choose(names: list, only, skip) -> list:
     return chosen
 
 
-def _run(target, data, names, settings, device, seed, max_seconds, debug):
+def _run(target, data, names, settings, device, seed, max_seconds, debug, budget=None):
     from .engine.runner import run_checks
     from .engine.session import resolve_device
     from .target import load_target
@@ -170,7 +178,7 @@ def _run(target, data, names, settings, device, seed, max_seconds, debug):
     setup = load_target(target, data)
     with _progress() as progress:
         report = run_checks(setup, names, settings, target=target, device=device, seed=seed,
-                            max_seconds=max_seconds, progress=progress)
+                            max_seconds=max_seconds, progress=progress, budget=budget)  # --budget
     if debug:
         import traceback
         for check in report.checks:
@@ -241,12 +249,16 @@ def check(target: TargetArg = None, data: DataOpt = None, config: ConfigOpt = No
           skip: Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")] = None,
           format: FormatOpt = Format.rich, output: OutputOpt = None, fail_on: FailOnOpt = None,
           seed: SeedOpt = None, device: DeviceOpt = None, max_seconds: MaxSecondsOpt = None,
-          debug: DebugOpt = False):
+          debug: DebugOpt = False,
+          budget: Annotated[Optional[float], typer.Option(  # --budget (SPEC §10)
+              "--budget", help="Seconds for the whole check: time real steps, plan each check's work to "
+                               "fit; a check that cannot give a verdict in time is skipped, never an error.")] = None):
     """Run every check whose inputs are present."""
     from .checks import CHECKS
 
     execute(_shared(target, data, config, format, output, fail_on, seed, device, max_seconds, debug),
-            list(CHECKS), only=only, skip=skip)
+            list(CHECKS), only=only, skip=skip,
+            budget=budget, budgeted=True)  # --budget
 
 
 @app.command()

@@ -299,9 +299,10 @@ def summary_line(budget: float, items: dict, report_plan: dict) -> str:
     full, cut, skipped = [], [], []
     for name, entry in report_plan.items():
         item = items.get(name)
-        if entry.get("status") == "skipped" and (item is None or item.planned == 0 or entry.get("timed_out")):
+        cut_work = item is not None and 0 < item.planned < item.full
+        if entry.get("status") == "skipped" and not cut_work:
             skipped.append(name)
-        elif item is not None and item.cut:
+        elif cut_work and item is not None:
             cut.append(f"{name} ({item.planned}/{item.full} {item.unit})")
         else:
             full.append(name)
@@ -371,3 +372,116 @@ def fmt_plan(items: dict) -> list:
     return [f"{n}: {i.planned}/{i.full} {i.unit}, ~{i.seconds:.1f} s" + (f" ({i.reason})" if i.reason else "")
             for n, i in items.items()]
 
+
+
+# --------------------------------------------------------------------------- the run
+
+class BudgetRun:
+    """What the runner asks under --budget: calibrate once, then per check `before(name)`
+    (a skip reason, or None and the settings and time limit to run with) and `after(result)`
+    (the asymmetric rules, the plan's record). The budget's clock starts after the
+    calibration (start-up: import, load the target, one calibration; issue 18)."""
+
+    def __init__(self, session: Any, seconds: float, names: list, settings: dict):
+        self.session, self.budget = session, float(seconds)
+        self.names = list(names)
+        self.settings = {k: dict(v) for k, v in (settings or {}).items()}  # the plan's overrides go here
+        session.settings = self.settings  # the shared run reads overfit.steps / max_steps from it
+        self.calibration: Optional[Calibration] = None
+        self.error: Optional[str] = None
+        try:
+            self.calibration = calibrate(session, self.budget)
+        except Exception as exc:  # the model's forward or loss raises: the checks will say it
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self.deadline = time.monotonic() + self.budget
+        self.items: dict = {}
+        self.record: dict = {}
+        self.shared_done = False
+        self.shared_cut = False  # the shared run was stopped by the time limit
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def before(self, name: str) -> tuple:
+        """(skip reason or None, time limit in seconds)."""
+        left = self.left()
+        remaining = self.names[self.names.index(name):] if name in self.names else [name]
+        if name in ("grads", "overfit") and self.shared_cut:
+            self.items[name] = Item(name, "steps", 0, 0, 0.0, 0.0, reason=INCONCLUSIVE)
+            return f"{INCONCLUSIVE} (the shared training run was stopped at the time limit)", None
+        if self.calibration is None:
+            return (needs(0.0, left) if left <= 0 else None), max(left, 0.01)
+        if name in SHARED_RUN_CHECKS and self.shared_done and name in self.items:
+            item = self.items[name]
+        else:
+            item = plan(left, self.calibration, remaining, self.settings, self.shared_done).get(name)
+            if item is None:
+                return None, max(left, 0.01)
+            self.items[name] = item
+            for section, values in item.overrides.items():
+                self.settings.setdefault(section, {}).update(values)
+            if name in SHARED_RUN_CHECKS and item.seconds > 0:
+                # the checks after it read this run: their plan entries say how far it went
+                for other in SHARED_RUN_CHECKS:
+                    if other != name and other in remaining:
+                        self.items[other] = Item(other, item.unit, item.full, item.planned, 0.0, 0.0)
+        if item.reason:
+            return item.reason, None
+        if left <= 0:
+            return needs(item.minimum_s, left), None
+        return None, max(min(left, OVERRUN * item.seconds + 1.0), 0.01)
+
+    def after(self, result: Any, timed_out: bool) -> None:
+        """Apply the asymmetric rules to `result` (in place) and record the plan entry."""
+        from ..report.findings import status_from_findings
+
+        name = result.name
+        item = self.items.get(name)
+        if name in SHARED_RUN_CHECKS and result.status != "skipped":
+            self.shared_done = True
+        if timed_out:
+            # stopped at its time limit: never an error; what it saw before is not a verdict
+            if name in SHARED_RUN_CHECKS:
+                self.shared_cut = True
+            result.status, result.reason, result.findings = "skipped", INCONCLUSIVE, []
+            result.sections = {}
+        elif result.status in ("pass", "warning", "fail") and item is not None:
+            done = done_of(name, result.metrics, result.sections)
+            # a pass resting on what was seen: overfit's loss crossed its target; the range test,
+            # even with fewer points, placed the user's LR against a suggested one
+            evidence = (name == "overfit" and _crossed(result.metrics)) or (
+                name == "lr-find" and (result.sections.get("lr_find") or {}).get("suggested_lr") is not None)
+            status, reason, dropped = judge(name, result.status, [f.code for f in result.findings], item,
+                                            done, passed_by_evidence=evidence)
+            if dropped:
+                result.findings = [f for f in result.findings if f.code not in dropped]
+                result.metrics["budget_inconclusive"] = dropped
+            result.status = status if status == "skipped" else status_from_findings(result.findings)
+            if reason:
+                result.reason = reason
+            elif done is not None and done < item.full and not result.reason:
+                result.reason = f"cut by the budget to {done} of {item.full} {item.unit}"
+        done = done_of(name, result.metrics, result.sections) if result.status != "skipped" or timed_out else 0
+        entry: dict = {"status": result.status, "seconds": round(result.seconds, 2)}
+        if item is not None:
+            entry.update(item.to_dict())
+            entry["done"] = {item.unit: done if done is not None else 0}
+        if timed_out:
+            entry["timed_out"] = True
+        self.record[name] = entry
+
+    def sections(self) -> dict:
+        calib = self.calibration
+        line = summary_line(self.budget, self.items, self.record)
+        if self.error:
+            line += f" (calibration failed: {self.error}; ran unplanned within the time)"
+        return {"plan": self.record,
+                "budget": {"seconds": self.budget, "line": line,
+                           "calibration": None if calib is None else {
+                               "step_seconds": round(calib.step_s, 4), "forward_seconds": round(calib.forward_s, 4),
+                               "seconds": round(calib.seconds, 2)}}}
+
+
+def _crossed(metrics: dict) -> bool:
+    best, target = metrics.get("best_final_loss"), metrics.get("target_loss")
+    return isinstance(best, (int, float)) and isinstance(target, (int, float)) and best <= target
