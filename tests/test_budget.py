@@ -129,3 +129,82 @@ def test_user_settings_set_the_full_work():
 @pytest.mark.parametrize("left", [0.0, 3.0, 42.0])
 def test_needs_text(left):
     assert budget.needs(40, left) == f"needs ~40 s, {budget._secs(left)} s left"
+
+
+# ----------------------------------------------------------------- end to end
+
+def test_cli_budget_reports_plan_and_line(tmp_path):
+    import json
+
+    from conftest import sample_path
+    from typer.testing import CliRunner
+
+    from nndoctor.cli import app
+
+    result = CliRunner().invoke(app, ["check", sample_path("xor"), "--budget", "30", "--format", "json",
+                                      "--only", "size,init,nan,overfit"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["plan"]) == {"size", "init", "nan", "overfit"}
+    for entry in report["plan"].values():
+        assert {"planned", "done", "seconds"} <= set(entry)
+    assert report["plan"]["nan"]["done"] == {"steps": 100}
+    assert report["budget"]["line"].startswith("budget 30 s: ")
+    assert all(c["status"] != "error" for c in report["checks"])
+
+
+def test_cli_budget_from_config_and_a_bad_budget(tmp_path, monkeypatch):
+    import json
+
+    from conftest import sample_path
+    from typer.testing import CliRunner
+
+    from nndoctor.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    # without --budget (and no budget: in a config), no plan: nothing changes
+    plain = json.loads(CliRunner().invoke(app, ["check", sample_path("xor"), "--format", "json",
+                                                "--only", "size"]).stdout)
+    assert "plan" not in plain and "budget" not in plain
+    (tmp_path / "nndoctor.yaml").write_text(f"target: {sample_path('xor')}\nbudget: 20\nonly: [size, init]\n")
+    result = CliRunner().invoke(app, ["check", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["budget"]["seconds"] == 20
+    assert CliRunner().invoke(app, ["check", "--budget", "0"]).exit_code == 2
+
+
+def _budgeted(name, seconds, seed=0):
+    from conftest import load_sample
+
+    from nndoctor import checks
+    from nndoctor.engine.runner import run_checks
+
+    return run_checks(load_sample(name), list(checks.CHECKS), {}, target=name, device="cpu", seed=seed,
+                      budget=seconds)
+
+
+def _broken():
+    from test_samples import BROKEN
+    return BROKEN
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(_broken()))
+def test_budget_30_still_finds_every_broken_samples_bug(name):
+    code, where, _exit, _caused = _broken()[name]
+    report = _budgeted(name, 30)
+    found = {(f.code, f.where) for f in report.findings}
+    assert (code, where) in found, (found, report.sections.get("budget"))
+    assert all(c.status != "error" or c.exception is not None for c in report.checks), \
+        [(c.name, c.reason) for c in report.checks]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["xor", "mlp", "high_lr_mlp", "memorising_mlp", "unused_layer_net"])
+def test_generous_budget_gives_the_same_findings_as_none(name):
+    from test_samples import full_check
+
+    plain = {(f.code, f.where, f.severity) for f in full_check(name).findings}
+    budgeted = _budgeted(name, 600)
+    assert {(f.code, f.where, f.severity) for f in budgeted.findings} == plain
+    assert all(not (e.get("planned") != e.get("full")) for e in budgeted.sections["plan"].values())
