@@ -181,6 +181,8 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
             if name == "lr-find" and "fit" in later:
                 available = max(minimum_s, 0.5 * available)
             n = work.most_within(available) if available >= minimum_s else 0
+        elif work.key:  # a fixed-cost check whose work divides (data's batches): what fits
+            n = work.most_within(left)
         else:
             n = work.full if work.seconds(work.full) <= left else 0
         if n < max(work.minimum, 1) or minimum_s > left:
