@@ -28,9 +28,12 @@ INCONCLUSIVE = "inconclusive in the time given"
 # ("forward") on the user's batch. Rough: they only have to rank checks and keep the total
 # within the budget; the runner's hard stop (the time left) catches an estimate that is short.
 SIZE_FORWARDS = 3  # torchinfo's pass, the FLOP counter's pass, the model's own summary
-STATIC_STEPS = 6  # dropout-in-eval (2 forwards), batch-dependency (a backward per probed sample), ...
-INIT_STEPS = 3  # the initial loss and the per-layer signal scales: forwards with hooks
-DATA_FORWARDS_PER_BATCH = 1  # the label range needs the model's output width: ~1 forward
+STATIC_STEPS = 4  # dropout-in-eval (2 forwards), batch-dependency (a backward per probed sample), ...
+#                   measured on sample_models/mlp.py: 0.08 s at a 0.0098 s step (fixed overhead included)
+INIT_STEPS = 2  # the initial loss and the per-layer signal scales: forwards with hooks (mlp: 0.02 s)
+DATA_FORWARDS = 1  # the label range needs the model's output width: one forward for all batches
+DATA_FORWARDS_PER_BATCH = 0.02  # then only tensor statistics: BERT-base read 3 batches in 0.35 s
+#                                 (at a 5.8 s forward)
 DEAD_FORWARDS = 8  # activations.SCAN_BATCHES (4) before training and 4 after the shared run
 RUN_OVERHEAD = 1.35  # the shared run's step against a bare one: gradient norms every step, details
 #                     every 10th (probes.train_run measured 1.24-1.33x on xor, 2 loaded cores)
@@ -125,7 +128,8 @@ def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = F
         return Work("passes", 1, 1, SIZE_FORWARDS * fwd)
     if name == "data":
         full = int(_setting(settings, "data", "batches", 8))
-        return Work("batches", full, min(full, MIN_DATA_BATCHES), DATA_FORWARDS_PER_BATCH * fwd, key="batches")
+        return Work("batches", full, min(full, MIN_DATA_BATCHES), DATA_FORWARDS_PER_BATCH * fwd,
+                    fixed_s=FIXED_OVERHEAD_S + DATA_FORWARDS * fwd, key="batches")
     if name == "static":
         return Work("passes", 1, 1, STATIC_STEPS * step)
     if name == "init":
