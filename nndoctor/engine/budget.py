@@ -28,8 +28,8 @@ INCONCLUSIVE = "inconclusive in the time given"
 # ("forward") on the user's batch. Rough: they only have to rank checks and keep the total
 # within the budget; the runner's hard stop (the time left) catches an estimate that is short.
 SIZE_FORWARDS = 3  # torchinfo's pass, the FLOP counter's pass, the model's own summary
-STATIC_STEPS = 4  # dropout-in-eval (2 forwards), batch-dependency (a backward per probed sample), ...
-#                   measured on sample_models/mlp.py: 0.08 s at a 0.0098 s step (fixed overhead included)
+STATIC_STEPS = 1  # dropout-in-eval (2 forwards), batch-dependency (a backward per probed sample), ...
+#                   measured: the bench's 1.1M CNN 1.35 s at a ~4 s step; mlp.py 0.08 s at 0.0098 s
 INIT_STEPS = 2  # the initial loss and the per-layer signal scales: forwards with hooks (mlp: 0.02 s)
 DATA_FORWARDS = 1  # the label range needs the model's output width: one forward for all batches
 DATA_FORWARDS_PER_BATCH = 0.02  # then only tensor statistics: BERT-base read 3 batches in 0.35 s
@@ -37,6 +37,9 @@ DATA_FORWARDS_PER_BATCH = 0.02  # then only tensor statistics: BERT-base read 3 
 DEAD_FORWARDS = 8  # activations.SCAN_BATCHES (4) before training and 4 after the shared run
 RUN_OVERHEAD = 1.35  # the shared run's step against a bare one: gradient norms every step, details
 #                     every 10th (probes.train_run measured 1.24-1.33x on xor, 2 loaded cores)
+STEP_OVERHEAD_S = 0.01  # per training step of the shared run, the range test and fit: Python-side
+#                         bookkeeping a bare step does not pay (the bench's 10K MLP: 0.0006 s bare,
+#                         ~0.009 s per step in the shared run and the range test, 2 loaded cores)
 FIXED_OVERHEAD_S = 0.05  # per check: imports, hooks, bookkeeping
 # Minimum work that can still give a verdict (below it a check is skipped, not run):
 MIN_RUN_STEPS = 10  # overfit.MIN_VERDICT_STEPS: fewer steps cannot show a loss curve
@@ -123,7 +126,8 @@ def _setting(settings: dict, name: str, key: str, default: Any) -> Any:
 def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = False) -> Work:
     """The cost model of check `name` at its (user or default) settings. `shared_paid`: the
     shared training run is already done or planned for an earlier check: this one reads it."""
-    step, fwd = calib.step_s, calib.forward_s
+    fwd = calib.forward_s
+    step = calib.step_s + STEP_OVERHEAD_S
     if name == "size":
         return Work("passes", 1, 1, SIZE_FORWARDS * fwd)
     if name == "data":
@@ -327,7 +331,10 @@ def summary_line(budget: float, items: dict, report_plan: dict) -> str:
 # --------------------------------------------------------------------------- calibration
 
 CALIBRATION_STEPS = 3  # timed steps after a warm-up, when they are cheap
-CALIBRATION_SHARE = 0.05  # ... but no more than 5% of the budget beyond the first step
+CALIBRATION_SHARE = 0.05  # ... but no more than 5% of the budget beyond the first two
+MIN_TIMED = 2  # the first step pays for allocations and lazy init: time a second one when it costs
+#                under CALIBRATION_MAX_SHARE of the budget (the calibration is start-up, not budget)
+CALIBRATION_MAX_SHARE = 0.25
 
 
 def calibrate(session: Any, budget: float) -> Calibration:
@@ -347,7 +354,9 @@ def calibrate(session: Any, budget: float) -> Calibration:
             t = time.perf_counter()
             session.train_step(batch)
             step_times.append(time.perf_counter() - t)
-            if time.perf_counter() - started > CALIBRATION_SHARE * budget:
+            spent = time.perf_counter() - started
+            if len(step_times) >= MIN_TIMED and spent > CALIBRATION_SHARE * budget \
+                    or step_times[0] > CALIBRATION_MAX_SHARE * budget:
                 break
         with torch.no_grad():
             session.model.eval()
