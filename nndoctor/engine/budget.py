@@ -498,6 +498,8 @@ class BudgetRun:
             line += f" (calibration failed: {self.error}; ran unplanned within the time)"
         return {"plan": self.record,
                 "budget": {"seconds": self.budget, "line": line,
+                           # the budget's clock: from after the calibration to the end of the last check
+                           "used_seconds": round(self.budget - self.left(), 2),
                            "calibration": None if calib is None else {
                                "step_seconds": round(calib.step_s, 4), "forward_seconds": round(calib.forward_s, 4),
                                "seconds": round(calib.seconds, 2)}}}
