@@ -69,6 +69,12 @@ def test_judge_keeps_positive_evidence_however_little_was_done():
     assert status == "fail" and dropped == ["cannot-overfit"] and INCONCLUSIVE in reason
 
 
+def test_a_check_the_plan_did_not_cut_keeps_its_verdict():
+    # a range test that stopped early at divergence, a loader shorter than the scan: not cut
+    item = Item("lr-find", "points", full=100, planned=100, seconds=2.0, minimum_s=1.0)
+    assert judge("lr-find", "warning", ["lr-too-high"], item, done=37) == ("warning", None, [])
+
+
 def test_cut_fit_is_inconclusive_unless_it_found_nothing_work_dependent():
     item = Item("fit", "epochs", full=5, planned=2, seconds=2.0, minimum_s=1.0)
     assert judge("fit", "warning", ["underfitting"], item, done=2)[0] == "skipped"

@@ -32,8 +32,9 @@ STATIC_STEPS = 1  # dropout-in-eval (2 forwards), batch-dependency (a backward p
 #                   measured: the bench's 1.1M CNN 1.35 s at a ~4 s step; mlp.py 0.08 s at 0.0098 s
 INIT_STEPS = 2  # the initial loss and the per-layer signal scales: forwards with hooks (mlp: 0.02 s)
 DATA_FORWARDS = 1  # the label range needs the model's output width: one forward for all batches
-DATA_FORWARDS_PER_BATCH = 0.02  # then only tensor statistics: BERT-base read 3 batches in 0.35 s
-#                                 (at a 5.8 s forward)
+DATA_FORWARDS_PER_BATCH = 0.25  # then tensor statistics: BERT-base's token batches took 0.35 s for 3
+#                                 (a 5.8 s forward), ResNet-50's 16x3x224x224 images 70 s for 4 (a
+#                                 27.6 s forward, 2 cores at load 12): the larger
 DEAD_FORWARDS = 8  # activations.SCAN_BATCHES (4) before training and 4 after the shared run
 RUN_OVERHEAD = 1.35  # the shared run's step against a bare one: gradient norms every step, details
 #                     every 10th (probes.train_run measured 1.24-1.33x on xor, 2 loaded cores)
@@ -266,8 +267,8 @@ def judge(name: str, status: str, codes: list, item: Optional[Item], done: Optio
     the check becomes `skipped: inconclusive in the time given` (unless other findings
     stand); a pass stands only when it rests on evidence seen (`passed_by_evidence`, e.g.
     the overfit loss crossed its target) or the check's work was not cut."""
-    if item is None or done is None or done >= item.full:
-        return status, None, []
+    if item is None or not item.cut or done is None or done >= item.full:
+        return status, None, []  # the plan did not cut it: its verdict is the unbudgeted one
     dependent = [c for c in codes if c in WORK_DEPENDENT.get(name, ())]
     others = [c for c in codes if c not in dependent]
     if others:
@@ -480,7 +481,7 @@ class BudgetRun:
             result.status = status if status == "skipped" else status_from_findings(result.findings)
             if reason:
                 result.reason = reason
-            elif done is not None and done < item.full and not result.reason:
+            elif item.cut and done is not None and done < item.full and not result.reason:
                 result.reason = f"cut by the budget to {done} of {item.full} {item.unit}"
         done = done_of(name, result.metrics, result.sections) if result.status != "skipped" or timed_out else 0
         entry: dict = {"status": result.status, "seconds": round(result.seconds, 2)}
