@@ -43,7 +43,9 @@ STEP_OVERHEAD_S = 0.01  # per training step of the shared run, the range test an
 #                         ~0.009 s per step in the shared run and the range test, 2 loaded cores)
 FIXED_OVERHEAD_S = 0.05  # per check: imports, hooks, bookkeeping
 # Minimum work that can still give a verdict (below it a check is skipped, not run):
-MIN_RUN_STEPS = 10  # overfit.MIN_VERDICT_STEPS: fewer steps cannot show a loss curve
+MIN_RUN_STEPS = 5  # enough for nan's and grads' evidence (a NaN, a missing or exploding gradient shows
+#                    in the first steps: every broken sample's does); overfit then passes only by
+#                    crossing its target, else it is inconclusive
 MIN_LR_POINTS = 20  # a range test of 20 points over 8 decades is 2.5 points a decade
 MIN_FIT_EPOCHS = 2  # overfitting needs two validation losses to see one rise
 MIN_DATA_BATCHES = 1
