@@ -61,7 +61,7 @@ def run(model: str, budget, timeout: float) -> dict:
 
 def summarize(r: dict, base: dict) -> str:
     if "error" in r:
-        return f"| {r['model']} | {r['budget']} | {r['wall']:.0f} | – | – | run failed: {r['error'][-200:]!r} |"
+        return f"| {r['model']} | {r['budget']} | {r['wall']:.0f} | – | – | – | run failed: {r['error'][-200:]!r} |"
     plan = r.get("plan") or {}
     full, cut, skipped = [], [], []
     for name, (status, _reason) in r["checks"].items():
@@ -83,7 +83,8 @@ def summarize(r: dict, base: dict) -> str:
         versus = "same" if not lost and not extra else f"missing {lost or '-'}; extra {extra or '-'}"
     budget = r["budget"] if r["budget"] is not None else "none"
     ok = "yes" if r["within"] else "**no**"
-    return (f"| {r['model']} | {budget} | {r['wall']:.0f} | {r['startup']:.0f} | {ok} | "
+    used = f"{r['used']:.0f}" if r.get("used") is not None else "–"
+    return (f"| {r['model']} | {budget} | {r['wall']:.0f} | {used} | {r['startup']:.0f} | {ok} | "
             f"{len(full)}: {', '.join(full) or '-'} | {', '.join(cut) or '-'} | {', '.join(skipped) or '-'} | "
             f"{found} | {versus} | {r['load_before']:.1f} |")
 
@@ -94,10 +95,20 @@ def main() -> None:
     ap.add_argument("--budgets", default="30,60,300")
     ap.add_argument("--unbudgeted", default="mlp,cnn")
     ap.add_argument("--timeout", type=float, default=1800)
+    ap.add_argument("--from-runs", action="store_true", help="print the table of bench/budget_runs/*.json, run nothing")
     args = ap.parse_args()
     os.makedirs(RUNS, exist_ok=True)
     rows, bases = [], {}
-    for model in args.models.split(","):
+    if args.from_runs:
+        for model in args.models.split(","):
+            for budget in ["none"] + [str(float(b)) for b in args.budgets.split(",") if b]:
+                path = os.path.join(RUNS, f"{model}_{budget}.json")
+                if os.path.exists(path):
+                    with open(path) as fh:
+                        rows.append(json.load(fh))
+                    if budget == "none":
+                        bases[model] = rows[-1]
+    for model in [] if args.from_runs else args.models.split(","):
         if model in args.unbudgeted.split(","):
             bases[model] = run(model, None, args.timeout)
             rows.append(bases[model])
@@ -106,9 +117,9 @@ def main() -> None:
             r = run(model, budget, args.timeout)
             rows.append(r)
             print(json.dumps(r)[:300], file=sys.stderr, flush=True)
-    print("| model | budget s | wall s | start-up s | ≤ 1.1×budget + start-up | full | cut (done/full) | skipped "
+    print("| model | budget s | wall s | on the budget's clock s | start-up s | ≤ 1.1×budget + start-up | full | cut (done/full) | skipped "
           "| findings (warning+) | vs unbudgeted | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(summarize(r, bases.get(r["model"]) if r["budget"] is not None else None))
 
