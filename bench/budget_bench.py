@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -59,7 +60,7 @@ def run(model: str, budget, timeout: float) -> dict:
     return out
 
 
-def summarize(r: dict, base: dict) -> str:
+def summarize(r: dict, base: Optional[dict]) -> str:
     if "error" in r:
         return f"| {r['model']} | {r['budget']} | {r['wall']:.0f} | – | – | – | run failed: {r['error'][-200:]!r} |"
     plan = r.get("plan") or {}
@@ -113,8 +114,8 @@ def main() -> None:
             bases[model] = run(model, None, args.timeout)
             rows.append(bases[model])
             print(json.dumps(bases[model])[:300], file=sys.stderr, flush=True)
-        for budget in [float(b) for b in args.budgets.split(",") if b]:
-            r = run(model, budget, args.timeout)
+        for seconds in [float(b) for b in args.budgets.split(",") if b]:
+            r = run(model, seconds, args.timeout)
             rows.append(r)
             print(json.dumps(r)[:300], file=sys.stderr, flush=True)
     print("| model | budget s | wall s | on the budget's clock s | start-up s | ≤ 1.1×budget + start-up | full | cut (done/full) | skipped "
