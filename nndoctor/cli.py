@@ -84,17 +84,19 @@ class Common:
 
 
 def execute(common: Common, names: list, overrides: Optional[dict] = None,
-            only: Optional[str] = None, skip: Optional[str] = None) -> None:
+            only: Optional[str] = None, skip: Optional[str] = None,
+            budget: Optional[float] = None, budgeted: bool = False) -> None:  # --budget: the last two
     """Load the config and the target, run the checks, render, and exit with SPEC §5's code."""
     try:
-        code = _execute(common, names, overrides or {}, only, skip)
+        code = _execute(common, names, overrides or {}, only, skip, budget, budgeted)  # --budget
     except UsageError as exc:
         print_error(str(exc), common.debug, exc)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 
 
-def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
+def _execute(common: Common, names: list, overrides: dict, only, skip,
+             budget: Optional[float] = None, budgeted: bool = False) -> int:  # --budget: the last two
     from .config import load_config
 
     config = load_config(common.config)
@@ -107,6 +109,12 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
     seed = common.seed if common.seed is not None else config.get("seed", 0)
     device = common.device or config.get("device", "auto")
     max_seconds = common.max_seconds if common.max_seconds is not None else config.get("max_seconds")
+    # --budget (SPEC §10): begin -- `check` only; the option wins over `budget:` in the config
+    if budget is None and budgeted:
+        budget = config.get("budget")
+    if budget is not None and not float(budget) > 0:
+        raise UsageError(f"budget must be a number of seconds above 0, not {budget!r}")
+    # --budget: end
     names = _choose(names, only if only is not None else config.get("only"),
                     skip if skip is not None else config.get("skip"))
     settings = {name: dict(section) for name, section in config["checks"].items()}
@@ -117,7 +125,7 @@ def _execute(common: Common, names: list, overrides: dict, only, skip) -> int:
     quiet = contextlib.redirect_stdout(sys.stderr) if machine_readable else contextlib.nullcontext()
     with quiet:
         report = _run(target, common.data or config.get("data"), names, settings, device, seed,
-                      max_seconds, common.debug)
+                      max_seconds, common.debug, budget=budget)  # --budget
     _emit(report, common)
     if report.interrupted:
         from .report.numbers import plural
@@ -148,7 +156,7 @@ def _choose(names: list, only, skip) -> list:
     return chosen
 
 
-def _run(target, data, names, settings, device, seed, max_seconds, debug):
+def _run(target, data, names, settings, device, seed, max_seconds, debug, budget=None):
     from .engine.runner import run_checks
     from .engine.session import resolve_device
     from .target import load_target
@@ -160,7 +168,7 @@ def _run(target, data, names, settings, device, seed, max_seconds, debug):
     setup = load_target(target, data)
     with _progress() as progress:
         report = run_checks(setup, names, settings, target=target, device=device, seed=seed,
-                            max_seconds=max_seconds, progress=progress)
+                            max_seconds=max_seconds, progress=progress, budget=budget)  # --budget
     if debug:
         import traceback
         for check in report.checks:
@@ -231,17 +239,20 @@ def _param(name: str, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-def shared_options(own: Sequence[inspect.Parameter] = (), after: str = "target") -> Callable:
+def shared_options(own: Sequence[inspect.Parameter] = (), after: str = "target",
+                   last: Sequence[inspect.Parameter] = ()) -> Callable:
     """Give a command TARGET and the shared options, plus its `own` options placed after
-    `after`; the command is called as `fn(common, **own_values)`."""
+    `after` and `last` ones at the end; the command is called as `fn(common, **own_values)`."""
     def decorate(fn: Callable) -> Callable:
         params = [_param("target", TargetArg, None)] + [_param(*shared) for shared in _SHARED]
         at = [p.name for p in params].index(after) + 1
         params[at:at] = own
+        params += last
+        mine = [*own, *last]
 
         @functools.wraps(fn)
         def command(**values):
-            common = Common(**{p.name: values.pop(p.name) for p in params if p not in own})
+            common = Common(**{p.name: values.pop(p.name) for p in params if p not in mine})
             return fn(common, **values)
 
         del command.__wrapped__  # typer reads the signature below, not fn's
@@ -255,10 +266,14 @@ def shared_options(own: Sequence[inspect.Parameter] = (), after: str = "target")
     _param("only", Annotated[Optional[str], typer.Option(
         "--only", help=f"Run only these checks (a,b): {', '.join(CHECKS)}.")], None),
     _param("skip", Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")], None),
-], after="config")
-def check(common: Common, only: Optional[str], skip: Optional[str]):
+], after="config", last=[
+    _param("budget", Annotated[Optional[float], typer.Option(  # --budget (SPEC §10)
+        "--budget", help="Seconds for the whole check: time real steps, plan each check's work to "
+                         "fit; a check that cannot give a verdict in time is skipped, never an error.")], None),
+])
+def check(common: Common, only: Optional[str], skip: Optional[str], budget: Optional[float]):
     """Run every check whose inputs are present."""
-    execute(common, list(CHECKS), only=only, skip=skip)
+    execute(common, list(CHECKS), only=only, skip=skip, budget=budget, budgeted=True)  # --budget
 
 
 def _budget(param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:

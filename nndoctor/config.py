@@ -12,6 +12,7 @@ BUDGETS = ("max_params", "max_mb", "max_flops")  # size's budgets: 2e9, or "1.5G
 TOP_LEVEL: dict[str, Any] = {
     "target": str, "data": str, "fail_on": str, "seed": int, "device": str,
     "max_seconds": (int, float), "only": (list, str), "skip": (list, str),
+    "budget": (int, float),  # --budget (SPEC §10): seconds for the whole `check`
 }
 
 

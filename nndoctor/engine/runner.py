@@ -27,7 +27,7 @@ FORWARD_FAILED = "the forward pass raised"
 def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = None, *,
                target: Optional[str] = None, device: str = "auto", seed: int = 0,
                max_seconds: Optional[float] = None, progress: Optional[Callable] = None,
-               on_check: Optional[Callable] = None) -> Report:
+               on_check: Optional[Callable] = None, budget: Optional[float] = None) -> Report:
     """Run `names` in registry order. Never raises for the user's model or data:
     a check that raises becomes status `error` with a one-line reason.
     KeyboardInterrupt stops the run; the report holds the checks that finished."""
@@ -48,10 +48,24 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
     try:
         # the whole run leaves the user's objects (and torch's thread count) as they were
         with limited_threads(), session.preserved():
-            for name in [n for n in registry.CHECKS if n in set(names)]:
+            chosen = [n for n in registry.CHECKS if n in set(names)]
+            # --budget (SPEC §10, engine/budget.py): begin
+            planner = None
+            if budget is not None:
+                from .budget import BudgetRun
+                planner = BudgetRun(session, budget, chosen, settings)
+                settings = planner.settings
+            # --budget: end
+            for name in chosen:
                 if on_check:
                     on_check(name)
-                result = run_one(session, name, settings.get(name) or {}, max_seconds, locate)
+                # --budget: begin
+                if planner is not None:
+                    result = _run_budgeted(planner, session, name, max_seconds, locate)
+                    report.sections.update(planner.sections())
+                else:
+                    result = run_one(session, name, settings.get(name) or {}, max_seconds, locate)
+                # --budget: end
                 # a finding after which the loss cannot be computed (the registry's `blocks`):
                 # a later check that then raises is skipped, naming it
                 blocks = registry.CHECKS[name].blocks
@@ -106,6 +120,26 @@ class _Failure:
                       if isinstance(why, str) and why.startswith(FORWARD_FAILED)]
             if missed and check.status not in (Status.error, Status.skipped) and not check.reason:
                 check.reason = f"could not check {', '.join(missed)}: {self.what} fails (see {self.first})"
+
+
+# --budget (SPEC §10): begin
+def _run_budgeted(planner, session: Session, name: str, max_seconds: Optional[float],
+                  locate: Optional[Callable] = None) -> CheckResult:
+    """One check under the budget's plan: skipped when its minimum does not fit, stopped
+    (skipped, inconclusive) at its time limit, judged by the asymmetric rules."""
+    skip, limit = planner.before(name)
+    if skip:
+        result = CheckResult(name=name, status=Status.skipped, reason=skip)
+        planner.after(result, timed_out=False)
+        return result
+    if max_seconds:
+        limit = min(limit, max_seconds)
+    result = run_one(session, name, planner.settings.get(name) or {}, limit, locate)
+    timed_out = result.status == Status.error and bool(result.reason) and result.reason.startswith("timed out after") \
+        and (not max_seconds or limit < max_seconds)
+    planner.after(result, timed_out=timed_out)
+    return result
+# --budget: end
 
 
 def _probe_forward(session: Session) -> tuple:

@@ -230,3 +230,10 @@ def fit_section(data: dict):
         notes.append(f"plot: {data['plot']}")
     parts = [table] + [Text(n, style="dim") for n in notes]
     return Group(*parts)
+
+
+# --budget (SPEC §10): begin -- the plan's one line (engine/budget.py writes it)
+@section("budget")
+def budget_section(data: dict):
+    return Text(str(data.get("line", "")), style="dim")
+# --budget: end

@@ -1,0 +1,513 @@
+"""`check --budget SECONDS` (SPEC §10): time real steps, plan each check's work to fit,
+and keep the verdicts honest when the work is cut.
+
+Three parts, the first two pure (no torch, no session: tests feed them numbers):
+
+- `plan(seconds, calibration, names, settings)`: per check, how much of its work
+  (overfit steps, LR range test points, fit epochs, scan batches) fits the time left,
+  cheapest checks first; a check whose minimum does not fit is planned as skipped
+  with `needs ~X s, Y s left`.
+- `overfit_verdict(...)` / `judge(...)`: the asymmetric rules. A check passes as soon
+  as its evidence shows it (the overfit loss crossed its target), fails only on full
+  evidence (the unbudgeted amount of work), and is otherwise `skipped` with the reason
+  `inconclusive in the time given`. The budget never makes an error.
+- `calibrate(session)`: times one training step (forward, backward, optimizer) and
+  one forward pass on the user's first batch.
+
+The runner applies them (`engine/runner.py`, the `--budget` block).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+INCONCLUSIVE = "inconclusive in the time given"
+# The cost of each check, in training steps ("step") or forward passes without gradient
+# ("forward") on the user's batch. Rough: they only have to rank checks and keep the total
+# within the budget; the runner's hard stop (the time left) catches an estimate that is short.
+SIZE_FORWARDS = 3  # torchinfo's pass, the FLOP counter's pass, the model's own summary
+STATIC_STEPS = 1  # dropout-in-eval (2 forwards), batch-dependency (a backward per probed sample), ...
+#                   measured: the bench's 1.1M CNN 1.35 s at a ~4 s step; mlp.py 0.08 s at 0.0098 s
+INIT_STEPS = 2  # the initial loss and the per-layer signal scales: forwards with hooks (mlp: 0.02 s)
+DATA_FORWARDS = 1  # the label range needs the model's output width: one forward for all batches
+DATA_FORWARDS_PER_BATCH = 0.25  # then tensor statistics: BERT-base's token batches took 0.35 s for 3
+#                                 (a 5.8 s forward), ResNet-50's 16x3x224x224 images 70 s for 4 (a
+#                                 27.6 s forward, 2 cores at load 12): the larger
+DEAD_FORWARDS = 8  # activations.SCAN_BATCHES (4) before training and 4 after the shared run
+RUN_OVERHEAD = 1.35  # the shared run's step against a bare one: gradient norms every step, details
+#                     every 10th (probes.train_run measured 1.24-1.33x on xor, 2 loaded cores)
+STEP_OVERHEAD_S = 0.01  # per training step of the shared run, the range test and fit: Python-side
+#                         bookkeeping a bare step does not pay (the bench's 10K MLP: 0.0006 s bare,
+#                         ~0.009 s per step in the shared run and the range test, 2 loaded cores)
+FIXED_OVERHEAD_S = 0.05  # per check: imports, hooks, bookkeeping
+# Minimum work that can still give a verdict (below it a check is skipped, not run):
+MIN_RUN_STEPS = 5  # enough for nan's and grads' evidence (a NaN, a missing or exploding gradient shows
+#                    in the first steps: every broken sample's does); overfit then passes only by
+#                    crossing its target, else it is inconclusive
+MIN_LR_POINTS = 20  # a range test of 20 points over 8 decades is 2.5 points a decade
+MIN_FIT_EPOCHS = 2  # overfitting needs two validation losses to see one rise
+MIN_DATA_BATCHES = 1
+# A check may run past its estimate by this factor (estimates are rough) but never past
+# the time left in the budget.
+OVERRUN = 2.0
+# Codes whose "found" depends on the amount of work: a cut check keeps them only on full
+# evidence. Other codes are positive evidence seen at some step (a NaN, a parameter with no
+# gradient) and stand however little was done.
+WORK_DEPENDENT = {
+    "overfit": ("cannot-overfit", "loss-not-decreasing"),
+    "lr-find": ("lr-too-high", "lr-too-low"),
+    "fit": ("overfitting", "underfitting"),
+}
+SHARED_RUN_CHECKS = ("nan", "grads", "overfit")  # they read one training run (probes.train_run)
+# Planning order: cheap, fixed-cost checks first, then the shared run's base, then the
+# LR range test, then fit, then the shared run's extension with whatever is left.
+FLEXIBLE = ("nan", "grads", "overfit", "lr-find", "fit")  # their work divides: they get what fits
+PRIORITY = ("size", "data", "static", "init", "dead", "nan", "grads", "overfit", "lr-find", "fit")
+
+
+@dataclass
+class Calibration:
+    """Seconds per unit of work on the user's batch."""
+
+    step_s: float  # one training step: forward, backward, optimizer.step
+    forward_s: float  # one forward pass without gradient
+    batches_per_epoch: Optional[int] = None  # len(train_loader), None if unknown
+    val_batches: Optional[int] = None  # len(val_loader), None if unknown or absent
+    seconds: float = 0.0  # what the calibration itself took
+
+
+@dataclass
+class Item:
+    """One check's planned work."""
+
+    name: str
+    unit: str  # "steps", "points", "epochs", "batches", "passes"
+    full: int  # the unbudgeted amount (its DEFAULTS, or the user's setting)
+    planned: int  # 0: skipped
+    seconds: float  # estimated seconds of the planned work
+    minimum_s: float  # seconds of the least work that can give a verdict
+    overrides: dict = field(default_factory=dict)  # settings for the check
+    reason: Optional[str] = None  # why it is skipped (planned == 0)
+
+    @property
+    def cut(self) -> bool:
+        return self.planned < self.full
+
+    def to_dict(self) -> dict:
+        return {"planned": {self.unit: self.planned}, "full": {self.unit: self.full},
+                "estimated_seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class Work:
+    """A check's work as a cost model: fixed_s + n * unit_s for n units, n in [minimum, full]."""
+
+    unit: str
+    full: int
+    minimum: int
+    unit_s: float
+    fixed_s: float = FIXED_OVERHEAD_S
+    key: Optional[str] = None  # the setting that sets n (None: not divisible)
+
+    def seconds(self, n: int) -> float:
+        return self.fixed_s + n * self.unit_s
+
+    def most_within(self, seconds: float) -> int:
+        """The most units that fit `seconds` (may be below the minimum)."""
+        if self.unit_s <= 0:
+            return self.full
+        return max(0, min(self.full, int((seconds - self.fixed_s) / self.unit_s)))
+
+
+def _setting(settings: dict, name: str, key: str, default: Any) -> Any:
+    value = (settings.get(name) or {}).get(key)
+    return default if value is None else value
+
+
+def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = False) -> Work:
+    """The cost model of check `name` at its (user or default) settings. `shared_paid`: the
+    shared training run is already done or planned for an earlier check: this one reads it."""
+    fwd = calib.forward_s
+    step = calib.step_s + STEP_OVERHEAD_S
+    if name == "size":
+        return Work("passes", 1, 1, SIZE_FORWARDS * fwd)
+    if name == "data":
+        full = int(_setting(settings, "data", "batches", 8))
+        return Work("batches", full, min(full, MIN_DATA_BATCHES), DATA_FORWARDS_PER_BATCH * fwd,
+                    fixed_s=FIXED_OVERHEAD_S + DATA_FORWARDS * fwd, key="batches")
+    if name == "static":
+        return Work("passes", 1, 1, STATIC_STEPS * step)
+    if name == "init":
+        return Work("passes", 1, 1, INIT_STEPS * step)
+    if name == "dead":
+        return Work("passes", 1, 1, DEAD_FORWARDS * fwd)
+    if name in SHARED_RUN_CHECKS:
+        full = int(_setting(settings, "overfit", "steps", 100))
+        if name == "nan" and _setting(settings, "nan", "steps", None) is not None:
+            full = int(settings["nan"]["steps"])  # nan's own run, not the shared one
+        elif shared_paid:
+            return Work("steps", full, 0, 0.0)
+        return Work("steps", full, min(full, MIN_RUN_STEPS), RUN_OVERHEAD * step, key="steps")
+    if name == "lr-find":
+        full = int(_setting(settings, "lr-find", "num_iter", 100))
+        race = _setting(settings, "lr-find", "race_steps", None)
+        per_point = step * (1.0 + (1.0 if race is None else float(race) / max(full, 1)))
+        return Work("points", full, min(full, MIN_LR_POINTS), per_point, key="num_iter")
+    if name == "fit":
+        full = int(_setting(settings, "fit", "epochs", 5))
+        batches = calib.batches_per_epoch or 1
+        per_epoch = batches * step + (calib.val_batches or batches) * fwd * 2  # val, and train in eval mode
+        return Work("epochs", full, min(full, MIN_FIT_EPOCHS), per_epoch, key="epochs")
+    return Work("passes", 1, 1, step)  # a check added later: one step's worth
+
+
+def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dict] = None,
+         shared_done: bool = False) -> dict:
+    """{check: Item} for `names` within `seconds`. Cheap checks are served first at their
+    full work; the shared training run, the LR range test and fit then get the most that
+    fits, each at least its minimum or skipped; the shared run's extension (overfit's
+    max_steps) gets what is left. `shared_done`: the shared run already ran."""
+    settings = settings or {}
+    left = float(seconds)
+    items: dict = {}
+    shared_paid, shared_steps = shared_done, None
+    order = [n for n in PRIORITY if n in names] + [n for n in names if n not in PRIORITY]
+    flexible = [n for n in order if n in FLEXIBLE]
+    for name in order:
+        work = work_of(name, calib, settings, shared_paid)
+        minimum_s = work.seconds(work.minimum)
+        if name in SHARED_RUN_CHECKS and shared_paid and work.unit_s == 0:
+            # it reads the shared run planned (or done) for an earlier check: free, and as cut as it
+            planned = work.full if shared_steps is None else shared_steps
+            items[name] = Item(name, work.unit, work.full, planned, 0.0, 0.0)
+            continue
+        if name in flexible:
+            # the shared run (three checks read it) takes the most that fits; the LR range test
+            # keeps fit's minimum in reserve and leaves it half of the rest
+            later = flexible[flexible.index(name) + 1:]
+            reserve = 0.0 if name in SHARED_RUN_CHECKS else sum(_minimum_s(n, calib, settings) for n in later)
+            available = left - reserve
+            if name == "lr-find" and "fit" in later:
+                available = max(minimum_s, 0.5 * available)
+            n = work.most_within(available) if available >= minimum_s else 0
+        elif work.key:  # a fixed-cost check whose work divides (data's batches): what fits
+            n = work.most_within(left)
+        else:
+            n = work.full if work.seconds(work.full) <= left else 0
+        if n < max(work.minimum, 1) or minimum_s > left:
+            items[name] = Item(name, work.unit, work.full, 0, 0.0, minimum_s, reason=needs(minimum_s, left))
+            continue
+        cost = work.seconds(n)
+        item = Item(name, work.unit, work.full, n, cost, minimum_s)
+        if work.key and n < work.full:
+            own_nan_run = name == "nan" and _setting(settings, "nan", "steps", None) is not None
+            section = "overfit" if name in SHARED_RUN_CHECKS and not own_nan_run else name
+            item.overrides = {section: {work.key: n}}
+            if name == "lr-find":
+                item.overrides[section]["race_steps"] = n
+        if name in SHARED_RUN_CHECKS and not (name == "nan" and _setting(settings, "nan", "steps", None)):
+            shared_paid, shared_steps = True, n
+        items[name] = item
+        left -= cost
+    # The shared run's extension: overfit goes on past its steps while the loss still falls
+    # (probes.train_run); under a budget only as far as the time left pays for.
+    runner = next((items[n] for n in SHARED_RUN_CHECKS if n in items and items[n].seconds > 0), None)
+    if runner is not None and calib.step_s > 0:
+        cap = int(_setting(settings, "overfit", "max_steps", 500))
+        extra = max(0, min(cap - runner.planned, int(max(left, 0.0) / calib.step_s)))
+        if runner.planned + extra < cap:
+            runner.overrides.setdefault("overfit", {})["max_steps"] = runner.planned + extra
+            if runner.planned < runner.full:
+                runner.overrides["overfit"]["steps"] = runner.planned
+    return items
+
+
+def _minimum_s(name: str, calib: Calibration, settings: dict) -> float:
+    work = work_of(name, calib, settings, shared_paid=name in ("grads", "overfit"))
+    return work.seconds(work.minimum)
+
+
+def needs(minimum_s: float, left: float) -> str:
+    return f"needs ~{_secs(minimum_s)} s, {_secs(max(left, 0.0))} s left"
+
+
+def _secs(s: float) -> str:
+    return f"{s:.0f}" if s >= 10 else f"{s:.1f}"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+def overfit_verdict(losses: list, target: float, full_steps: int, plateaued: bool,
+                    window: int = 5) -> tuple:
+    """(status, reason) of a budgeted overfit run from its loss curve: `pass` as soon as the
+    best of the last `window` losses is at or below `target` (however few steps); `fail`
+    only with at least `full_steps` losses and a plateau (the unbudgeted rule's evidence);
+    otherwise `skipped`, inconclusive."""
+    if losses and min(losses[-window:]) <= target:
+        return "pass", None
+    if len(losses) >= full_steps and plateaued:
+        return "fail", None
+    return "skipped", INCONCLUSIVE
+
+
+def first_crossing(losses: list, target: float, window: int = 5) -> Optional[int]:
+    """The first step count at which the run could stop and pass (None: never)."""
+    for end in range(1, len(losses) + 1):
+        if min(losses[max(0, end - window):end]) <= target:
+            return end
+    return None
+
+
+def judge(name: str, status: str, codes: list, item: Optional[Item], done: Optional[int],
+          passed_by_evidence: bool = False) -> tuple:
+    """(status, reason, codes to drop) for a check that ran under a budget.
+
+    Full evidence is the unbudgeted amount of work (`item.full`) actually done. With less:
+    a finding whose presence depends on the amount of work (WORK_DEPENDENT) is dropped and
+    the check becomes `skipped: inconclusive in the time given` (unless other findings
+    stand); a pass stands only when it rests on evidence seen (`passed_by_evidence`, e.g.
+    the overfit loss crossed its target) or the check's work was not cut."""
+    if item is None or not item.cut or done is None or done >= item.full:
+        return status, None, []  # the plan did not cut it: its verdict is the unbudgeted one
+    dependent = [c for c in codes if c in WORK_DEPENDENT.get(name, ())]
+    others = [c for c in codes if c not in dependent]
+    if others:
+        return status, (f"{INCONCLUSIVE} for {', '.join(dependent)}" if dependent else None), dependent
+    if dependent:
+        return "skipped", f"{INCONCLUSIVE} ({done} of {item.full} {item.unit})", dependent
+    if name in WORK_DEPENDENT and not passed_by_evidence:
+        return "skipped", f"{INCONCLUSIVE} ({done} of {item.full} {item.unit})", []
+    return status, None, []
+
+
+def done_of(name: str, metrics: dict, sections: dict) -> Optional[int]:
+    """How much of its work a check did, from its metrics (None: not measured)."""
+    if name in ("nan", "grads", "overfit"):
+        value = metrics.get("steps_done", metrics.get("steps"))
+        if name == "grads":
+            value = metrics.get("steps", value)
+        return _int(value)
+    if name == "lr-find":
+        section = sections.get("lr_find") or {}
+        losses = section.get("losses")
+        if isinstance(losses, list) and losses:
+            return len(losses)
+        return _int(metrics.get("num_iter"))
+    if name == "fit":
+        return _int(metrics.get("epochs_done"))
+    if name == "data":
+        return _int(metrics.get("batches_scanned"))
+    return 1
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def summary_line(budget: float, items: dict, report_plan: dict) -> str:
+    """The one Rich line: `budget 30 s: full size, data; cut overfit (40/100 steps); skipped fit`."""
+    full, cut, skipped = [], [], []
+    for name, entry in report_plan.items():
+        item = items.get(name)
+        cut_work = item is not None and 0 < item.planned < item.full
+        if entry.get("status") == "skipped" and not cut_work:
+            skipped.append(name)
+        elif cut_work and item is not None:
+            cut.append(f"{name} ({item.planned}/{item.full} {item.unit})")
+        else:
+            full.append(name)
+    parts = [f"budget {budget:g} s"]
+    if full:
+        parts.append("full " + ", ".join(full))
+    if cut:
+        parts.append("cut " + ", ".join(cut))
+    if skipped:
+        parts.append("skipped " + ", ".join(skipped))
+    return parts[0] + ": " + "; ".join(parts[1:])
+
+
+# --------------------------------------------------------------------------- calibration
+
+CALIBRATION_STEPS = 3  # timed steps after a warm-up, when they are cheap
+CALIBRATION_SHARE = 0.05  # ... but no more than 5% of the budget beyond the first two
+MIN_TIMED = 2  # the first step pays for allocations and lazy init: time a second one when it costs
+#                under CALIBRATION_MAX_SHARE of the budget (the calibration is start-up, not budget)
+CALIBRATION_MAX_SHARE = 0.25
+
+
+def calibrate(session: Any, budget: float) -> Calibration:
+    """Time real training steps and forward passes on the user's first batch (the state is
+    restored afterwards). The first step pays for allocations and lazy init: it is a
+    warm-up when there is time for more, else its time is the estimate."""
+    import torch
+
+    from .session import seed_everything
+
+    started = time.perf_counter()
+    batch = session.first_batch
+    step_times, fwd_times = [], []
+    with session.preserved():
+        seed_everything(session.seed)
+        for _ in range(1 + CALIBRATION_STEPS):
+            t = time.perf_counter()
+            session.train_step(batch)
+            step_times.append(time.perf_counter() - t)
+            spent = time.perf_counter() - started
+            if len(step_times) >= MIN_TIMED and spent > CALIBRATION_SHARE * budget \
+                    or step_times[0] > CALIBRATION_MAX_SHARE * budget:
+                break
+        with torch.no_grad():
+            session.model.eval()
+            for _ in range(2):
+                t = time.perf_counter()
+                session.forward(batch)
+                fwd_times.append(time.perf_counter() - t)
+                if time.perf_counter() - started > CALIBRATION_SHARE * budget:
+                    break
+    steps = step_times[1:] or step_times
+    step_s = sorted(steps)[len(steps) // 2]
+    forward_s = min(fwd_times) if fwd_times else step_s / 3
+    return Calibration(step_s=step_s, forward_s=forward_s,
+                       batches_per_epoch=_length(session.setup.train_loader),
+                       val_batches=_length(session.setup.val_loader),
+                       seconds=time.perf_counter() - started)
+
+
+def _length(loader: Any) -> Optional[int]:
+    if loader is None or callable(loader) and not hasattr(loader, "__len__"):
+        return None
+    try:
+        return int(len(loader))
+    except TypeError:
+        return None
+
+
+def fmt_plan(items: dict) -> list:
+    """For --debug: one line per planned check."""
+    return [f"{n}: {i.planned}/{i.full} {i.unit}, ~{i.seconds:.1f} s" + (f" ({i.reason})" if i.reason else "")
+            for n, i in items.items()]
+
+
+
+# --------------------------------------------------------------------------- the run
+
+class BudgetRun:
+    """What the runner asks under --budget: calibrate once, then per check `before(name)`
+    (a skip reason, or None and the settings and time limit to run with) and `after(result)`
+    (the asymmetric rules, the plan's record). The budget's clock starts after the
+    calibration (start-up: import, load the target, one calibration; issue 18)."""
+
+    def __init__(self, session: Any, seconds: float, names: list, settings: dict):
+        self.session, self.budget = session, float(seconds)
+        self.names = list(names)
+        self.settings = {k: dict(v) for k, v in (settings or {}).items()}  # the plan's overrides go here
+        session.settings = self.settings  # the shared run reads overfit.steps / max_steps from it
+        self.calibration: Optional[Calibration] = None
+        self.error: Optional[str] = None
+        try:
+            self.calibration = calibrate(session, self.budget)
+        except Exception as exc:  # the model's forward or loss raises: the checks will say it
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self.deadline = time.monotonic() + self.budget
+        self.items: dict = {}
+        self.record: dict = {}
+        self.shared_done = False
+        self.shared_cut = False  # the shared run was stopped by the time limit
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def before(self, name: str) -> tuple:
+        """(skip reason or None, time limit in seconds)."""
+        left = self.left()
+        remaining = self.names[self.names.index(name):] if name in self.names else [name]
+        if name in ("grads", "overfit") and self.shared_cut:
+            self.items[name] = Item(name, "steps", 0, 0, 0.0, 0.0, reason=INCONCLUSIVE)
+            return f"{INCONCLUSIVE} (the shared training run was stopped at the time limit)", None
+        if self.calibration is None:
+            return (needs(0.0, left) if left <= 0 else None), max(left, 0.01)
+        if name in SHARED_RUN_CHECKS and self.shared_done and name in self.items:
+            item = self.items[name]
+        else:
+            item = plan(left, self.calibration, remaining, self.settings, self.shared_done).get(name)
+            if item is None:
+                return None, max(left, 0.01)
+            self.items[name] = item
+            for section, values in item.overrides.items():
+                self.settings.setdefault(section, {}).update(values)
+            if name in SHARED_RUN_CHECKS and item.seconds > 0:
+                # the checks after it read this run: their plan entries say how far it went
+                for other in SHARED_RUN_CHECKS:
+                    if other != name and other in remaining:
+                        self.items[other] = Item(other, item.unit, item.full, item.planned, 0.0, 0.0)
+        if item.reason:
+            return item.reason, None
+        if left <= 0:
+            return needs(item.minimum_s, left), None
+        # it may run past its estimate (estimates are rough, the machine's load changes) into
+        # all the time the later checks' minimums do not need, never past the budget
+        later = plan(left, self.calibration, remaining, self.settings, True)
+        spare = left - sum(i.minimum_s for n, i in later.items() if n != name and i.planned)
+        return None, max(min(left, max(OVERRUN * item.seconds + 1.0, spare)), 0.01)
+
+    def after(self, result: Any, timed_out: bool) -> None:
+        """Apply the asymmetric rules to `result` (in place) and record the plan entry."""
+        from ..report.findings import status_from_findings
+
+        name = result.name
+        item = self.items.get(name)
+        if name in SHARED_RUN_CHECKS and result.status != "skipped":
+            self.shared_done = True
+        if timed_out:
+            # stopped at its time limit: never an error; what it saw before is not a verdict
+            if name in SHARED_RUN_CHECKS:
+                self.shared_cut = True
+            result.status, result.reason, result.findings = "skipped", INCONCLUSIVE, []
+            result.sections = {}
+        elif result.status in ("pass", "warning", "fail") and item is not None:
+            done = done_of(name, result.metrics, result.sections)
+            # a pass resting on what was seen: overfit's loss crossed its target; the range test,
+            # even with fewer points, placed the user's LR against a suggested one
+            evidence = (name == "overfit" and _crossed(result.metrics)) or (
+                name == "lr-find" and (result.sections.get("lr_find") or {}).get("suggested_lr") is not None)
+            status, reason, dropped = judge(name, result.status, [f.code for f in result.findings], item,
+                                            done, passed_by_evidence=evidence)
+            if dropped:
+                result.findings = [f for f in result.findings if f.code not in dropped]
+                result.metrics["budget_inconclusive"] = dropped
+            result.status = status if status == "skipped" else status_from_findings(result.findings)
+            if reason:
+                result.reason = reason
+            elif item.cut and done is not None and done < item.full and not result.reason:
+                result.reason = f"cut by the budget to {done} of {item.full} {item.unit}"
+        done = done_of(name, result.metrics, result.sections) if result.status != "skipped" or timed_out else 0
+        entry: dict = {"status": result.status, "seconds": round(result.seconds, 2)}
+        if item is not None:
+            entry.update(item.to_dict())
+            entry["done"] = {item.unit: done if done is not None else 0}
+        if timed_out:
+            entry["timed_out"] = True
+        self.record[name] = entry
+
+    def sections(self) -> dict:
+        calib = self.calibration
+        line = summary_line(self.budget, self.items, self.record)
+        if self.error:
+            line += f" (calibration failed: {self.error}; ran unplanned within the time)"
+        return {"plan": self.record,
+                "budget": {"seconds": self.budget, "line": line,
+                           # the budget's clock: from after the calibration to the end of the last check
+                           "used_seconds": round(self.budget - self.left(), 2),
+                           "calibration": None if calib is None else {
+                               "step_seconds": round(calib.step_s, 4), "forward_seconds": round(calib.forward_s, 4),
+                               "seconds": round(calib.seconds, 2)}}}
+
+
+def _crossed(metrics: dict) -> bool:
+    best, target = metrics.get("best_final_loss"), metrics.get("target_loss")
+    return isinstance(best, (int, float)) and isinstance(target, (int, float)) and best <= target
