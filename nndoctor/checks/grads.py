@@ -110,10 +110,8 @@ def no_gradient(session: Session, run_: TrainRun) -> list:
 
 def _zero_gradient_causes(session: Session) -> dict:
     """{code: why} for the static findings that make gradients exactly zero (issue 13, item 10)."""
-    from .static import findings_of
-
     causes = {}
-    for f in findings_of(session):
+    for f in session.findings_of("static"):
         at = f" at `{f.where}`" if f.where else ""
         if f.code == "single-unit-softmax":
             causes[f.code] = (f"the output is a softmax over a single unit{at}, a constant, so every gradient "

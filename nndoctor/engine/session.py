@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import DataError
 from ..target import Setup
@@ -203,6 +204,20 @@ def primary_output(output: Any) -> Any:
     return output
 
 
+def criterion_kind(criterion: Any) -> Optional[str]:
+    """cross_entropy / nll / bce / bce_logits for the classification losses we know, else None."""
+    for cls, kind in ((nn.CrossEntropyLoss, "cross_entropy"), (nn.NLLLoss, "nll"),
+                      (nn.BCEWithLogitsLoss, "bce_logits"), (nn.BCELoss, "bce")):
+        if isinstance(criterion, cls):
+            return kind
+    functions = {F.cross_entropy: "cross_entropy", F.nll_loss: "nll", F.binary_cross_entropy: "bce",
+                 F.binary_cross_entropy_with_logits: "bce_logits"}
+    try:
+        return functions.get(criterion)
+    except TypeError:  # an unhashable callable
+        return None
+
+
 def output_loss(output: Any) -> Optional[torch.Tensor]:
     """The loss a model returned itself: `.loss` or `["loss"]` (Hugging Face)."""
     loss = getattr(output, "loss", None)
@@ -347,6 +362,14 @@ class Session:
                 seed_everything(self.seed)
                 self._shared[key] = compute()
         return self._shared[key]
+
+    def findings_of(self, check: str) -> list:
+        """Check `check`'s findings for this run (its module's `findings_of(session)`), looked up
+        through the registry: a check that words its message after another's findings reads
+        them here instead of importing that check."""
+        from .. import checks as registry  # lazy: the registry imports no torch, the checks do
+
+        return list(registry.load(check).findings_of(self))
 
     # ---------------------------------------------------------------- data
     @property

@@ -48,11 +48,16 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from ..engine.session import SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
+from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
 from ..errors import is_user_file, short_path
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
+# The loss a memorised batch reaches (`overfit --threshold`), relative to the first loss for
+# regression (REGRESSION_LOSSES): the run extends towards it, the overfit check judges by it.
+DEFAULT_THRESHOLD = 0.1  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
+# Regression losses have no absolute scale: their threshold is relative to the first loss.
+REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 # Steps that also record the gradients' mean/std/max-abs and the update/weight ratio. Those
 # cost 3 small reductions per parameter (and ‖Δw‖ a copy of the weights), which on a
 # tiny model rivals the step itself: measured on xor, every step costs 1.33x a bare loop,
@@ -181,9 +186,7 @@ def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
         raise ValueError(f"steps must be at least 1, not {steps}")
     max_steps, target = steps, None
     if steps == length:  # the shared run; a check's own length (nan --steps N) is run exactly
-        from ..checks import overfit  # lazy: the check owns the threshold the run extends towards
-
-        max_steps, target = max_steps_of(session, steps), lambda first: overfit.target_loss(session, first)
+        max_steps, target = max_steps_of(session, steps), lambda first: target_loss(session, first)
     return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
 
 
@@ -191,6 +194,28 @@ def finished_run(session: Session) -> Optional[TrainRun]:
     """The shared run if a check has done it already, else None: for readers that should not
     pay for a training run of their own (the dead check's scan after training)."""
     return session._shared.get(f"train_run:{run_length(session)}")
+
+
+def target_loss(session: Session, first: float, threshold: Optional[float] = None) -> float:
+    """The loss a memorised batch reaches: `threshold`, times the first loss for regression."""
+    if threshold is None:
+        threshold = float((session.settings.get("overfit") or {}).get("threshold", DEFAULT_THRESHOLD))
+    return threshold * abs(first) if is_regression(session) else threshold
+
+
+def is_regression(session: Session) -> bool:
+    """A regression loss (no absolute scale): the criterion's type or, when the loss comes
+    from the model itself (a Hugging Face `.loss`) or a loss_fn, the targets: floats with
+    non-integer values (class labels, token ids and 0/1 multi-label targets are integers)."""
+    if not session.uses_model_loss:
+        return isinstance(session.criterion, REGRESSION_LOSSES)
+    batch = session.first_batch
+    target = batch.target
+    if target is None:
+        target = next((batch.kwargs[k] for k in LABEL_KEYS if k in batch.kwargs), None)
+    if not isinstance(target, torch.Tensor) or not target.is_floating_point() or not target.numel():
+        return False
+    return bool((target != target.round()).any())
 
 
 def still_falling(losses: list) -> bool:
