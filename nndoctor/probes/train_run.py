@@ -22,8 +22,8 @@ per step:
 
 Normal steps carry no hooks (only the first forward records the modules'
 execution order), so the run costs little more than a bare training loop. The
-non-finite step alone is re-run under `_Tracer`: module hooks, a
-`TorchFunctionMode` that names the op (torch.log, sqrt, division...) that made
+non-finite step alone is re-run under `_Tracer` (a `tracer.Tracer`): module hooks, a
+function mode that names the op (torch.log, sqrt, division...) that made
 a non-finite value from finite inputs, and autograd-node hooks that find the
 first backward node whose output gradient went non-finite. That is one step of
 slow, exact localisation instead of `detect_anomaly`'s ~2.5x on every step.
@@ -45,11 +45,12 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
 from ..errors import is_user_file, short_path
+from . import tracer as tracer_module
+from .tracer import Tracer
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
@@ -543,11 +544,14 @@ def _op_name(func) -> str:
     return _DUNDER_OPS.get(name, name)
 
 
+_TRACER_FILES = {__file__, tracer_module.__file__}
+
+
 def _user_source() -> Optional[tuple]:
     """(file, line) of the user's code that called the current op: the innermost user frame
     before nndoctor's own (which called the model or the criterion)."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename == __file__:  # the tracer itself
+    while frame is not None and frame.f_code.co_filename in _TRACER_FILES:  # the tracer itself
         frame = frame.f_back
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -559,79 +563,70 @@ def _user_source() -> Optional[tuple]:
     return None
 
 
-class _Tracer(TorchFunctionMode):
+class _Tracer(Tracer):
     """One forward/backward of exact localisation (slow: a sync per op; one step only).
 
-    - module pre/post hooks keep the stack of running modules and note the first
-      module whose output is non-finite;
+    - the module stack (`Tracer`) notes the first module whose output is non-finite;
     - the function mode notes the first op that turned finite inputs into a NaN/Inf,
       with the innermost running module and the user's line that called it, and
       which module/op created each autograd node;
     - `hook_backward` hooks every node of the loss's graph: the first node (in
       backward order) whose incoming gradients are finite and outgoing are not is
       where the gradient went non-finite.
+
+    Hooked when made (the watch helper relies on it); `remove()` in `finally`.
     """
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.stack: list = []
+        super().__init__(model)
         self.order: list = []
         self.first_module: Optional[str] = None
         self.first_module_value: Optional[str] = None
         self.first_op: Optional[dict] = None
         self.first_backward: Optional[dict] = None
         self.created: dict = {}  # id(node) -> (node, info): who made each autograd node
-        self.handles: list = []
-        for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
-            self.handles.append(module.register_forward_hook(self._exit(name), always_call=True))
+        self._op = ""  # the running call's op name and whether its inputs were all finite
+        self._inputs_finite = False
+        self.install()
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+        super().remove()
         self.created = {}
 
-    def _enter(self, name):
-        def hook(module, args):
-            self.stack.append(name)
-            if name not in self.order:
-                self.order.append(name)
-        return hook
+    def on_enter(self, module, path, args):
+        if path not in self.order:
+            self.order.append(path)
 
-    def _exit(self, name):
-        def hook(module, args, output):
-            if self.stack and self.stack[-1] == name:
-                self.stack.pop()
-            if self.first_module is None:
-                with torch._C.DisableTorchFunction():
-                    bad = _nonfinite_leaf(output)
-                    if bad is not None:
-                        self.first_module, self.first_module_value = name, _kind_of(bad)
-        return hook
+    def on_exit(self, module, path, args, output):
+        if self.first_module is None:
+            with torch._C.DisableTorchFunction():
+                bad = _nonfinite_leaf(output)
+                if bad is not None:
+                    self.first_module, self.first_module_value = path, _kind_of(bad)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = _op_name(func)
+    def before_call(self, func, args, kwargs):
+        self._op = name = _op_name(func)
         watch = self.first_op is None and name not in _INTENDED_INF \
             and not any(isinstance(a, float) and math.isinf(a) for a in tree_leaves((args, kwargs)))
-        inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
-        out = func(*args, **kwargs)
+        self._inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
+
+    def on_call(self, func, args, kwargs, out, module_path):
+        name = self._op
         info = None
-        if inputs_finite:
+        if self._inputs_finite:
             bad = _nonfinite_leaf(out)
             if bad is not None:
-                info = self._info(name)
+                info = self._info(name, module_path)
                 self.first_op = dict(info, value=_kind_of(bad))
         for t in tree_leaves(out):
             node = getattr(t, "grad_fn", None) if isinstance(t, torch.Tensor) else None
             if node is not None and id(node) not in self.created:
-                self.created[id(node)] = (node, info or self._info(name))
-        return out
+                self.created[id(node)] = (node, info or self._info(name, module_path))
 
-    def _info(self, op: str) -> dict:
+    @staticmethod
+    def _info(op: str, module_path: Optional[str]) -> dict:
         # module None: no module is running, so the op is the loss's (the criterion, loss_fn)
-        return {"module": self.stack[-1] if self.stack else None, "op": op, "source": _user_source()}
+        return {"module": module_path, "op": op, "source": _user_source()}
 
     def hook_backward(self, loss: torch.Tensor) -> None:
         """Hook every node of the loss's graph; nodes no op call made (inside a composite op)
