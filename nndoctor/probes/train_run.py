@@ -28,20 +28,26 @@ a non-finite value from finite inputs, and autograd-node hooks that find the
 first backward node whose output gradient went non-finite. That is one step of
 slow, exact localisation instead of `detect_anomaly`'s ~2.5x on every step.
 
-NB: a run is not reentrant, and it leaves the model trained: `session.shared`
-restores the weights, optimizer state and RNGs afterwards.
+The probe itself is `record_run(RunInputs(model, optimizer, batch, loss, ...), steps,
+max_steps, target)`: it works on any training loop's objects. `shared_run` and
+`train_run` are the Session adapters `check` uses (`inputs_of`).
+
+NB: a run is not reentrant, and it leaves the model trained (its train/eval flags are
+put back): `session.shared` restores the weights, optimizer state and RNGs afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -50,7 +56,7 @@ from torch.utils._pytree import tree_leaves
 from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
 from ..errors import is_user_file, short_path
 from . import tracer as tracer_module
-from .tracer import Tracer
+from .tracer import Tracer, modes_kept
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
@@ -180,7 +186,9 @@ def max_steps_of(session: Session, steps: int) -> int:
 
 
 def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
-    """The instrumented run, done once per session and length."""
+    """The instrumented run, done once per session and length (the Session adapter of
+    `record_run`). `steps` None: the shared run, whose plan (length, cap, target) is read from
+    the user's `overfit` settings here and only here; any other length is run exactly."""
     length = run_length(session)
     steps = length if steps is None else int(steps)
     if steps < 1:
@@ -260,15 +268,58 @@ def _go_on(run: TrainRun, done: int, target) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _no_progress(description: str, total: Optional[int] = None) -> Iterator[Callable]:
+    yield lambda n=1: None
+
+
+@dataclass
+class RunInputs:
+    """What the recorded run reads, from any training loop: `check` builds it from its Session
+    (`inputs_of`), the watch helper from the user's own objects."""
+
+    model: nn.Module
+    optimizer: Any  # torch.optim.Optimizer
+    batch: Batch  # the one batch it trains on
+    loss: Callable[[Batch], torch.Tensor]  # the scalar training loss of a batch (one forward)
+    # (output, loss) of one forward pass: step 0 reads ‖∂loss/∂output‖ from it; None: `loss` only
+    output_and_loss: Optional[Callable[[Batch], tuple]] = None
+    device: Optional[torch.device] = None  # where the statistics are gathered (None: the model's)
+    progress: Callable = _no_progress  # (description, total) -> a context yielding advance(n)
+    after: Optional[Callable[[], Any]] = None  # read on the trained weights (the activation scan)
+
+
+def inputs_of(session: Session) -> RunInputs:
+    """The run's inputs from a Session: its model, optimizer, first batch and loss wiring."""
+    from .activations import session_scan  # forward-only passes over the first batches, no gradient
+
+    return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.first_batch,
+                     loss=session.loss, output_and_loss=session.output_and_loss, device=session.device,
+                     progress=session.progress, after=lambda: session_scan(session))
+
+
 def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None) -> TrainRun:
-    """Train on `session.first_batch` for `steps` steps, recording as described above; then
+    """`record_run` of the session's model on its first batch (the Session adapter)."""
+    return record_run(inputs_of(session), steps, max_steps, target)
+
+
+def record_run(inputs: RunInputs, steps: int, max_steps: Optional[int] = None,
+               target: Optional[Callable[[float], float]] = None) -> TrainRun:
+    """Train on `inputs.batch` for `steps` steps, recording as described above; then
     on, EXTEND_WINDOW steps at a time up to `max_steps`, while the loss is above
     `target(first loss)` and `still_falling`.
 
-    Leaves the model trained: call it through `shared_run` (which restores)."""
+    Leaves the model trained (the caller restores it: `shared_run` does); its train/eval
+    flags are put back."""
+    with modes_kept(inputs.model):
+        return _record_run(inputs, steps, max_steps, target)
+
+
+def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target) -> TrainRun:
     started = time.perf_counter()
-    model, optimizer = session.model, session.optimizer
-    batch = session.first_batch
+    model, optimizer = inputs.model, inputs.optimizer
+    batch = inputs.batch
+    device = inputs.device or _model_device(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
     params = [p for _, p in named]
@@ -282,26 +333,29 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
     model.train()
     # torch.stack needs one device; a model split over devices gathers its statistics first.
     devices = {p.device for p in params}
-    multi_device = len(devices) > 1 or (devices and next(iter(devices)) != session.device)
+    multi_device = len(devices) > 1 or (devices and next(iter(devices)) != device)
     pending = None  # (step, [‖Δw‖...], [‖w‖...]) device tensors, read with the next sync
     weights_mb = tensors_mb(params)
     if weights_mb > UPDATE_RATIO_MAX_MB:
         run.update_ratio_skipped = (f"not measured: the weights ({weights_mb:.0f} MB) are over "
                                     f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")
-    with session.progress("overfit", steps) as advance:
+    with inputs.progress("overfit", steps) as advance:
         step, end = 0, steps
         while step < end:
-            rng = _rng_state(session.device)  # to re-run this very step if it goes non-finite
+            rng = _rng_state(device)  # to re-run this very step if it goes non-finite
             optimizer.zero_grad(set_to_none=True)
             output_grad: list = []
             if step == 0:
-                output, loss = session.output_and_loss(batch)
-                output = primary_output(output)
+                if inputs.output_and_loss is not None:
+                    output, loss = inputs.output_and_loss(batch)
+                    output = primary_output(output)
+                else:
+                    output, loss = None, inputs.loss(batch)
                 if isinstance(output, torch.Tensor) and output.requires_grad:
                     output.register_hook(lambda g, seen=output_grad: seen.append(_dense(g).norm(dtype=torch.float32)))
                 del output
             else:
-                loss = session.loss(batch)
+                loss = inputs.loss(batch)
             run.forward_passes += 1
             if loss.requires_grad:
                 order_hooks = _record_depth(params, run.depth_order) if step == 0 else []
@@ -352,7 +406,7 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
             if math.isfinite(loss_value):
                 run.losses.append(loss_value)
             if not finite:
-                run.nonfinite = localise(session, batch, rng, step, loss_value, named)
+                run.nonfinite = localise(inputs, device, rng, step, loss_value, named)
                 run.forward_passes += 1
                 break
 
@@ -375,10 +429,8 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
     if pending is not None:
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
-    if run.nonfinite is None:
-        from .activations import session_scan  # forward-only passes over the first batches, no gradient
-
-        run.activations_after = session_scan(session)
+    if run.nonfinite is None and inputs.after is not None:
+        run.activations_after = inputs.after()
     run.seconds = time.perf_counter() - started
     return run
 
@@ -442,6 +494,11 @@ def _record_depth(params: list, order: list) -> list:
     return [p.register_post_accumulate_grad_hook(hook(i)) for i, p in enumerate(params)]
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -457,10 +514,10 @@ def _set_rng(state: dict, device: torch.device) -> None:
 
 # --------------------------------------------------------------------------- localisation
 
-def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: float,
+def localise(inputs: RunInputs, device: torch.device, rng: dict, step: int, loss_value: float,
              named: list) -> NonFinite:
     """Re-run the failing step under the tracer and say where the first NaN/Inf came from."""
-    model = session.model
+    model, batch = inputs.model, inputs.batch
     event = NonFinite(step=step, kind="loss", where=None, loss=loss_value)
     event.params = _nonfinite_grads(named)  # from the failing step itself
     broken = [n for n, p in named if not bool(torch.isfinite(p).all())]
@@ -473,12 +530,12 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
         event.kind, event.value = "input", _kind_of(bad_input)
         return event
 
-    _set_rng(rng, session.device)
-    session.optimizer.zero_grad(set_to_none=True)
+    _set_rng(rng, device)
+    inputs.optimizer.zero_grad(set_to_none=True)
     tracer = _Tracer(model)
     try:
         with tracer:
-            loss = session.loss(batch)
+            loss = inputs.loss(batch)
         loss_finite = bool(torch.isfinite(loss).all())
         if loss_finite and loss.requires_grad:
             tracer.hook_backward(loss)
@@ -486,7 +543,7 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
             event.params = _nonfinite_grads(named)
     finally:
         tracer.remove()
-    session.optimizer.zero_grad(set_to_none=True)
+    inputs.optimizer.zero_grad(set_to_none=True)
 
     found = tracer.first_op or tracer.first_backward
     if tracer.first_op is not None:
