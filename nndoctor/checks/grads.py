@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Optional
+from typing import Optional, cast
 
 import torch.nn as nn
 
 from ..engine.session import Session
-from ..probes.train_run import TrainRun, shared_run
+from ..probes.train_run import NonFinite, TrainRun, shared_run
 from ..report.findings import make_finding
 from . import Outcome
 
@@ -179,13 +179,13 @@ def exploding(run_: TrainRun, max_relative: float, max_growth: float, metrics_: 
     if growth <= max_growth and not overflowed and not huge:
         return []
     step = steps[peak_pos] if not huge or overflowed or growth > max_growth else 0
-    layers = {}
+    layers: dict = {}
     for i, module in enumerate(run_.modules):
         layers[module] = layers.get(module, 0.0) + run_.grad_norm[step][i] ** 2
-    where = max(layers, key=layers.get) or None
+    where = max(layers, key=layers.__getitem__) or None
     if overflowed:
         told = f"grew {growth:.1e}x to {peak:.3g} by step {step + 1}, then overflowed to NaN/Inf " \
-               f"at step {run_.nonfinite.step + 1}"
+               f"at step {cast(NonFinite, run_.nonfinite).step + 1}"
     elif growth > max_growth:
         told = f"grew {growth:.1e}x, from {init:.3g} at init to {peak:.3g} at step {step + 1} " \
                f"(threshold {max_growth:g}x)"
@@ -261,15 +261,14 @@ def metrics(run_: TrainRun) -> dict:
             "grad_norm_median": _sig(statistics.median(norms)),
             "grad_norm_last": _sig(norms[-1]),
         }
-        ratios = [_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)]
-        ratios = [r for r in ratios if r is not None]
+        ratios = [r for r in (_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)) if r is not None]
         if ratios:
             layer["update_ratio_median"] = _sig(statistics.median(ratios))
         out["layers"][module or "(root)"] = layer
     out["total_norm_init"] = _sig(run_.total_norm[init])
     out["total_norm_max"] = _sig(max(run_.total_norm[s] for s in steps))
-    overall = [_layer_update(run_, s, list(range(len(run_.names)))) for s in sorted(run_.update_ratio)]
-    overall = [r for r in overall if r is not None]
+    every = list(range(len(run_.names)))
+    overall = [r for r in (_layer_update(run_, s, every) for s in sorted(run_.update_ratio)) if r is not None]
     if overall:
         out["update_ratio_median"] = _sig(statistics.median(overall))
         out["update_ratio_healthy"] = HEALTHY_UPDATE_RATIO

@@ -20,7 +20,7 @@ forward/backward for the batch check (`probe_batch`).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 
@@ -74,7 +74,7 @@ _VALUE_DESCRIPTIONS = {"log_softmax": "log-probabilities (rows <= 0, logsumexp 0
                        "softmax": "probabilities (rows in [0, 1] summing to 1)",
                        "sigmoid": "probabilities (every value in (0, 1))"}
 
-CRITERION_NAMES = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
+CRITERION_NAMES: dict[Optional[str], str] = {"cross_entropy": "CrossEntropyLoss", "nll": "NLLLoss", "bce": "BCELoss",
                    "bce_logits": "BCEWithLogitsLoss"}
 
 
@@ -145,7 +145,7 @@ def mismatch_findings(session: Session, record: ForwardRecord, kind: str) -> lis
     key = (kind, activation)
     if key not in MISMATCHES and key not in REDUNDANT:
         return []
-    logits = record.logits.float()
+    logits = cast(torch.Tensor, record.logits).float()
     finite = logits[torch.isfinite(logits)]
     low, high = (finite.min().item(), finite.max().item()) if finite.numel() else (math.nan, math.nan)
     chosen = session.setup.criterion is None
@@ -187,7 +187,7 @@ def init_loss_findings(session: Session, record: ForwardRecord, kind: str, setti
     if (kind, record.final_activation) in MISMATCHES:
         skipped["init-loss"] = "the output activation does not match the criterion (see that finding)"
         return []
-    logits = record.logits
+    logits = cast(torch.Tensor, record.logits)
     if kind in ("cross_entropy", "nll"):
         classes = logits.shape[1] if logits.dim() >= 2 else logits.shape[0]
         expected, expected_desc = math.log(classes), f"ln {classes}"
@@ -259,7 +259,8 @@ def bad_init_findings(record: ForwardRecord, settings: dict, metrics: dict, skip
     constant = _constant_layer(record, weights[:-1])
     if constant is not None:
         return [constant]
-    runs, current = [], []
+    runs: list = []
+    current: list = []
     for path, std in record.signal:
         if std is None or path == last_path:
             runs.append(current)

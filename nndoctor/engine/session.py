@@ -14,6 +14,7 @@ import contextlib
 import copy
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -241,7 +242,7 @@ class Session:
         self.deadline: Optional[float] = None
         self._progress_factory = progress
         self._batches: list = []
-        self._batch_iter = None
+        self._batch_iter: Optional[Iterator[Any]] = None
         self._loader_exhausted = False
         # What the loader raised (or a batch it yielded that cannot be split): raised again
         # for every later check, which would otherwise meet a closed loader ("empty").
@@ -298,7 +299,7 @@ class Session:
         heavy = weights_from or snap
         with torch.no_grad():
             for name, t in _named_state_tensors(model):
-                saved = heavy.tensors.get(name)
+                saved = (heavy.tensors or {}).get(name)
                 if saved is not None and saved.shape == t.shape:
                     t.copy_(saved)
         params = dict(model.named_parameters())
@@ -554,8 +555,8 @@ def _versions(model: nn.Module) -> tuple:
 def _module_device(model: nn.Module) -> Optional[torch.device]:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return None
 
 

@@ -97,7 +97,7 @@ def _functional_table() -> dict:
     """func -> (name, family, display name) for the functional forms TorchFunctionMode sees."""
     T = torch.Tensor
     table = {}
-    for name, family, funcs in [
+    entries: list[tuple[str, str, list[Any]]] = [
         ("relu", RECTIFIER, [F.relu, torch.relu, torch.relu_, T.relu, T.relu_]),
         ("relu6", RECTIFIER, [F.relu6]),
         ("gelu", RECTIFIER, [F.gelu]),
@@ -106,7 +106,8 @@ def _functional_table() -> dict:
         ("hardswish", RECTIFIER, [F.hardswish]),
         ("sigmoid", SIGMOID, [torch.sigmoid, torch.sigmoid_, T.sigmoid, T.sigmoid_]),
         ("tanh", TANH, [torch.tanh, torch.tanh_, T.tanh, T.tanh_]),
-    ]:
+    ]
+    for name, family, funcs in entries:
         for func in funcs:
             table[func] = (name, family, _display_name(func))
     return table

@@ -269,7 +269,7 @@ class BatchProbe:
         g = torch.Generator().manual_seed(0)
         weights = torch.randn(out[0].shape, generator=g).to(out.device, out.dtype)
         intermediates = [t for _, _, o, i in self.calls for t in (o, i) if t is not None]
-        worst = None  # (ratio, sample, leak, own, leaking, intermediate gradients)
+        worst: Any = None  # (ratio, sample, leak, own, leaking, intermediate gradients)
         for k, sample in enumerate(self.probed):
             objective = (out[sample] * weights).sum()
             grads = torch.autograd.grad(objective, self.leaves + intermediates, allow_unused=True,

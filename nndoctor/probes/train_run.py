@@ -47,6 +47,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Callable, Optional
 
 import torch
@@ -322,7 +323,7 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
     device = inputs.device or _model_device(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
-    params = [p for _, p in named]
+    params: list[torch.Tensor] = [p for _, p in named]
     run = TrainRun(steps=steps, names=names, modules=[n.rpartition(".")[0] for n in names],
                    numels=[p.numel() for p in params], shapes=[list(p.shape) for p in params],
                    ever_grad=[False] * len(params), ever_nonzero=[False] * len(params),
@@ -368,7 +369,7 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
                 _store_scales(run, params, output_grad)
             grads = [p.grad for p in params]
             present = [i for i, g in enumerate(grads) if g is not None]
-            dense = [_dense(grads[i]) for i in present]
+            dense = [_dense(g) for g in grads if g is not None]
 
             # One stacked tensor, one sync: the loss, each present gradient's norm, on detail
             # steps its sum, min and max (aminmax: _foreach_norm(ord=inf) is ~15x slower on
@@ -607,7 +608,7 @@ _TRACER_FILES = {__file__, tracer_module.__file__}
 def _user_source() -> Optional[tuple]:
     """(file, line) of the user's code that called the current op: the innermost user frame
     before nndoctor's own (which called the model or the criterion)."""
-    frame = sys._getframe(1)
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename in _TRACER_FILES:  # the tracer itself
         frame = frame.f_back
     while frame is not None:
@@ -691,7 +692,7 @@ class _Tracer(Tracer):
         if loss.grad_fn is None:
             return
         infos = {}
-        frontier = [(loss.grad_fn, None)]
+        frontier: list = [(loss.grad_fn, None)]
         while frontier:
             node, parent_info = frontier.pop()
             if node is None or id(node) in infos:
