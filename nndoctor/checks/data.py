@@ -20,12 +20,12 @@ from typing import Optional
 import torch
 
 from ..engine.runner import FORWARD_FAILED
-from ..engine.session import LABEL_KEYS, Batch, Session
+from ..engine.session import LABEL_KEYS, Batch, Session, criterion_kind
 from ..errors import summarize
+from ..probes.forward import NORMALIZING_LAYERS, forward_record
 from ..report.findings import make_finding
 from ..report.numbers import plural, sig
 from . import Outcome
-from .init import NORMALIZING_LAYERS, criterion_kind, forward_record
 
 NAME = "data"
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Optional
+from typing import Optional, cast
 
 import torch.nn as nn
 
 from ..engine.session import Session
-from ..probes.train_run import TrainRun, shared_run
+from ..probes.train_run import NonFinite, TrainRun, shared_run
 from ..report.findings import make_finding
 from ..report.numbers import plural, sig
 from . import Outcome
@@ -114,10 +114,8 @@ def no_gradient(session: Session, run_: TrainRun) -> list:
 
 def _zero_gradient_causes(session: Session) -> dict:
     """{code: why} for the static findings that make gradients exactly zero (issue 13, item 10)."""
-    from .static import findings_of
-
     causes = {}
-    for f in findings_of(session):
+    for f in session.findings_of("static"):
         at = f" at `{f.where}`" if f.where else ""
         if f.code == "single-unit-softmax":
             causes[f.code] = (f"the output is a softmax over a single unit{at}, a constant, so every gradient "
@@ -185,13 +183,13 @@ def exploding(run_: TrainRun, max_relative: float, max_growth: float, metrics_: 
     if growth <= max_growth and not overflowed and not huge:
         return []
     step = steps[peak_pos] if not huge or overflowed or growth > max_growth else 0
-    layers = {}
+    layers: dict = {}
     for i, module in enumerate(run_.modules):
         layers[module] = layers.get(module, 0.0) + run_.grad_norm[step][i] ** 2
-    where = max(layers, key=layers.get) or None
+    where = max(layers, key=layers.__getitem__) or None
     if overflowed:
         told = f"grew {growth:.1e}x to {peak:.3g} by step {step + 1}, then overflowed to NaN/Inf " \
-               f"at step {run_.nonfinite.step + 1}"
+               f"at step {cast(NonFinite, run_.nonfinite).step + 1}"
     elif growth > max_growth:
         told = f"grew {growth:.1e}x, from {init:.3g} at init to {peak:.3g} at step {step + 1} " \
                f"(threshold {max_growth:g}x)"
@@ -267,15 +265,14 @@ def metrics(run_: TrainRun) -> dict:
             "grad_norm_median": sig(statistics.median(norms)),
             "grad_norm_last": sig(norms[-1]),
         }
-        ratios = [_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)]
-        ratios = [r for r in ratios if r is not None]
+        ratios = [r for r in (_layer_update(run_, s, idx) for s in sorted(run_.update_ratio)) if r is not None]
         if ratios:
             layer["update_ratio_median"] = sig(statistics.median(ratios))
         out["layers"][module or "(root)"] = layer
     out["total_norm_init"] = sig(run_.total_norm[init])
     out["total_norm_max"] = sig(max(run_.total_norm[s] for s in steps))
-    overall = [_layer_update(run_, s, list(range(len(run_.names)))) for s in sorted(run_.update_ratio)]
-    overall = [r for r in overall if r is not None]
+    every = list(range(len(run_.names)))
+    overall = [r for r in (_layer_update(run_, s, every) for s in sorted(run_.update_ratio)) if r is not None]
     if overall:
         out["update_ratio_median"] = sig(statistics.median(overall))
         out["update_ratio_healthy"] = HEALTHY_UPDATE_RATIO

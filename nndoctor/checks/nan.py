@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..engine.session import Session
-from ..probes.train_run import NonFinite, TrainRun, run_length, shared_run
+from ..probes.train_run import NonFinite, TrainRun, shared_run
 from ..report.findings import make_finding
 from . import Outcome
 
@@ -27,7 +27,7 @@ LISTED_PARAMS = 5  # parameter names quoted in a message; the evidence holds the
 
 def run(session: Session, settings: dict) -> Outcome:
     steps = settings.get("steps")
-    run_ = shared_run(session, run_length(session) if steps is None else int(steps))
+    run_ = shared_run(session, None if steps is None else int(steps))  # None: the shared run
     outcome = Outcome(metrics={"steps": run_.steps, "steps_done": run_.steps_done,
                                "first_nonfinite_step": None})
     event = run_.nonfinite

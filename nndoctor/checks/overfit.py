@@ -19,20 +19,18 @@ it took.
 
 from __future__ import annotations
 
-from typing import Optional
-
-import torch
-import torch.nn as nn
-
-from ..engine.session import LABEL_KEYS, Session, Skip
+from ..engine.session import Session, Skip
 from ..probes.train_run import (
     DEFAULT_STEPS,
+    DEFAULT_THRESHOLD,
     EXTEND_CAP,
     EXTEND_WINDOW,
     MIN_WINDOW_DROP,
     TrainRun,
+    is_regression,
     shared_run,
     still_falling,
+    target_loss,
 )
 from ..report.findings import make_finding
 from ..report.numbers import plural
@@ -41,7 +39,7 @@ from . import Outcome
 NAME = "overfit"
 DEFAULTS = {
     "steps": DEFAULT_STEPS,  # SPEC §2: 100 steps on one batch
-    "threshold": 0.1,  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
+    "threshold": DEFAULT_THRESHOLD,  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
     # the run goes on past `steps` while the loss still clearly falls, up to this many
     # (instrument.EXTEND_CAP, where its value comes from); = steps: exactly `steps`
     "max_steps": EXTEND_CAP,
@@ -55,8 +53,6 @@ MIN_RELATIVE_DROP = 0.1
 FINAL_WINDOW = 5
 # Fewer steps than this before a NaN stopped the run: too few to judge the loss curve.
 MIN_VERDICT_STEPS = 10
-# Regression losses have no absolute scale: their threshold is relative to the first loss.
-REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 
 
 def run(session: Session, settings: dict) -> Outcome:
@@ -113,28 +109,6 @@ def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -
         f"Trained alone on one batch for {steps} steps{stopped}, the loss went from {first:.4g} only "
         f"to {best_final:.4g} ({_change(drop)}), above the threshold {what}, and stopped falling "
         f"(less than {MIN_WINDOW_DROP:.0%} lower over its last {EXTEND_WINDOW} steps).", evidence)]
-
-
-def target_loss(session: Session, first: float, threshold: Optional[float] = None) -> float:
-    """The loss a memorised batch reaches: `threshold`, times the first loss for regression."""
-    if threshold is None:
-        threshold = float({**DEFAULTS, **(session.settings.get(NAME) or {})}["threshold"])
-    return threshold * abs(first) if is_regression(session) else threshold
-
-
-def is_regression(session: Session) -> bool:
-    """A regression loss (no absolute scale): the criterion's type or, when the loss comes
-    from the model itself (a Hugging Face `.loss`) or a loss_fn, the targets: floats with
-    non-integer values (class labels, token ids and 0/1 multi-label targets are integers)."""
-    if not session.uses_model_loss:
-        return isinstance(session.criterion, REGRESSION_LOSSES)
-    batch = session.first_batch
-    target = batch.target
-    if target is None:
-        target = next((batch.kwargs[k] for k in LABEL_KEYS if k in batch.kwargs), None)
-    if not isinstance(target, torch.Tensor) or not target.is_floating_point() or not target.numel():
-        return False
-    return bool((target != target.round()).any())
 
 
 def _change(drop: float) -> str:

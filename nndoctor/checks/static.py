@@ -19,7 +19,7 @@ A look at the model, its output and its loss on the first batches, nothing train
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn as nn
@@ -122,7 +122,8 @@ def _diagnose(session: Session, settings: dict, metrics: dict) -> list:
     watch_modules = [o for u in found for _, o in u.items if isinstance(o, nn.Module)]
     batch = batches[0]
     # under a loss_fn the model is called by it: trace that call (its output is the loss)
-    call = (lambda: session.setup.loss_fn(model, batch.raw)) if own_loss_fn else \
+    loss_fn = cast(Callable, session.setup.loss_fn)
+    call = (lambda: loss_fn(model, batch.raw)) if own_loss_fn else \
         (lambda: model(*batch.args, **batch.kwargs))
     trace = probe.trace_forward(model, call, watch_tensors=watch_tensors, watch_modules=watch_modules)
     findings += unregistered_module(found, trace, metrics)
@@ -212,8 +213,8 @@ def constant_targets(session: Session, targets: list, metrics: dict) -> list:
 
 
 def unshuffled_data(session: Session, targets: list, metrics: dict) -> list:
-    labels = [sample_labels(t) for t in targets]
-    labels = [lab.cpu() for lab in labels if lab is not None and lab.numel() >= MIN_PURITY_BATCH_SIZE]
+    found = [sample_labels(t) for t in targets]
+    labels = [lab.cpu() for lab in found if lab is not None and lab.numel() >= MIN_PURITY_BATCH_SIZE]
     if len(labels) < MIN_PURITY_BATCHES:
         return []
     within = sum(_agreement(lab) for lab in labels) / len(labels)
@@ -224,7 +225,7 @@ def unshuffled_data(session: Session, targets: list, metrics: dict) -> list:
     reference = _dataset_reference(session)
     pool = [sample_labels(t) for t in reference] if reference else None
     if pool and all(p is not None for p in pool):
-        dataset_labels = torch.cat([p.reshape(-1) for p in pool]).cpu()
+        dataset_labels = torch.cat([p.reshape(-1) for p in pool if p is not None]).cpu()
         source = "the loader's batches" if isinstance(session.setup.train_loader, (list, tuple)) \
             else f"{dataset_labels.numel()} random samples of the dataset"
     else:

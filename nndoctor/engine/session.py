@@ -14,11 +14,13 @@ import contextlib
 import copy
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..errors import DataError
 from ..target import Setup
@@ -203,6 +205,20 @@ def primary_output(output: Any) -> Any:
     return output
 
 
+def criterion_kind(criterion: Any) -> Optional[str]:
+    """cross_entropy / nll / bce / bce_logits for the classification losses we know, else None."""
+    for cls, kind in ((nn.CrossEntropyLoss, "cross_entropy"), (nn.NLLLoss, "nll"),
+                      (nn.BCEWithLogitsLoss, "bce_logits"), (nn.BCELoss, "bce")):
+        if isinstance(criterion, cls):
+            return kind
+    functions = {F.cross_entropy: "cross_entropy", F.nll_loss: "nll", F.binary_cross_entropy: "bce",
+                 F.binary_cross_entropy_with_logits: "bce_logits"}
+    try:
+        return functions.get(criterion)
+    except TypeError:  # an unhashable callable
+        return None
+
+
 def output_loss(output: Any) -> Optional[torch.Tensor]:
     """The loss a model returned itself: `.loss` or `["loss"]` (Hugging Face)."""
     loss = getattr(output, "loss", None)
@@ -226,7 +242,7 @@ class Session:
         self.deadline: Optional[float] = None
         self._progress_factory = progress
         self._batches: list = []
-        self._batch_iter = None
+        self._batch_iter: Optional[Iterator[Any]] = None
         self._loader_exhausted = False
         # What the loader raised (or a batch it yielded that cannot be split): raised again
         # for every later check, which would otherwise meet a closed loader ("empty").
@@ -283,7 +299,7 @@ class Session:
         heavy = weights_from or snap
         with torch.no_grad():
             for name, t in _named_state_tensors(model):
-                saved = heavy.tensors.get(name)
+                saved = (heavy.tensors or {}).get(name)
                 if saved is not None and saved.shape == t.shape:
                     t.copy_(saved)
         params = dict(model.named_parameters())
@@ -347,6 +363,14 @@ class Session:
                 seed_everything(self.seed)
                 self._shared[key] = compute()
         return self._shared[key]
+
+    def findings_of(self, check: str) -> list:
+        """Check `check`'s findings for this run (its module's `findings_of(session)`), looked up
+        through the registry: a check that words its message after another's findings reads
+        them here instead of importing that check."""
+        from .. import checks as registry  # lazy: the registry imports no torch, the checks do
+
+        return list(registry.load(check).findings_of(self))
 
     # ---------------------------------------------------------------- data
     @property
@@ -531,8 +555,8 @@ def _versions(model: nn.Module) -> tuple:
 def _module_device(model: nn.Module) -> Optional[torch.device]:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return None
 
 

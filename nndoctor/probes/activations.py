@@ -55,7 +55,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
+
+from .tracer import Tracer, modes_kept
 
 SCAN_BATCHES = 4  # the scan's first batches (~128 samples at batch 32), at the cost of 4 forward
 #                   passes; it goes on while a unit has fewer than MIN_OBSERVATIONS (below).
@@ -96,7 +97,7 @@ def _functional_table() -> dict:
     """func -> (name, family, display name) for the functional forms TorchFunctionMode sees."""
     T = torch.Tensor
     table = {}
-    for name, family, funcs in [
+    entries: list[tuple[str, str, list[Any]]] = [
         ("relu", RECTIFIER, [F.relu, torch.relu, torch.relu_, T.relu, T.relu_]),
         ("relu6", RECTIFIER, [F.relu6]),
         ("gelu", RECTIFIER, [F.gelu]),
@@ -105,7 +106,8 @@ def _functional_table() -> dict:
         ("hardswish", RECTIFIER, [F.hardswish]),
         ("sigmoid", SIGMOID, [torch.sigmoid, torch.sigmoid_, T.sigmoid, T.sigmoid_]),
         ("tanh", TANH, [torch.tanh, torch.tanh_, T.tanh, T.tanh_]),
-    ]:
+    ]
+    for name, family, funcs in entries:
         for func in funcs:
             table[func] = (name, family, _display_name(func))
     return table
@@ -268,17 +270,15 @@ def scan_activations(model: nn.Module, batches: Iterable[Any],
     forward = forward or (lambda b: model(*b) if isinstance(b, (tuple, list)) else model(b))
     recorder = _Recorder(model)
     modules = list(model.modules())
-    training = [m.training for m in modules]
     bn_stats = [(buf, buf.clone()) for m in modules if isinstance(m, nn.modules.batchnorm._BatchNorm)
                 for buf in m.buffers(recurse=False)]
     result = ScanResult(min_observations=min_observations)
     try:
-        model.train()
-        for m in modules:
-            if isinstance(m, nn.modules.dropout._DropoutNd):
-                m.eval()
-        recorder.install()
-        with torch.no_grad(), _ActivationMode(recorder):
+        with modes_kept(model), torch.no_grad(), recorder.install():
+            model.train()
+            for m in modules:
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.eval()
             for batch in batches:
                 forward(batch)
                 result.batches += 1
@@ -287,8 +287,6 @@ def scan_activations(model: nn.Module, batches: Iterable[Any],
                     break
     finally:
         recorder.remove()
-        for m, mode in zip(modules, training):
-            m.training = mode
         with torch.no_grad():
             for buf, saved in bn_stats:
                 buf.copy_(saved)
@@ -319,46 +317,29 @@ class _Site:
         self.inconsistent = False
 
 
-class _Recorder:
-    """The module stack, the per-forward call counters and the counts of every call site."""
+class _Recorder(Tracer):
+    """The module stack (`Tracer`), the per-forward call counters and the counts of every call site."""
 
     def __init__(self, model: nn.Module):
+        super().__init__(model)
         self.model = model
-        self.paths = {id(m): name for name, m in model.named_modules()}  # id: a module may define __eq__
-        self.handles: list = []
-        self.stack: list = []
         self.sites: dict = {}  # where -> _Site
         self.calls: dict = {}  # (module, function name) -> calls in this forward pass
         self.channel_first: Optional[bool] = None  # what the last producer says (None: unknown)
         self.last_layer: Optional[str] = None  # path of the last non-activation leaf module that ran
 
-    # hooks ------------------------------------------------------------------
-    def install(self) -> None:
-        for module in self.model.modules():  # each module once, as named_modules() lists them
-            self.handles.append(module.register_forward_pre_hook(self._enter))
-            self.handles.append(module.register_forward_hook(self._leave, always_call=True))
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        self.stack.clear()
-
-    def _enter(self, module, args):
+    # modules ------------------------------------------------------------------
+    def on_enter(self, module, path, args):
         if not self.stack:  # a new forward pass of the model: call indices start again
             self.calls.clear()
             self.channel_first = None
             self.last_layer = None
-        self.stack.append(module)
 
-    def _leave(self, module, args, output):
-        if self.stack and self.stack[-1] is module:
-            self.stack.pop()
+    def on_exit(self, module, path, args, output):
         family = ACTIVATION_MODULES.get(type(module))
         if family is not None:
             if isinstance(output, torch.Tensor):
                 index = self._next_call(module, None)
-                path = self.paths[id(module)]
                 self.record(path if index == 0 else f"{path}#{index}", type(module).__name__, family, output)
             return
         if isinstance(module, _CHANNEL_FIRST_MODULES):
@@ -366,10 +347,11 @@ class _Recorder:
         elif isinstance(module, _FEATURE_LAST_MODULES):
             self.channel_first = False
         if not isinstance(module, nn.modules.dropout._DropoutNd) and next(module.children(), None) is None:
-            self.last_layer = self.paths[id(module)]
+            self.last_layer = path
 
     # functional calls ---------------------------------------------------------
-    def on_function(self, func, output) -> None:
+    def on_call(self, func, args, kwargs, out, module_path):
+        output = out
         entry = FUNCTIONAL_ACTIVATIONS.get(func)
         if entry is None:
             if func in _CHANNEL_FIRST_FUNCS:
@@ -382,9 +364,8 @@ class _Recorder:
         if not isinstance(output, torch.Tensor):
             return
         name, family, display = entry
-        module = self.stack[-1]
-        index = self._next_call(module, name)
-        self.record(f"{self.paths[id(module)]}:{name}#{index}", display, family, output)
+        index = self._next_call(self.stack[-1], name)
+        self.record(f"{module_path}:{name}#{index}", display, family, output)
 
     def _next_call(self, module, name) -> int:
         key = (id(module), name)
@@ -451,20 +432,3 @@ class _Recorder:
         counts, finite = both[0].split(sizes), both[1].split(sizes)
         return [ActivationStats(s.where, s.kind, s.family, s.unit_dim, s.units, s.elements_per_unit, c, s.after, f)
                 for s, c, f in zip(sites, counts, finite)], skipped
-
-
-class _ActivationMode(TorchFunctionMode):
-    """Sees every torch function call during the scan; hands each to the recorder.
-
-    NB: not reentrant, like every TorchFunctionMode: one scan at a time.
-    """
-
-    def __init__(self, recorder: _Recorder):
-        super().__init__()
-        self.recorder = recorder
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        output = func(*args, **(kwargs or {}))
-        self.recorder.on_function(func, output)
-        return output
-

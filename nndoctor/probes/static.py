@@ -4,8 +4,8 @@ Measuring only, no thresholds: each function takes a model (and batches, a loss)
 the model's modes, gradients and the RNG as it found them, and removes its hooks in
 `finally`. `checks/static.py` judges what these return.
 
-* `trace_forward`: one eval-mode forward pass (autograd on) under module hooks and a
-  TorchFunctionMode: which functional calls ran inside which module (softmax over a
+* `trace_forward`: one eval-mode forward pass (autograd on) under a `tracer.Tracer`
+  (module hooks and op interception): which functional calls ran inside which module (softmax over a
   dimension, dropout with `training=True`), which watched tensors and modules it used,
   and each module's output (to name the module that made the model's output).
 * `eval_difference`: two eval-mode forward passes of one batch, compared.
@@ -28,9 +28,9 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from ..engine.session import primary_output, rng_state, set_rng_state, tensors_mb
+from .tracer import Tracer, modes_kept
 
 # Autograd nodes that only move or copy values: looked through to find the op that made a tensor.
 SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"
@@ -109,110 +109,91 @@ class ForwardTrace:
         return None
 
 
-class _Tracer(TorchFunctionMode):
-    def __init__(self, trace: ForwardTrace, stack: list, watch_ids: set, training: Callable[[], bool]):
-        super().__init__()
-        self.trace, self.stack, self.watch_ids, self.training = trace, stack, watch_ids, training
+class _ForwardTracer(Tracer):
+    """The traced forward: each module's output, and the softmax/dropout calls and watched
+    tensors the ops used, with the module whose forward made each call."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def __init__(self, model: nn.Module, trace: ForwardTrace, watch_ids: set, training: Callable[[], bool]):
+        super().__init__(model)
+        self.trace, self.watch_ids, self.training = trace, watch_ids, training
+
+    def on_exit(self, module, path, args, output):
+        out = primary_output(output)
+        if isinstance(out, torch.Tensor):
+            self.trace.outputs.append((path, out))
+
+    def before_call(self, func, args, kwargs):
         if self.watch_ids:
             for a in list(args) + list(kwargs.values()):
                 for t in (a if isinstance(a, (list, tuple)) else (a,)):
                     if isinstance(t, torch.Tensor) and id(t) in self.watch_ids:
                         self.trace.used_ids.add(id(t))
-        result = func(*args, **kwargs)
+
+    def on_call(self, func, args, kwargs, out, module_path):
+        where = module_path if module_path is not None else ""
         kind = _safe(lambda: _SOFTMAXES.get(func), None)
         if kind is not None:
-            _safe(lambda: self._softmax(kind, args, kwargs, result), None)
+            _safe(lambda: self._softmax(kind, args, kwargs, out, where), None)
         name = _safe(lambda: _DROPOUTS.get(func), None)
         if name is not None:
-            _safe(lambda: self._dropout(name, args, kwargs), None)
+            _safe(lambda: self._dropout(name, args, kwargs, where), None)
         elif func is F.scaled_dot_product_attention:
             p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
             if p and not self.training():
-                self.trace.dropouts.append(DropoutCall("F.scaled_dot_product_attention(dropout_p)", float(p),
-                                                       self.stack[-1] if self.stack else ""))
-        return result
+                self.trace.dropouts.append(DropoutCall("F.scaled_dot_product_attention(dropout_p)", float(p), where))
 
-    def _softmax(self, kind, args, kwargs, result):
+    def _softmax(self, kind, args, kwargs, result, where):
         x = args[0]
         dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
         if dim is None:  # torch's implicit choice (F._get_softmax_dim)
             dim = 0 if x.dim() in (0, 1, 3) else 1
         size = x.shape[dim] if x.dim() else 1
-        self.trace.softmaxes.append(SoftmaxCall(kind, int(dim), int(size), tuple(x.shape),
-                                                self.stack[-1] if self.stack else "",
+        self.trace.softmaxes.append(SoftmaxCall(kind, int(dim), int(size), tuple(x.shape), where,
                                                 result if isinstance(result, torch.Tensor) else None))
 
-    def _dropout(self, name, args, kwargs):
+    def _dropout(self, name, args, kwargs, where):
         if name == "torch.dropout":
             p, on = args[1], args[2]
         else:
             p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
             on = kwargs.get("training", args[2] if len(args) > 2 else True)
         if on and p > 0 and not self.training():
-            self.trace.dropouts.append(DropoutCall(name, float(p), self.stack[-1] if self.stack else ""))
+            self.trace.dropouts.append(DropoutCall(name, float(p), where))
 
 
 def trace_forward(model: nn.Module, call: Callable[[], Any], *, watch_tensors: Iterable = (),
                   watch_modules: Iterable = ()) -> ForwardTrace:
     """`call()` (the model's forward, or a loss_fn that calls it) once in eval mode with autograd
-    on; `output` is what it returned. The model's modes are restored."""
-    paths: dict = {}
-    for name, module in model.named_modules():
-        paths.setdefault(module, name)
-    watched_modules = [m for m in watch_modules if m not in paths]
+    on; `output` is what it returned. The model's modes are restored, its hooks removed."""
     trace = ForwardTrace(output=None)
-    stack: list = []
-
-    def pre(module, inputs):
-        stack.append(paths.get(module, ""))
-
-    def post(module, inputs, output):
-        if stack:
-            stack.pop()
-        out = primary_output(output)
-        if module in paths and isinstance(out, torch.Tensor):
-            trace.outputs.append((paths[module], out))
+    tracer = _ForwardTracer(model, trace, {id(t) for t in watch_tensors}, lambda: False)
+    watched_modules = [m for m in watch_modules if id(m) not in tracer.paths]
 
     def called(module, inputs, output):
         trace.called.add(id(module))
 
-    modes = {m: m.training for m in model.modules()}
-    handles = []
     try:
-        for module in paths:
-            handles.append(module.register_forward_pre_hook(pre))
-            handles.append(module.register_forward_hook(post))
-        for module in watched_modules:
-            handles.append(module.register_forward_hook(called))
-        model.eval()
-        tracer = _Tracer(trace, stack, {id(t) for t in watch_tensors}, lambda: False)
-        with torch.enable_grad(), tracer:
+        tracer.install()
+        tracer.handles += [module.register_forward_hook(called) for module in watched_modules]
+        with modes_kept(model), torch.enable_grad(), tracer:
+            model.eval()
             trace.output = call()
     finally:
-        for h in handles:
-            h.remove()
-        for m, mode in modes.items():
-            m.training = mode
+        tracer.remove()
     return trace
 
 
 def eval_difference(model: nn.Module, call: Callable[[], Any]) -> tuple:
     """(max |difference|, max |output|) of two eval-mode, no-grad runs of `call()` (a forward pass
     of one batch). The global RNG is restored afterwards; it is not reset between them."""
-    modes = {m: m.training for m in model.modules()}
     state = rng_state()
     try:
-        model.eval()
-        with torch.no_grad():
+        with modes_kept(model), torch.no_grad():
+            model.eval()
             first = primary_output(call())
             second = primary_output(call())
     finally:
         set_rng_state(state)
-        for m, mode in modes.items():
-            m.training = mode
     if not (isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor)) \
             or first.shape != second.shape or not first.is_floating_point():
         return 0.0, 0.0
@@ -381,21 +362,18 @@ def symmetric_layers(model: nn.Module, loss_of: Callable[[], torch.Tensor], cand
 def init_gradients(model: nn.Module, loss_of: Callable[[], torch.Tensor], params: list) -> dict:
     """{id(param): its gradient} of one eval-mode backward of `loss_of()`; the model's
     gradients and modes are restored."""
-    modes = {m: m.training for m in model.modules()}
     saved = {p: p.grad for p in model.parameters()}
     try:
         for p in saved:
             p.grad = None
-        model.eval()
-        with torch.enable_grad():
+        with modes_kept(model), torch.enable_grad():
+            model.eval()
             loss = loss_of()
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         return {id(p): g for p, g in zip(params, grads)}
     finally:
         for p, g in saved.items():
             p.grad = g
-        for m, mode in modes.items():
-            m.training = mode
 
 
 # --------------------------------------------------------------------------- the criterion
@@ -407,14 +385,14 @@ class CriterionTrace:
     error: Optional[str]  # what the criterion raised, if it did
 
 
-class _PairWatcher(TorchFunctionMode):
+class _PairWatcher(Tracer):
+    """The binary elementwise ops that took the output and the target together, and broadcast."""
+
     def __init__(self, output: torch.Tensor, target: torch.Tensor, found: list):
         super().__init__()
         self.output, self.target, self.found = output, target, found
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        result = func(*args, **kwargs)
+    def on_call(self, func, args, kwargs, out, module_path):
         if _safe(lambda: func in _ELEMENTWISE, False) and len(args) >= 2:
             a, b = args[0], args[1]
             if (a is self.output and b is self.target) or (a is self.target and b is self.output):
@@ -422,7 +400,6 @@ class _PairWatcher(TorchFunctionMode):
                 if shape != tuple(self.output.shape) or shape != tuple(self.target.shape):
                     self.found.append((getattr(func, "__name__", str(func)), tuple(self.output.shape),
                                        tuple(self.target.shape), shape))
-        return result
 
 
 def criterion_trace(criterion: Callable, output: torch.Tensor, target: torch.Tensor) -> CriterionTrace:

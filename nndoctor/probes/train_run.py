@@ -22,37 +22,50 @@ per step:
 
 Normal steps carry no hooks (only the first forward records the modules'
 execution order), so the run costs little more than a bare training loop. The
-non-finite step alone is re-run under `_Tracer`: module hooks, a
-`TorchFunctionMode` that names the op (torch.log, sqrt, division...) that made
+non-finite step alone is re-run under `_Tracer` (a `tracer.Tracer`): module hooks, a
+function mode that names the op (torch.log, sqrt, division...) that made
 a non-finite value from finite inputs, and autograd-node hooks that find the
 first backward node whose output gradient went non-finite. That is one step of
 slow, exact localisation instead of `detect_anomaly`'s ~2.5x on every step.
 
-NB: a run is not reentrant, and it leaves the model trained: `session.shared`
-restores the weights, optimizer state and RNGs afterwards.
+The probe itself is `record_run(RunInputs(model, optimizer, batch, loss, ...), steps,
+max_steps, target)`: it works on any training loop's objects. `shared_run` and
+`train_run` are the Session adapters `check` uses (`inputs_of`).
+
+NB: a run is not reentrant, and it leaves the model trained (its train/eval flags are
+put back): `session.shared` restores the weights, optimizer state and RNGs afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from types import FrameType
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from ..engine.session import SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
+from ..engine.session import LABEL_KEYS, SECOND_COPY_MAX_MB, Batch, Session, primary_output, tensors_mb
 from ..errors import is_user_file, short_path
+from . import tracer as tracer_module
+from .tracer import Tracer, modes_kept
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 DEFAULT_STEPS = 100  # SPEC §2: `overfit --steps 100`; the shared run's length
+# The loss a memorised batch reaches (`overfit --threshold`), relative to the first loss for
+# regression (REGRESSION_LOSSES): the run extends towards it, the overfit check judges by it.
+DEFAULT_THRESHOLD = 0.1  # SPEC §7: "loss > 0.1 after 100 steps" cannot overfit one batch
+# Regression losses have no absolute scale: their threshold is relative to the first loss.
+REGRESSION_LOSSES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
 # Steps that also record the gradients' mean/std/max-abs and the update/weight ratio. Those
 # cost 3 small reductions per parameter (and ‖Δw‖ a copy of the weights), which on a
 # tiny model rivals the step itself: measured on xor, every step costs 1.33x a bare loop,
@@ -174,16 +187,16 @@ def max_steps_of(session: Session, steps: int) -> int:
 
 
 def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
-    """The instrumented run, done once per session and length."""
+    """The instrumented run, done once per session and length (the Session adapter of
+    `record_run`). `steps` None: the shared run, whose plan (length, cap, target) is read from
+    the user's `overfit` settings here and only here; any other length is run exactly."""
     length = run_length(session)
     steps = length if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
     max_steps, target = steps, None
     if steps == length:  # the shared run; a check's own length (nan --steps N) is run exactly
-        from ..checks import overfit  # lazy: the check owns the threshold the run extends towards
-
-        max_steps, target = max_steps_of(session, steps), lambda first: overfit.target_loss(session, first)
+        max_steps, target = max_steps_of(session, steps), lambda first: target_loss(session, first)
     return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
 
 
@@ -191,6 +204,28 @@ def finished_run(session: Session) -> Optional[TrainRun]:
     """The shared run if a check has done it already, else None: for readers that should not
     pay for a training run of their own (the dead check's scan after training)."""
     return session._shared.get(f"train_run:{run_length(session)}")
+
+
+def target_loss(session: Session, first: float, threshold: Optional[float] = None) -> float:
+    """The loss a memorised batch reaches: `threshold`, times the first loss for regression."""
+    if threshold is None:
+        threshold = float((session.settings.get("overfit") or {}).get("threshold", DEFAULT_THRESHOLD))
+    return threshold * abs(first) if is_regression(session) else threshold
+
+
+def is_regression(session: Session) -> bool:
+    """A regression loss (no absolute scale): the criterion's type or, when the loss comes
+    from the model itself (a Hugging Face `.loss`) or a loss_fn, the targets: floats with
+    non-integer values (class labels, token ids and 0/1 multi-label targets are integers)."""
+    if not session.uses_model_loss:
+        return isinstance(session.criterion, REGRESSION_LOSSES)
+    batch = session.first_batch
+    target = batch.target
+    if target is None:
+        target = next((batch.kwargs[k] for k in LABEL_KEYS if k in batch.kwargs), None)
+    if not isinstance(target, torch.Tensor) or not target.is_floating_point() or not target.numel():
+        return False
+    return bool((target != target.round()).any())
 
 
 def still_falling(losses: list) -> bool:
@@ -234,18 +269,61 @@ def _go_on(run: TrainRun, done: int, target) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _no_progress(description: str, total: Optional[int] = None) -> Iterator[Callable]:
+    yield lambda n=1: None
+
+
+@dataclass
+class RunInputs:
+    """What the recorded run reads, from any training loop: `check` builds it from its Session
+    (`inputs_of`), the watch helper from the user's own objects."""
+
+    model: nn.Module
+    optimizer: Any  # torch.optim.Optimizer
+    batch: Batch  # the one batch it trains on
+    loss: Callable[[Batch], torch.Tensor]  # the scalar training loss of a batch (one forward)
+    # (output, loss) of one forward pass: step 0 reads ‖∂loss/∂output‖ from it; None: `loss` only
+    output_and_loss: Optional[Callable[[Batch], tuple]] = None
+    device: Optional[torch.device] = None  # where the statistics are gathered (None: the model's)
+    progress: Callable = _no_progress  # (description, total) -> a context yielding advance(n)
+    after: Optional[Callable[[], Any]] = None  # read on the trained weights (the activation scan)
+
+
+def inputs_of(session: Session) -> RunInputs:
+    """The run's inputs from a Session: its model, optimizer, first batch and loss wiring."""
+    from .activations import session_scan  # forward-only passes over the first batches, no gradient
+
+    return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.first_batch,
+                     loss=session.loss, output_and_loss=session.output_and_loss, device=session.device,
+                     progress=session.progress, after=lambda: session_scan(session))
+
+
 def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None) -> TrainRun:
-    """Train on `session.first_batch` for `steps` steps, recording as described above; then
+    """`record_run` of the session's model on its first batch (the Session adapter)."""
+    return record_run(inputs_of(session), steps, max_steps, target)
+
+
+def record_run(inputs: RunInputs, steps: int, max_steps: Optional[int] = None,
+               target: Optional[Callable[[float], float]] = None) -> TrainRun:
+    """Train on `inputs.batch` for `steps` steps, recording as described above; then
     on, EXTEND_WINDOW steps at a time up to `max_steps`, while the loss is above
     `target(first loss)` and `still_falling`.
 
-    Leaves the model trained: call it through `shared_run` (which restores)."""
+    Leaves the model trained (the caller restores it: `shared_run` does); its train/eval
+    flags are put back."""
+    with modes_kept(inputs.model):
+        return _record_run(inputs, steps, max_steps, target)
+
+
+def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target) -> TrainRun:
     started = time.perf_counter()
-    model, optimizer = session.model, session.optimizer
-    batch = session.first_batch
+    model, optimizer = inputs.model, inputs.optimizer
+    batch = inputs.batch
+    device = inputs.device or _model_device(model)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
-    params = [p for _, p in named]
+    params: list[torch.Tensor] = [p for _, p in named]
     run = TrainRun(steps=steps, names=names, modules=[n.rpartition(".")[0] for n in names],
                    numels=[p.numel() for p in params], shapes=[list(p.shape) for p in params],
                    ever_grad=[False] * len(params), ever_nonzero=[False] * len(params),
@@ -256,26 +334,29 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
     model.train()
     # torch.stack needs one device; a model split over devices gathers its statistics first.
     devices = {p.device for p in params}
-    multi_device = len(devices) > 1 or (devices and next(iter(devices)) != session.device)
+    multi_device = len(devices) > 1 or (devices and next(iter(devices)) != device)
     pending = None  # (step, [‖Δw‖...], [‖w‖...]) device tensors, read with the next sync
     weights_mb = tensors_mb(params)
     if weights_mb > UPDATE_RATIO_MAX_MB:
         run.update_ratio_skipped = (f"not measured: the weights ({weights_mb:.0f} MB) are over "
                                     f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")
-    with session.progress("overfit", steps) as advance:
+    with inputs.progress("overfit", steps) as advance:
         step, end = 0, steps
         while step < end:
-            rng = _rng_state(session.device)  # to re-run this very step if it goes non-finite
+            rng = _rng_state(device)  # to re-run this very step if it goes non-finite
             optimizer.zero_grad(set_to_none=True)
             output_grad: list = []
             if step == 0:
-                output, loss = session.output_and_loss(batch)
-                output = primary_output(output)
+                if inputs.output_and_loss is not None:
+                    output, loss = inputs.output_and_loss(batch)
+                    output = primary_output(output)
+                else:
+                    output, loss = None, inputs.loss(batch)
                 if isinstance(output, torch.Tensor) and output.requires_grad:
                     output.register_hook(lambda g, seen=output_grad: seen.append(_dense(g).norm(dtype=torch.float32)))
                 del output
             else:
-                loss = session.loss(batch)
+                loss = inputs.loss(batch)
             run.forward_passes += 1
             if loss.requires_grad:
                 order_hooks = _record_depth(params, run.depth_order) if step == 0 else []
@@ -288,7 +369,7 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
                 _store_scales(run, params, output_grad)
             grads = [p.grad for p in params]
             present = [i for i, g in enumerate(grads) if g is not None]
-            dense = [_dense(grads[i]) for i in present]
+            dense = [_dense(g) for g in grads if g is not None]
 
             # One stacked tensor, one sync: the loss, each present gradient's norm, on detail
             # steps its sum, min and max (aminmax: _foreach_norm(ord=inf) is ~15x slower on
@@ -326,7 +407,7 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
             if math.isfinite(loss_value):
                 run.losses.append(loss_value)
             if not finite:
-                run.nonfinite = localise(session, batch, rng, step, loss_value, named)
+                run.nonfinite = localise(inputs, device, rng, step, loss_value, named)
                 run.forward_passes += 1
                 break
 
@@ -349,10 +430,8 @@ def train_run(session: Session, steps: int, max_steps: Optional[int] = None, tar
     if pending is not None:
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
-    if run.nonfinite is None:
-        from .activations import session_scan  # forward-only passes over the first batches, no gradient
-
-        run.activations_after = session_scan(session)
+    if run.nonfinite is None and inputs.after is not None:
+        run.activations_after = inputs.after()
     run.seconds = time.perf_counter() - started
     return run
 
@@ -416,6 +495,11 @@ def _record_depth(params: list, order: list) -> list:
     return [p.register_post_accumulate_grad_hook(hook(i)) for i, p in enumerate(params)]
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _rng_state(device: torch.device) -> dict:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -431,10 +515,10 @@ def _set_rng(state: dict, device: torch.device) -> None:
 
 # --------------------------------------------------------------------------- localisation
 
-def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: float,
+def localise(inputs: RunInputs, device: torch.device, rng: dict, step: int, loss_value: float,
              named: list) -> NonFinite:
     """Re-run the failing step under the tracer and say where the first NaN/Inf came from."""
-    model = session.model
+    model, batch = inputs.model, inputs.batch
     event = NonFinite(step=step, kind="loss", where=None, loss=loss_value)
     event.params = _nonfinite_grads(named)  # from the failing step itself
     broken = [n for n, p in named if not bool(torch.isfinite(p).all())]
@@ -447,12 +531,12 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
         event.kind, event.value = "input", _kind_of(bad_input)
         return event
 
-    _set_rng(rng, session.device)
-    session.optimizer.zero_grad(set_to_none=True)
+    _set_rng(rng, device)
+    inputs.optimizer.zero_grad(set_to_none=True)
     tracer = _Tracer(model)
     try:
         with tracer:
-            loss = session.loss(batch)
+            loss = inputs.loss(batch)
         loss_finite = bool(torch.isfinite(loss).all())
         if loss_finite and loss.requires_grad:
             tracer.hook_backward(loss)
@@ -460,7 +544,7 @@ def localise(session: Session, batch: Batch, rng: dict, step: int, loss_value: f
             event.params = _nonfinite_grads(named)
     finally:
         tracer.remove()
-    session.optimizer.zero_grad(set_to_none=True)
+    inputs.optimizer.zero_grad(set_to_none=True)
 
     found = tracer.first_op or tracer.first_backward
     if tracer.first_op is not None:
@@ -518,11 +602,14 @@ def _op_name(func) -> str:
     return _DUNDER_OPS.get(name, name)
 
 
+_TRACER_FILES = {__file__, tracer_module.__file__}
+
+
 def _user_source() -> Optional[tuple]:
     """(file, line) of the user's code that called the current op: the innermost user frame
     before nndoctor's own (which called the model or the criterion)."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename == __file__:  # the tracer itself
+    frame: Optional[FrameType] = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in _TRACER_FILES:  # the tracer itself
         frame = frame.f_back
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -534,79 +621,70 @@ def _user_source() -> Optional[tuple]:
     return None
 
 
-class _Tracer(TorchFunctionMode):
+class _Tracer(Tracer):
     """One forward/backward of exact localisation (slow: a sync per op; one step only).
 
-    - module pre/post hooks keep the stack of running modules and note the first
-      module whose output is non-finite;
+    - the module stack (`Tracer`) notes the first module whose output is non-finite;
     - the function mode notes the first op that turned finite inputs into a NaN/Inf,
       with the innermost running module and the user's line that called it, and
       which module/op created each autograd node;
     - `hook_backward` hooks every node of the loss's graph: the first node (in
       backward order) whose incoming gradients are finite and outgoing are not is
       where the gradient went non-finite.
+
+    Hooked when made (the watch helper relies on it); `remove()` in `finally`.
     """
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.stack: list = []
+        super().__init__(model)
         self.order: list = []
         self.first_module: Optional[str] = None
         self.first_module_value: Optional[str] = None
         self.first_op: Optional[dict] = None
         self.first_backward: Optional[dict] = None
         self.created: dict = {}  # id(node) -> (node, info): who made each autograd node
-        self.handles: list = []
-        for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
-            self.handles.append(module.register_forward_hook(self._exit(name), always_call=True))
+        self._op = ""  # the running call's op name and whether its inputs were all finite
+        self._inputs_finite = False
+        self.install()
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
+        super().remove()
         self.created = {}
 
-    def _enter(self, name):
-        def hook(module, args):
-            self.stack.append(name)
-            if name not in self.order:
-                self.order.append(name)
-        return hook
+    def on_enter(self, module, path, args):
+        if path not in self.order:
+            self.order.append(path)
 
-    def _exit(self, name):
-        def hook(module, args, output):
-            if self.stack and self.stack[-1] == name:
-                self.stack.pop()
-            if self.first_module is None:
-                with torch._C.DisableTorchFunction():
-                    bad = _nonfinite_leaf(output)
-                    if bad is not None:
-                        self.first_module, self.first_module_value = name, _kind_of(bad)
-        return hook
+    def on_exit(self, module, path, args, output):
+        if self.first_module is None:
+            with torch._C.DisableTorchFunction():
+                bad = _nonfinite_leaf(output)
+                if bad is not None:
+                    self.first_module, self.first_module_value = path, _kind_of(bad)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        name = _op_name(func)
+    def before_call(self, func, args, kwargs):
+        self._op = name = _op_name(func)
         watch = self.first_op is None and name not in _INTENDED_INF \
             and not any(isinstance(a, float) and math.isinf(a) for a in tree_leaves((args, kwargs)))
-        inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
-        out = func(*args, **kwargs)
+        self._inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
+
+    def on_call(self, func, args, kwargs, out, module_path):
+        name = self._op
         info = None
-        if inputs_finite:
+        if self._inputs_finite:
             bad = _nonfinite_leaf(out)
             if bad is not None:
-                info = self._info(name)
+                info = self._info(name, module_path)
                 self.first_op = dict(info, value=_kind_of(bad))
         for t in tree_leaves(out):
             node = getattr(t, "grad_fn", None) if isinstance(t, torch.Tensor) else None
             if node is not None and id(node) not in self.created:
-                self.created[id(node)] = (node, info or self._info(name))
-        return out
+                self.created[id(node)] = (node, info or self._info(name, module_path))
 
-    def _info(self, op: str) -> dict:
+    @staticmethod
+    def _info(op: str, module_path: Optional[str]) -> dict:
         # module None: no module is running, so the op is the loss's (the criterion, loss_fn)
-        return {"module": self.stack[-1] if self.stack else None, "op": op, "source": _user_source()}
+        return {"module": module_path, "op": op, "source": _user_source()}
 
     def hook_backward(self, loss: torch.Tensor) -> None:
         """Hook every node of the loss's graph; nodes no op call made (inside a composite op)
@@ -614,7 +692,7 @@ class _Tracer(TorchFunctionMode):
         if loss.grad_fn is None:
             return
         infos = {}
-        frontier = [(loss.grad_fn, None)]
+        frontier: list = [(loss.grad_fn, None)]
         while frontier:
             node, parent_info = frontier.pop()
             if node is None or id(node) in infos:
