@@ -24,6 +24,8 @@ BROKEN = {
     "clip_before_unscale": ("clip-before-unscale", 100, None),
     "lr_per_batch": ("lr-collapsed", 100, None),
     "loss_spike": ("loss-spike", 150, None),
+    "dead_relu": ("dead-neurons", 120, "3"),  # the second ReLU, killed by an LR jump at step 120
+    "vanishing_sigmoid": ("vanishing-gradient", 0, "0"),  # from the start: the first Linear
 }
 HEALTHY = ["mlp", "cnn_bn_dropout", "lstm", "transformer", "amp_bf16", "cosine"]
 
@@ -361,3 +363,37 @@ def test_transformers_callback_watches_a_real_trainer_run(tmp_path):
     report = callback.report
     assert report.sections["watch"]["steps"] == 40
     assert report.findings == []
+
+
+def test_probe_layer_rms_is_the_gradients_rms_and_dead_units_have_the_step_they_died_by():
+    import torch
+
+    import nndoctor
+    from nndoctor.probes.activations import MIN_OBSERVATIONS
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),
+                                torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(128, 8), torch.randn(128, 1)
+    seen = {}
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(80):
+            if step == 25:
+                with torch.no_grad():
+                    model[2].bias.fill_(-100.0)  # every unit of the second ReLU dies here
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            if step == 10:
+                seen = {name: float(model[i].weight.grad.norm()) / model[i].weight.numel() ** 0.5
+                        for name, i in (("0", 0), ("2", 2), ("4", 4))}
+            opt.step()
+    rms = dict(doc.history.layer_rms[10])
+    assert rms.keys() == seen.keys()
+    assert all(abs(rms[k] - seen[k]) <= 1e-6 * max(seen[k], 1e-12) for k in seen)
+    found = [f for f in doc.report.findings if f.code == "dead-neurons"]
+    assert [f.where for f in found] == ["3"], [(f.code, f.where) for f in doc.report.findings]
+    # silent from the sampled step 30 on; 128 observations a scan: dead once 3 scans (384 >= 299) say so
+    assert found[0].evidence["step"] == 30 and found[0].evidence["judged_at_step"] == 50
+    assert found[0].evidence["min_observations"] == MIN_OBSERVATIONS
+    assert found[0].evidence["dead_units"] == 32 and found[0].evidence["died_during_training"] >= 30
