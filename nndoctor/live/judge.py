@@ -146,10 +146,12 @@ class Judge:
         if len(self._spikes) < SPIKE_COUNT:
             return None
         first, peak = self._spikes[0], max(s[1] for s in self._spikes)
+        # a median of exactly 0 (a memorised batch's loss underflows) has no ratio to show
+        times = f"{first[1] / first[2]:.1f}x; " if first[2] > 0 else ""
         return self._add(make_finding(
             "loss-spike", CHECK, None,
             f"At step {first[0] + 1} the loss jumped to {first[1]:.4g} from a running median of "
-            f"{first[2]:.4g} ({first[1] / first[2]:.1f}x; the run started at {self._first_losses:.4g}) "
+            f"{first[2]:.4g} ({times}the run started at {self._first_losses:.4g}) "
             f"and spiked {len(self._spikes)} times within {SPIKE_SPAN} steps (peak {peak:.4g}).",
             {"step": first[0], "loss": first[1], "median": first[2], "peak": peak,
              "spikes": [s[0] for s in self._spikes], "initial_median": self._first_losses}))
@@ -303,7 +305,7 @@ class Judge:
                 f"At step {step + 1} {scan.dead} of the {of} ({pct:.1f}%) of {name} have not fired on "
                 f"their last {scan.observations} or more observations each (sampled every "
                 f"{self.h.every} steps; threshold {DEAD_THRESHOLD:g}%).{died}",
-                {"step": died_by, "died_by_step": died_by, "judged_at_step": step,
+                {"step": died_by, "died_by_step": died_by, "judged_at_step": step, "scan_period": scan.period,
                  "dead_pct": round(pct, 2), "dead_units": scan.dead, "judged_units": scan.judged,
                  "total_units": scan.units, "observations_per_unit": scan.observations,
                  "min_observations": self.h.min_observations, "died_during_training": scan.fired_before,

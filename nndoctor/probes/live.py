@@ -8,7 +8,10 @@ works on any loop. What it attaches, all removed in `remove()`:
   optimizer (the one given, else the first that steps), so gradient accumulation
   counts once. At the pre-hook (before the update) the step's loss and total
   gradient norm are read with ONE host sync; with a closure (LBFGS, Lightning's
-  automatic optimisation runs forward and backward inside `step`), at the post-hook;
+  automatic optimisation runs forward and backward inside `step`), at the post-hook.
+  The loss is read every step; the gradient norm every step while it costs at most
+  NORM_BUDGET of the step's time (a real model's step), else every few steps (a tiny
+  model on a CPU, where its fixed ~30 us is 5-10% of a step) and on every sampled step;
 - `torch.Tensor.backward`, wrapped: the scalar it is called on is the step's loss
   (kept as a detached device tensor until the step's sync); a loss that
   `GradScaler.scale` made is replaced by the unscaled one;
@@ -22,7 +25,12 @@ works on any loop. What it attaches, all removed in `remove()`:
   `training_step` calls) one forward pre-hook kept for the whole run, which keeps
   the step's inputs and RNG state so that a non-finite step can be re-run under
   `train_run._Tracer` before its update is applied, and a sampled step's forward
-  re-run (no gradient) under the activation scan.
+  re-run (no gradient) under the activation scan (`activations.scan_activations`), on
+  every sampled step while it costs at most SCAN_BUDGET of the time between two of them.
+
+A non-finite gradient whose loss is finite, on a step that did not read the norm, is
+seen at the next step that does, or at the next step's loss (the update made the
+weights non-finite: then localised to the parameters).
 
 It fills a `History` (one entry per optimizer step) and calls `on_step(step)` after
 each step's record and `on_step_end()` after the step; judging is the caller's
@@ -32,6 +40,7 @@ each step's record and `on_step_end()` after the step; judging is the caller's
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -45,6 +54,17 @@ from .train_run import _kind_of, _nonfinite_leaf, _Tracer
 # Modules whose train/eval mode changes what the forward computes: the ones that make
 # eval-mode-in-training a bug rather than a no-op.
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+# The share of the user's step time the per-step gradient norm may take. Reading it costs a
+# fixed ~20-40 us on a CPU (one norm kernel per parameter, a stack, the sync): nothing against a
+# real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
+# sample scripts' 0.4-2 ms steps. There it is read every few steps instead (at most every
+# `every`, and always on sampled steps); the loss is still read, and checked, every step.
+NORM_BUDGET = 0.01
+# The same for the activation scan of sampled steps (a forward without gradient, re-run under
+# a TorchFunctionMode): ~1-2 forward passes on a real model, so every sampled step costs it
+# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs
+# on every k-th sampled step only, k keeping it within SCAN_BUDGET of the step time.
+SCAN_BUDGET = 0.02
 
 
 @dataclass
@@ -78,6 +98,7 @@ class UnitScan:
     died_steps: list  # per dead unit, sorted: the first sampled step of its silent streak
     fired_before: int  # of the dead units, those that fired on an earlier sampled step
     observations: int  # the fewest silent observations among the dead units (0: none dead)
+    period: int = 0  # steps since the scan before this one (0: the first): died_steps' precision
 
 
 @dataclass
@@ -155,6 +176,12 @@ class LiveProbe:
         self._layers: Optional[list] = None  # [(path, [params])] weight layers, in the order they ran
         self._nonzero: set = set()  # ids of params with a nonzero gradient on some sampled step
         self._sites: dict = {}  # where -> _SiteState
+        self._sparse: Optional[bool] = None  # some gradient is sparse (checked until one is dense)
+        self._last_record: Optional[float] = None  # perf_counter at the last step's record
+        self._step_seconds: Optional[float] = None  # the time between two steps, smoothed
+        self._next_norm = 0  # the next step that reads the gradient norm
+        self._next_scan = 0  # the first sampled step from which the next activation scan is due
+        self._last_scan: Optional[int] = None  # the step of the last activation scan
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -295,14 +322,24 @@ class LiveProbe:
         return self._params_cache[2], self._params_cache[1]
 
     def _record(self, optimizer, skipped: bool) -> None:
-        """One step's loss, gradient norm and LR, with one host sync; then `on_step`."""
+        """One step's loss, gradient norm (when due, see NORM_BUDGET) and LR, with one host
+        sync; then `on_step`."""
         h = self.history
         step = h.steps
         sampled = step % self.every == 0
+        now = time.perf_counter()
+        if self._last_record is not None:  # the user's step time, smoothed (ours included)
+            interval = now - self._last_record
+            self._step_seconds = interval if self._step_seconds is None else \
+                0.9 * self._step_seconds + 0.1 * interval
+        self._last_record = now
         params, one_device = self._params(optimizer)
-        grads = [] if skipped else [p.grad for p in params if p.grad is not None]
-        if any(g.is_sparse for g in grads):
-            grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
+        with_norm = not skipped and (sampled or step >= self._next_norm)
+        grads = [p.grad for p in params if p.grad is not None] if with_norm else []
+        if grads and self._sparse is not False:
+            self._sparse = any(g.is_sparse for g in grads)
+            if self._sparse:
+                grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
         losses = self._losses
         self._losses = []
         parts = []
@@ -317,10 +354,20 @@ class LiveProbe:
                 else [torch.linalg.vector_norm(g).float() for g in grads]
             device = parts[0].device if parts else norms[0].device
             parts += [n if n.device == device else n.to(device) for n in norms]
-        values = torch.stack(parts).tolist() if parts else []  # the step's one host sync
+            values = torch.stack(parts).tolist()  # the step's one host sync
+        else:
+            values = [parts[0].item()] if parts else []  # the loss alone: the step's one sync
+        if with_norm:
+            self._pace_norms(step, time.perf_counter() - now)
         loss = values.pop(0) if losses else math.nan
-        norm = math.sqrt(math.fsum(v * v for v in values)) if grads else (None if skipped else 0.0)
-        lr = max((float(g["lr"]) for g in optimizer.param_groups if "lr" in g), default=None)
+        norm = math.sqrt(math.fsum(v * v for v in values)) if grads else \
+            (0.0 if with_norm else None)
+        lr = None
+        for group in optimizer.param_groups:
+            value = group.get("lr")
+            if value is not None:
+                value = float(value)
+                lr = value if lr is None or value > lr else lr
         h.losses.append(loss)
         h.grad_norms.append(norm)
         h.lrs.append(lr)
@@ -335,6 +382,13 @@ class LiveProbe:
                 math.isfinite(loss) and (norm is None or math.isfinite(norm))):
             h.nonfinite = self._localise(step, loss, norm, params)
         self.on_step(step)
+
+    def _pace_norms(self, step: int, cost: float) -> None:
+        """The next step that reads the gradient norm: the next one when that costs at most
+        NORM_BUDGET of a step, else as many steps later as keep it there (at most `every`)."""
+        budget = NORM_BUDGET * (self._step_seconds or 0.0)
+        period = 1 if budget <= 0 or cost <= budget else min(self.every, math.ceil(cost / budget))
+        self._next_norm = step + period
 
     def _end_step(self) -> None:
         self._end_sampled()
@@ -403,8 +457,13 @@ class LiveProbe:
             if self._mode_modules[module] is None:
                 self._mode_modules[module] = self._module_name(module)
         self._layer_rms(step, grad_norm)
-        if self.scan_units:
+        if self.scan_units and step >= self._next_scan:
+            began = time.perf_counter()
             self._scan(step)
+            budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
+            cost = time.perf_counter() - began
+            periods = 1 if budget <= 0 or cost <= budget else math.ceil(cost / budget)
+            self._next_scan = step + periods * self.every
 
     def _layer_rms(self, step: int, grad_norm: dict) -> None:
         """The RMS gradient of each weight layer (its >= 2-D parameters) that got a nonzero one."""
@@ -472,7 +531,9 @@ class LiveProbe:
             scans.append(UnitScan(where=where, kind=stats.kind, after=after, units=stats.units,
                                   judged=int(judged.sum()), dead=int(dead.sum()), died_steps=died,
                                   fired_before=int((dead & earlier).sum()),
-                                  observations=int(site.silent[dead].min()) if died else 0))
+                                  observations=int(site.silent[dead].min()) if died else 0,
+                                  period=step - self._last_scan if self._last_scan is not None else 0))
+        self._last_scan = step
         if scans:
             self.history.unit_scans[step] = scans
 
