@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -334,3 +335,28 @@ def test_a_spike_from_a_median_of_exactly_zero_does_not_break_the_run():
         found += judge.on_step(step)
     spikes = [f for f in found if f.code == "loss-spike"]
     assert spikes and spikes[0].evidence["median"] == 0.0 and "x;" not in spikes[0].message
+
+
+def test_watching_leaves_the_users_run_bit_for_bit_unchanged():
+    """The sampled steps' activation scan re-runs the forward: RNG, BatchNorm statistics and
+    every buffer are put back, so a watched run ends with the very weights of an unwatched one."""
+    import torch
+
+    import nndoctor
+
+    def train(watched: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                    torch.nn.Dropout(0.3), torch.nn.Linear(32, 1))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        with (nndoctor.watch(model, opt, every=5) if watched else contextlib.nullcontext()):
+            for _ in range(40):
+                x = torch.randn(64, 8)
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), x.sum(1, keepdim=True)).backward()
+                opt.step()
+        return [t.clone() for t in list(model.parameters()) + list(model.buffers())], torch.randn(3)
+
+    bare, watched = train(False), train(True)
+    assert all(torch.equal(a, b) for a, b in zip(bare[0], watched[0]))
+    assert torch.equal(bare[1], watched[1])  # the RNG stream goes on where it would have

@@ -496,6 +496,9 @@ class LiveProbe:
             return
         module = call["module"]
         rng = torch.get_rng_state()
+        # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
+        # its calls or keeps running statistics of its own must not see the re-run
+        buffers = [(b, b.detach().clone()) for b in module.buffers()]
         self._busy = True
         try:
             scan = scan_activations(module, [call], lambda c: module(*c["args"], **c["kwargs"]))
@@ -504,6 +507,9 @@ class LiveProbe:
             self.notes.append(f"the activation scan could not run on this model: {type(exc).__name__}: {exc}")
             return
         finally:
+            with torch.no_grad():
+                for b, value in buffers:
+                    b.copy_(value)
             torch.set_rng_state(rng)
             self._busy = False
         prefix = self._module_name(module) if module not in self.roots else ""
