@@ -60,6 +60,12 @@ MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm
 # sample scripts' 0.4-2 ms steps. There it is read every few steps instead (at most every
 # `every`, and always on sampled steps); the loss is still read, and checked, every step.
 NORM_BUDGET = 0.01
+# A norm more than 2x the last one read (a few steps before) is read again at the next step,
+# and so on while it keeps growing; a loss more than 2x (or non-finite) the one of the last
+# step that read the norm has its norm read at once. Healthy runs' losses and norms move by
+# well under 2x over a few steps once past the first ones; a diverging run's grow
+# geometrically (warmup_nan: the loss 8 -> 50 -> 10781 -> 3e12 -> inf in its last steps).
+NORM_GROWTH = 2.0
 # The same for the activation scan of sampled steps (a forward without gradient, re-run under
 # a TorchFunctionMode): ~1-2 forward passes on a real model, so every sampled step costs it
 # ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs
@@ -180,6 +186,8 @@ class LiveProbe:
         self._last_record: Optional[float] = None  # perf_counter at the last step's record
         self._step_seconds: Optional[float] = None  # the time between two steps, smoothed
         self._next_norm = 0  # the next step that reads the gradient norm
+        self._last_norm: Optional[float] = None  # the last gradient norm read
+        self._norm_loss: Optional[float] = None  # the loss of the last step that read the norm
         self._next_scan = 0  # the first sampled step from which the next activation scan is due
         self._last_scan: Optional[int] = None  # the step of the last activation scan
 
@@ -357,11 +365,23 @@ class LiveProbe:
             values = torch.stack(parts).tolist()  # the step's one host sync
         else:
             values = [parts[0].item()] if parts else []  # the loss alone: the step's one sync
-        if with_norm:
-            self._pace_norms(step, time.perf_counter() - now)
+            if not skipped and values and self._loss_jumped(values[0]):
+                # a loss far above the last one that came with a norm, or non-finite: read the
+                # norm now too (a second sync, on such steps only)
+                with_norm = True
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads and self._sparse:
+                    grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
+                if grads:
+                    values += (torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)) if one_device
+                               else torch.stack([torch.linalg.vector_norm(g).float() for g in grads])).tolist()
         loss = values.pop(0) if losses else math.nan
+        if with_norm:
+            self._norm_loss = loss
         norm = math.sqrt(math.fsum(v * v for v in values)) if grads else \
             (0.0 if with_norm else None)
+        if with_norm:
+            self._pace_norms(step, time.perf_counter() - now, norm)
         lr = None
         for group in optimizer.param_groups:
             value = group.get("lr")
@@ -383,11 +403,19 @@ class LiveProbe:
             h.nonfinite = self._localise(step, loss, norm, params)
         self.on_step(step)
 
-    def _pace_norms(self, step: int, cost: float) -> None:
+    def _loss_jumped(self, loss: float) -> bool:
+        last = self._norm_loss
+        return not math.isfinite(loss) or (last is not None and last > 0 and loss > NORM_GROWTH * last)
+
+    def _pace_norms(self, step: int, cost: float, norm: Optional[float]) -> None:
         """The next step that reads the gradient norm: the next one when that costs at most
-        NORM_BUDGET of a step, else as many steps later as keep it there (at most `every`)."""
+        NORM_BUDGET of a step, or while the norm grows (NORM_GROWTH since the last read: an
+        exploding gradient is followed step by step to its overflow), else as many steps
+        later as keep it within the budget (at most `every`)."""
+        last, self._last_norm = self._last_norm, norm
+        growing = norm is not None and last is not None and not norm <= NORM_GROWTH * last
         budget = NORM_BUDGET * (self._step_seconds or 0.0)
-        period = 1 if budget <= 0 or cost <= budget else min(self.every, math.ceil(cost / budget))
+        period = 1 if growing or budget <= 0 or cost <= budget else min(self.every, math.ceil(cost / budget))
         self._next_norm = step + period
 
     def _end_step(self) -> None:
