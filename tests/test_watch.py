@@ -287,11 +287,14 @@ def test_api_not_in_optimizer_and_grad_accumulation_counts_one_step():
     assert {f.where for f in report.findings if f.code == "not-in-optimizer"} == {"2.weight", "2.bias"}
 
 
-def test_probe_layer_rms_is_the_gradients_rms_and_dead_units_have_the_step_they_died_by():
+def test_probe_layer_rms_is_the_gradients_rms_and_dead_units_have_the_step_they_died_by(monkeypatch):
     import torch
 
     import nndoctor
+    import nndoctor.probes.live as live
     from nndoctor.probes.activations import MIN_OBSERVATIONS
+
+    monkeypatch.setattr(live, "SCAN_BUDGET", math.inf)  # scan every sampled step, whatever it costs
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32),

@@ -415,7 +415,8 @@ class LiveProbe:
         last, self._last_norm = self._last_norm, norm
         growing = norm is not None and last is not None and not norm <= NORM_GROWTH * last
         budget = NORM_BUDGET * (self._step_seconds or 0.0)
-        period = 1 if growing or budget <= 0 or cost <= budget else min(self.every, math.ceil(cost / budget))
+        period = 1 if growing or not budget > 0 or cost <= budget else \
+            min(self.every, math.ceil(cost / budget))
         self._next_norm = step + period
 
     def _end_step(self) -> None:
@@ -490,7 +491,7 @@ class LiveProbe:
             self._scan(step)
             budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
             cost = time.perf_counter() - began
-            periods = 1 if budget <= 0 or cost <= budget else math.ceil(cost / budget)
+            periods = 1 if not budget > 0 or cost <= budget else math.ceil(cost / budget)
             self._next_scan = step + periods * self.every
 
     def _layer_rms(self, step: int, grad_norm: dict) -> None:
