@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from ..live.observer import Watcher
+    from ..report.findings import Report
 
 
 class WatchingCallback:
@@ -12,8 +16,8 @@ class WatchingCallback:
 
     def __init__(self, every: int = 50, fail_on: Optional[str] = None, print_report: bool = True):
         self.every, self.fail_on, self.print_report = every, fail_on, print_report
-        self.watcher = None
-        self.report = None
+        self.watcher: Optional[Watcher] = None
+        self.report: Optional[Report] = None
 
     def _start(self, model: Any) -> None:
         from ..live.observer import Watcher
@@ -21,9 +25,10 @@ class WatchingCallback:
         if self.watcher is not None:  # a previous fit that ended without its end hook
             self._finish()
         self.report = None
-        self.watcher = Watcher(model, every=self.every, fail_on=self.fail_on,
-                               target=f"{type(self).__module__.rpartition('.')[2]} run")
-        self.watcher.start()
+        watcher = Watcher(model, every=self.every, fail_on=self.fail_on,
+                          target=f"{type(self).__module__.rpartition('.')[2]} run")
+        self.watcher = watcher
+        watcher.start()
 
     def _val_loss(self, value: Any) -> None:
         if self.watcher is None or value is None:

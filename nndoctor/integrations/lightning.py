@@ -17,7 +17,7 @@ from ._common import WatchingCallback
 
 
 def _bases() -> tuple:
-    bases = []
+    bases: list[type] = []
     try:
         from lightning.pytorch import Callback
         bases.append(Callback)
@@ -43,7 +43,7 @@ def _val_metric(metrics: dict) -> Optional[float]:
     return None
 
 
-class DoctorCallback(WatchingCallback, *_bases()):
+class DoctorCallback(WatchingCallback, *_bases()):  # type: ignore[misc]  # Lightning's Callback, found at import
     """Watches `trainer.fit` and prints nndoctor's report at its end; `.report` keeps it."""
 
     def __init__(self, every: int = 50, fail_on: Optional[str] = None, print_report: bool = True):

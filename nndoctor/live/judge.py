@@ -1,7 +1,7 @@
 """Judging a watched run: the per-step records to findings (thresholds live here).
 
-No torch: the observer (`observer.py`) measures and fills a `History`; this module
-reads it. `on_step` runs at every step (cheap: a few comparisons, a median over a
+The live probe (`nndoctor.probes.live`) measures and fills a `History`; this module
+reads it and does no tensor work. `on_step` runs at every step (cheap: a few comparisons, a median over a
 short window every few steps) so that a finding carries the step it appeared at
 and `fail_on` can stop the loop there; `finish` adds what only the whole run can
 say (the loss trend, overfitting, a parameter that never got a gradient).
@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
 from typing import Optional
 
+from ..checks.dead import DEFAULTS as DEAD_DEFAULTS
+from ..checks.dead import MIN_UNITS
+from ..checks.grads import VANISHING_RATIO
+from ..probes.live import History, NonFiniteEvent
 from ..report.findings import Finding, make_finding
+
+__all__ = ["History", "Judge", "NonFiniteEvent", "describe_nonfinite"]
 
 CHECK = "watch"
 
@@ -76,46 +81,20 @@ MIN_VAL_POINTS = 3
 # every one of at least NO_GRAD_MIN_SAMPLES sampled steps.
 NO_GRAD_MIN_SAMPLES = 3
 
+# --- vanishing-gradient: `check`'s bar (checks/grads.VANISHING_RATIO, measured there): the RMS
+# gradient of the first weight layer over the last hidden one's (the output layer left out,
+# as there), the median over the last VANISH_WINDOW sampled steps, once VANISH_MIN_SAMPLES
+# of them are in: the median keeps one odd batch from deciding, the window lets a gradient
+# that vanishes later in the run (units saturating) show through an early healthy phase.
+VANISH_WINDOW = 5
+VANISH_MIN_SAMPLES = 3
 
-@dataclass
-class NonFiniteEvent:
-    """Where the first NaN/Inf of the run came from (see observer.localise)."""
-
-    step: int
-    kind: str  # "loss", "forward", "backward", "parameter", "input", "gradient"
-    where: Optional[str] = None
-    scope: str = "model"
-    op: Optional[str] = None
-    value: Optional[str] = None
-    source: Optional[tuple] = None
-    loss: Optional[float] = None
-    grad_norm: Optional[float] = None
-    params: list = field(default_factory=list)
-    reproduced: bool = True
-
-
-@dataclass
-class History:
-    """What the observer recorded, one entry per optimizer step (taken or skipped)."""
-
-    every: int
-    losses: list = field(default_factory=list)  # float, nan when none was seen
-    grad_norms: list = field(default_factory=list)  # total norm; None on skipped steps
-    lrs: list = field(default_factory=list)  # max over groups
-    skipped: list = field(default_factory=list)
-    scaler_seen: bool = False
-    val_losses: list = field(default_factory=list)  # (step, value)
-    eval_modules: dict = field(default_factory=dict)  # step -> [module paths in eval]
-    clip_scaled: list = field(default_factory=list)  # steps at which clipping saw scaled grads
-    clip_scale: Optional[float] = None  # the GradScaler's scale at the first of them
-    nonfinite: Optional[NonFiniteEvent] = None
-    no_grad_samples: dict = field(default_factory=dict)  # param name -> sampled steps without gradient
-    samples: int = 0  # sampled steps judged for no-gradient
-    not_in_optimizer: list = field(default_factory=list)
-
-    @property
-    def steps(self) -> int:
-        return len(self.losses)
+# --- dead-neurons: `check`'s bars (checks/dead.DEFAULTS["threshold"], dead.MIN_UNITS): more than
+# 50% of a rectifier's judged units dead. A unit is dead once it has been silent (never > 0)
+# on its last probes/activations.MIN_OBSERVATIONS (299) finite observations or more, counted
+# over the sampled steps' activation scans: the observations `check` needs before calling a
+# unit that fires 1% of the time dead (95% confidence), so a rarely firing unit is not.
+DEAD_THRESHOLD = DEAD_DEFAULTS["threshold"]
 
 
 class Judge:
@@ -132,6 +111,7 @@ class Judge:
         self._spikes: list = []
         self._baseline: Optional[tuple] = None
         self._first_taken: Optional[int] = None
+        self._ratios: list = []  # (sampled step, first/last hidden RMS gradient, first, last)
 
     def _add(self, finding: Finding) -> Optional[Finding]:
         key = (finding.code, finding.where)
@@ -144,7 +124,8 @@ class Judge:
     def on_step(self, step: int) -> list:
         """Findings that appear at `step` (the step just recorded)."""
         new = [self._spike(step), self._amp(step), self._lr(step), self._exploding(step),
-               self._clip(step), self._eval_mode(step), self._nonfinite(step)]
+               self._clip(step), self._eval_mode(step), self._nonfinite(step), self._vanishing(step)]
+        new += self._dead(step)
         if step == 0:
             new += self._not_in_optimizer()
         return [f for f in new if f is not None]
@@ -165,10 +146,12 @@ class Judge:
         if len(self._spikes) < SPIKE_COUNT:
             return None
         first, peak = self._spikes[0], max(s[1] for s in self._spikes)
+        # a median of exactly 0 (a memorised batch's loss underflows) has no ratio to show
+        times = f"{first[1] / first[2]:.1f}x; " if first[2] > 0 else ""
         return self._add(make_finding(
             "loss-spike", CHECK, None,
             f"At step {first[0] + 1} the loss jumped to {first[1]:.4g} from a running median of "
-            f"{first[2]:.4g} ({first[1] / first[2]:.1f}x; the run started at {self._first_losses:.4g}) "
+            f"{first[2]:.4g} ({times}the run started at {self._first_losses:.4g}) "
             f"and spiked {len(self._spikes)} times within {SPIKE_SPAN} steps (peak {peak:.4g}).",
             {"step": first[0], "loss": first[1], "median": first[2], "peak": peak,
              "spikes": [s[0] for s in self._spikes], "initial_median": self._first_losses}))
@@ -276,6 +259,59 @@ class Judge:
              "last_finite_losses": [v for v in self.h.losses[:step] if math.isfinite(v)][-5:]},
             source=event.source))
 
+    def _vanishing(self, step: int) -> Optional[Finding]:
+        layers = self.h.layer_rms.get(step)
+        if not layers:
+            return None
+        hidden = layers[:-1]  # the output layer aside (see checks/grads.VANISHING_RATIO)
+        if len(hidden) < 2 or not hidden[-1][1] > 0:
+            return None
+        (first, first_rms), (last, last_rms) = hidden[0], hidden[-1]
+        self._ratios.append((step, first_rms / last_rms, first, last))
+        window = [r for r in self._ratios[-VANISH_WINDOW:] if r[2] == first and r[3] == last]
+        if len(window) < VANISH_MIN_SAMPLES or ("vanishing-gradient", first) in self._seen:
+            return None
+        median = statistics.median(r[1] for r in window)
+        if median >= VANISHING_RATIO:
+            return None
+        since = next(r[0] for r in window if r[1] < VANISHING_RATIO)
+        orders = f"{-math.log10(median):.0f} orders of magnitude" if median > 0 else "infinitely"
+        return self._add(make_finding(
+            "vanishing-gradient", CHECK, first,
+            f"From step {since + 1} the first layer `{first}` gets gradients {orders} smaller than the "
+            f"last hidden layer `{last}` (RMS gradient ratio {median:.1e}, the median over {len(window)} "
+            f"sampled steps up to step {step + 1}; threshold {VANISHING_RATIO:g}).",
+            {"step": since, "ratio": median, "ratios": [r[1] for r in window],
+             "sampled_steps": [r[0] for r in window], "threshold": VANISHING_RATIO,
+             "first_layer": first, "last_layer": last, "first_rms": first_rms, "last_rms": last_rms}))
+
+    def _dead(self, step: int) -> list:
+        found = []
+        for scan in self.h.unit_scans.get(step, ()):
+            if not scan.judged or ("dead-neurons", scan.where) in self._seen:
+                continue
+            needed = _dead_needed(scan.judged)
+            if scan.dead < needed:
+                continue
+            died_by = scan.died_steps[needed - 1]  # by then more than the threshold were silent
+            pct = 100.0 * scan.dead / scan.judged
+            of = f"{scan.judged} judged units" if scan.judged < scan.units else f"{scan.units} units"
+            name = f"{scan.kind} `{scan.where}`" + (f" (after `{scan.after}`)" if ":" in scan.where
+                                                     and scan.after else "")
+            died = (f" {scan.fired_before} of them fired on an earlier sampled step: they died during "
+                    f"training, by step {died_by + 1}." if scan.fired_before else "")
+            found.append(self._add(make_finding(
+                "dead-neurons", CHECK, scan.where,
+                f"At step {step + 1} {scan.dead} of the {of} ({pct:.1f}%) of {name} have not fired on "
+                f"their last {scan.observations} or more observations each (sampled every "
+                f"{self.h.every} steps; threshold {DEAD_THRESHOLD:g}%).{died}",
+                {"step": died_by, "died_by_step": died_by, "judged_at_step": step, "scan_period": scan.period,
+                 "dead_pct": round(pct, 2), "dead_units": scan.dead, "judged_units": scan.judged,
+                 "total_units": scan.units, "observations_per_unit": scan.observations,
+                 "min_observations": self.h.min_observations, "died_during_training": scan.fired_before,
+                 "activation": scan.kind, "after": scan.after, "threshold": DEAD_THRESHOLD})))
+        return [f for f in found if f is not None]
+
     def _not_in_optimizer(self) -> list:
         return [self._add(make_finding(
             "not-in-optimizer", CHECK, name,
@@ -334,6 +370,14 @@ class Judge:
             f"The parameter `{name}` got no gradient (None or all zeros) on any of the "
             f"{self.h.samples} sampled steps.", {"step": 0, "sampled_steps": self.h.samples}))
             for name, count in self.h.no_grad_samples.items() if count >= self.h.samples]
+
+
+def _dead_needed(judged: int) -> int:
+    """The fewest dead units among `judged` that make a finding: more than DEAD_THRESHOLD
+    percent of them, or all of a layer below checks/dead.MIN_UNITS units (dead._over's rule)."""
+    if judged < MIN_UNITS:
+        return judged
+    return math.floor(DEAD_THRESHOLD * judged / 100) + 1
 
 
 def describe_nonfinite(event: NonFiniteEvent) -> str:

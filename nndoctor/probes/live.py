@@ -1,0 +1,703 @@
+"""The live probe: measuring the user's own training loop through torch's global hooks.
+
+`LiveProbe(history, model=None, optimizer=None, every=50)` takes a model and an
+optimizer (either may be None: found from the first steps), not a Session, so it
+works on any loop. What it attaches, all removed in `remove()`:
+
+- global optimizer step pre/post hooks: a step is one step of the primary
+  optimizer (the one given, else the first that steps), so gradient accumulation
+  counts once. At the pre-hook (before the update) the step's loss and total
+  gradient norm are read with ONE host sync; with a closure (LBFGS, Lightning's
+  automatic optimisation runs forward and backward inside `step`), at the post-hook.
+  The loss is read every step; the gradient norm every step while it costs at most
+  NORM_BUDGET of the step's time (a real model's step), else every few steps (a tiny
+  model on a CPU, where its fixed ~30 us is 5-10% of a step) and on every sampled step;
+- `torch.Tensor.backward`, wrapped: the scalar it is called on is the step's loss
+  (kept as a detached device tensor until the step's sync); a loss that
+  `GradScaler.scale` made is replaced by the unscaled one;
+- `GradScaler.scale/unscale_/step`, wrapped: a `scaler.step` that did not reach the
+  optimizer's step is a skipped step; `clip_grad_norm_` (wrapped too) while a scaled
+  backward has not been unscaled is clip-before-unscale;
+- on sampled steps only (every `every`-th), global module forward hooks: which
+  modules run the forward (the model's root, found once, its Dropout/BatchNorm
+  modules, the order the weight layers run in), and on the modules the step's
+  forward enters by (the roots, or the submodules a LightningModule's
+  `training_step` calls) one forward pre-hook kept for the whole run, which keeps
+  the step's inputs and RNG state so that a non-finite step can be re-run under
+  `train_run._Tracer` before its update is applied, and a sampled step's forward
+  re-run (no gradient) under the activation scan (`activations.scan_activations`), on
+  every sampled step while it costs at most SCAN_BUDGET of the time between two of them.
+
+A non-finite gradient whose loss is finite, on a step that did not read the norm, is
+seen at the next step that does, or at the next step's loss (the update made the
+weights non-finite: then localised to the parameters).
+
+It fills a `History` (one entry per optimizer step) and calls `on_step(step)` after
+each step's record and `on_step_end()` after the step; judging is the caller's
+(`nndoctor.live`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+from torch.utils._pytree import tree_leaves
+
+from .activations import RECTIFIER, scan_activations
+from .train_run import _kind_of, _nonfinite_leaf, _Tracer
+
+# Modules whose train/eval mode changes what the forward computes: the ones that make
+# eval-mode-in-training a bug rather than a no-op.
+MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+# The share of the user's step time the per-step gradient norm may take. Reading it costs a
+# fixed ~20-40 us on a CPU (one norm kernel per parameter, a stack, the sync): nothing against a
+# real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
+# sample scripts' 0.4-2 ms steps. There it is read every few steps instead (at most every
+# `every`, and always on sampled steps); the loss is still read, and checked, every step.
+NORM_BUDGET = 0.01
+# A norm more than 2x the last one read (a few steps before) is read again at the next step,
+# and so on while it keeps growing; a loss more than 2x (or non-finite) the one of the last
+# step that read the norm has its norm read at once. Healthy runs' losses and norms move by
+# well under 2x over a few steps once past the first ones; a diverging run's grow
+# geometrically (warmup_nan: the loss 8 -> 50 -> 10781 -> 3e12 -> inf in its last steps).
+NORM_GROWTH = 2.0
+# The same for the activation scan of sampled steps (a forward without gradient, re-run under
+# a TorchFunctionMode): ~1-2 forward passes on a real model, so every sampled step costs it
+# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs
+# on every k-th sampled step only, k keeping it within SCAN_BUDGET of the step time.
+SCAN_BUDGET = 0.02
+
+
+@dataclass
+class NonFiniteEvent:
+    """Where the first NaN/Inf of the run came from (see LiveProbe._localise)."""
+
+    step: int
+    kind: str  # "loss", "forward", "backward", "parameter", "input", "gradient"
+    where: Optional[str] = None
+    scope: str = "model"
+    op: Optional[str] = None
+    value: Optional[str] = None
+    source: Optional[tuple] = None
+    loss: Optional[float] = None
+    grad_norm: Optional[float] = None
+    params: list = field(default_factory=list)
+    reproduced: bool = True
+
+
+@dataclass
+class UnitScan:
+    """One rectifier of the model on a sampled step, counted since the run began (see
+    LiveProbe._scan): how many of its units have been silent long enough to be dead."""
+
+    where: str
+    kind: str
+    after: Optional[str]
+    units: int
+    judged: int  # units with at least min_observations finite observations since the start
+    dead: int  # judged units silent on their last min_observations (or more) observations
+    died_steps: list  # per dead unit, sorted: the first sampled step of its silent streak
+    fired_before: int  # of the dead units, those that fired on an earlier sampled step
+    observations: int  # the fewest silent observations among the dead units (0: none dead)
+    period: int = 0  # steps since the scan before this one (0: the first): died_steps' precision
+
+
+@dataclass
+class History:
+    """What the probe recorded, one entry per optimizer step (taken or skipped)."""
+
+    every: int
+    losses: list = field(default_factory=list)  # float, nan when none was seen
+    grad_norms: list = field(default_factory=list)  # total norm; None on skipped steps
+    lrs: list = field(default_factory=list)  # max over groups
+    skipped: list = field(default_factory=list)
+    scaler_seen: bool = False
+    val_losses: list = field(default_factory=list)  # (step, value)
+    eval_modules: dict = field(default_factory=dict)  # step -> [module paths in eval]
+    clip_scaled: list = field(default_factory=list)  # steps at which clipping saw scaled grads
+    clip_scale: Optional[float] = None  # the GradScaler's scale at the first of them
+    nonfinite: Optional[NonFiniteEvent] = None
+    no_grad_samples: dict = field(default_factory=dict)  # param name -> sampled steps without gradient
+    samples: int = 0  # sampled steps judged for no-gradient
+    not_in_optimizer: list = field(default_factory=list)
+    # sampled step -> [(weight layer path, RMS gradient)] from the input side to the loss
+    layer_rms: dict = field(default_factory=dict)
+    # sampled step -> [UnitScan] for each rectifier the step's forward went through
+    unit_scans: dict = field(default_factory=dict)
+    min_observations: int = 0  # the observations a unit needs to be called dead
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+
+class _SiteState:
+    """Per rectifier call site: per unit, observations since it last fired, and since when."""
+
+    def __init__(self, units: int):
+        self.seen = torch.zeros(units, dtype=torch.int64)  # finite observations since the start
+        self.silent = torch.zeros(units, dtype=torch.int64)  # finite observations since it last fired
+        self.since = torch.zeros(units, dtype=torch.int64)  # the sampled step its silence began
+        self.fired = torch.zeros(units, dtype=torch.bool)  # fired on some sampled step
+
+
+class LiveProbe:
+    """Measure training steps into `history` from `install()` to `remove()`."""
+
+    def __init__(self, history: History, model: Optional[nn.Module] = None, optimizer: Any = None, *,
+                 every: int = 50, on_step: Optional[Callable[[int], None]] = None,
+                 on_step_end: Optional[Callable[[], None]] = None, scan_units: bool = True,
+                 min_observations: int = 0, skip_layers: tuple = ()):
+        self.history, self.every = history, int(every)
+        self.optimizer = optimizer
+        self.roots: list = [model] if model is not None else []
+        self.on_step = on_step or (lambda step: None)
+        self.on_step_end = on_step_end or (lambda: None)
+        self.scan_units, self.min_observations = scan_units, min_observations
+        history.min_observations = min_observations
+        self.skip_layers = skip_layers  # weight layers left out of layer_rms (sparse gradients)
+        self.notes: list = []
+        self._undo: list = []  # (object, attribute, original) patches
+        self._handles: list = []  # hook handles for the whole run
+        self._sampled_handles: list = []  # global module hooks of the current sampled step
+        self._losses: list = []  # detached loss tensors since the last step
+        self._scaled: dict = {}  # id(scaled loss) -> unscaled loss
+        self._scaled_pending = None  # the GradScaler of a scaled backward not yet unscaled
+        self._busy = False  # our own re-run: ignore hooks
+        self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
+        self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
+        self._candidates: list = []  # modules called at the top level on a sampled step
+        self._entries: set = set()  # ids of the modules whose inputs are kept (forward pre-hook)
+        self._order: dict = {}  # id(module) -> when it first ran a forward (sampled steps)
+        self._call: Optional[dict] = None  # the step's first forward inputs of an entry module
+        self._stack: list = []
+        self._params_cache: tuple = (None, None, [])
+        self._names: dict = {}  # id(param) -> name within the roots
+        self._closure_step = False
+        self._layers: Optional[list] = None  # [(path, [params])] weight layers, in the order they ran
+        self._nonzero: set = set()  # ids of params with a nonzero gradient on some sampled step
+        self._sites: dict = {}  # where -> _SiteState
+        self._sparse: Optional[bool] = None  # some gradient is sparse (checked until one is dense)
+        self._last_record: Optional[float] = None  # perf_counter at the last step's record
+        self._step_seconds: Optional[float] = None  # the time between two steps, smoothed
+        self._next_norm = 0  # the next step that reads the gradient norm
+        self._last_norm: Optional[float] = None  # the last gradient norm read
+        self._norm_loss: Optional[float] = None  # the loss of the last step that read the norm
+        self._next_scan = 0  # the first sampled step from which the next activation scan is due
+        self._last_scan: Optional[int] = None  # the step of the last activation scan
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def install(self) -> None:
+        try:
+            self._install()
+            if self.roots:
+                self._adopt_roots(self.roots)
+            self._begin_step()
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        self._end_sampled()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        for obj, attr, original in reversed(self._undo):
+            setattr(obj, attr, original)
+        self._undo = []
+
+    def log_loss(self, loss: Any) -> None:
+        """The step's loss as the user gives it (overrides the one seen through backward)."""
+        self._losses = [_detached(loss)]
+
+    # ------------------------------------------------------------------ installation
+
+    def _patch(self, obj: Any, attr: str, make) -> None:
+        original = getattr(obj, attr)
+        self._undo.append((obj, attr, original))
+        setattr(obj, attr, make(original))
+
+    def _install(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        self._handles.append(register_optimizer_step_pre_hook(self._pre_step))
+        self._handles.append(register_optimizer_step_post_hook(self._post_step))
+        self._patch(torch.Tensor, "backward", self._wrap_backward)
+        scaler = torch.amp.GradScaler
+        self._patch(scaler, "scale", self._wrap_scale)
+        self._patch(scaler, "unscale_", self._wrap_unscale)
+        self._patch(scaler, "step", self._wrap_scaler_step)
+        clip = torch.nn.utils.clip_grad
+        for owner in (torch.nn.utils, clip):
+            self._patch(owner, "clip_grad_norm_", self._wrap_clip)
+            self._patch(owner, "clip_grad_value_", self._wrap_clip)
+
+    def _wrap_backward(self, original):
+        probe = self
+
+        def backward(tensor, *args, **kwargs):
+            if not probe._busy and tensor.numel() == 1:
+                unscaled, scaler = probe._scaled.pop(id(tensor), (None, None))
+                if unscaled is not None:
+                    probe._scaled_pending = scaler
+                    probe.history.scaler_seen = True
+                probe._losses.append(_detached(unscaled if unscaled is not None else tensor))
+            return original(tensor, *args, **kwargs)
+        backward.__wrapped__ = original
+        return backward
+
+    def _wrap_scale(self, original):
+        probe = self
+
+        def scale(scaler, outputs):
+            scaled = original(scaler, outputs)
+            if isinstance(scaled, torch.Tensor) and scaled is not outputs:
+                probe._scaled[id(scaled)] = (outputs, scaler)
+            return scaled
+        return scale
+
+    def _wrap_unscale(self, original):
+        probe = self
+
+        def unscale_(scaler, optimizer):
+            probe._scaled_pending = None
+            return original(scaler, optimizer)
+        return unscale_
+
+    def _wrap_scaler_step(self, original):
+        probe = self
+
+        def step(scaler, optimizer, *args, **kwargs):
+            primary = probe.optimizer is None or optimizer is probe.optimizer
+            probe._stepped = False
+            result = original(scaler, optimizer, *args, **kwargs)
+            probe._scaled_pending = None
+            if primary and not probe._stepped and scaler.is_enabled():
+                probe.optimizer = probe.optimizer or optimizer
+                probe._record(optimizer, skipped=True)
+                probe._end_step()
+            return result
+        return step
+
+    def _wrap_clip(self, original):
+        probe = self
+
+        def clip(*args, **kwargs):
+            scaler = probe._scaled_pending
+            if scaler is not None and not probe._busy:
+                if not probe.history.clip_scaled:  # the scale, read once (a sync)
+                    probe.history.clip_scale = scaler.get_scale()
+                probe.history.clip_scaled.append(probe.history.steps)
+            return original(*args, **kwargs)
+        clip.__wrapped__ = original
+        return clip
+
+    # ------------------------------------------------------------------ steps
+
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        if self._busy or not self._is_primary(optimizer):
+            return
+        self._stepped = True
+        self._closure_step = bool(args and callable(args[0])) or callable(kwargs.get("closure"))
+        if not self._closure_step:  # the gradients are there now, before the update
+            self._record(optimizer, skipped=False)
+
+    def _post_step(self, optimizer, args, kwargs) -> None:
+        if self._busy or not self._is_primary(optimizer):
+            return
+        if self._closure_step:  # forward and backward ran inside step(): measured after it
+            self._record(optimizer, skipped=False)
+        self._end_step()
+
+    def _is_primary(self, optimizer) -> bool:
+        if self.optimizer is None:
+            self.optimizer = optimizer
+        return optimizer is self.optimizer
+
+    def _params(self, optimizer) -> tuple:
+        """The optimizer's parameters and whether they share one device (cached; a new
+        parameter group, add_param_group's way, refreshes it)."""
+        key = (id(optimizer), len(optimizer.param_groups))
+        if self._params_cache[0] != key:
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            self._params_cache = (key, len({p.device for p in params}) <= 1, params)
+        return self._params_cache[2], self._params_cache[1]
+
+    def _record(self, optimizer, skipped: bool) -> None:
+        """One step's loss, gradient norm (when due, see NORM_BUDGET) and LR, with one host
+        sync; then `on_step`."""
+        h = self.history
+        step = h.steps
+        sampled = step % self.every == 0
+        now = time.perf_counter()
+        if self._last_record is not None:  # the user's step time, smoothed (ours included)
+            interval = now - self._last_record
+            self._step_seconds = interval if self._step_seconds is None else \
+                0.9 * self._step_seconds + 0.1 * interval
+        self._last_record = now
+        params, one_device = self._params(optimizer)
+        with_norm = not skipped and (sampled or step >= self._next_norm)
+        grads = [p.grad for p in params if p.grad is not None] if with_norm else []
+        if grads and self._sparse is not False:
+            self._sparse = any(g.is_sparse for g in grads)
+            if self._sparse:
+                grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
+        losses = self._losses
+        self._losses = []
+        parts = []
+        if losses:
+            loss_t = losses[0] if len(losses) == 1 else torch.stack(
+                [_f32(t.to(losses[0].device)) for t in losses]).mean()
+            parts.append(_f32(loss_t))
+        if grads:
+            # Per-parameter norms in one fused kernel, read with the loss in one sync; the total
+            # is summed here (a few floats) rather than by two more device ops.
+            norms = torch._foreach_norm(grads, 2, dtype=torch.float32) if one_device \
+                else [torch.linalg.vector_norm(g).float() for g in grads]
+            device = parts[0].device if parts else norms[0].device
+            parts += [n if n.device == device else n.to(device) for n in norms]
+            values = torch.stack(parts).tolist()  # the step's one host sync
+        else:
+            values = [parts[0].item()] if parts else []  # the loss alone: the step's one sync
+            if not skipped and values and self._loss_jumped(values[0]):
+                # a loss far above the last one that came with a norm, or non-finite: read the
+                # norm now too (a second sync, on such steps only)
+                with_norm = True
+                grads = [p.grad for p in params if p.grad is not None]
+                if grads and self._sparse:
+                    grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
+                if grads:
+                    values += (torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)) if one_device
+                               else torch.stack([torch.linalg.vector_norm(g).float() for g in grads])).tolist()
+        loss = values.pop(0) if losses else math.nan
+        if with_norm:
+            self._norm_loss = loss
+        norm = math.sqrt(math.fsum(v * v for v in values)) if grads else \
+            (0.0 if with_norm else None)
+        if with_norm:
+            self._pace_norms(step, time.perf_counter() - now, norm)
+        lr = None
+        for group in optimizer.param_groups:
+            value = group.get("lr")
+            if value is not None:
+                value = float(value)
+                lr = value if lr is None or value > lr else lr
+        h.losses.append(loss)
+        h.grad_norms.append(norm)
+        h.lrs.append(lr)
+        h.skipped.append(skipped)
+        if sampled and not skipped:
+            self._sample(step, params, values)
+        if not skipped and any(not root.training for root in self.roots):
+            self._eval_mode(step)
+        # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
+        # judged as amp-skipped-steps, never as non-finite.
+        if not skipped and not h.scaler_seen and h.nonfinite is None and not (
+                math.isfinite(loss) and (norm is None or math.isfinite(norm))):
+            h.nonfinite = self._localise(step, loss, norm, params)
+        self.on_step(step)
+
+    def _loss_jumped(self, loss: float) -> bool:
+        last = self._norm_loss
+        return not math.isfinite(loss) or (last is not None and last > 0 and loss > NORM_GROWTH * last)
+
+    def _pace_norms(self, step: int, cost: float, norm: Optional[float]) -> None:
+        """The next step that reads the gradient norm: the next one when that costs at most
+        NORM_BUDGET of a step, or while the norm grows (NORM_GROWTH since the last read: an
+        exploding gradient is followed step by step to its overflow), else as many steps
+        later as keep it within the budget (at most `every`)."""
+        last, self._last_norm = self._last_norm, norm
+        growing = norm is not None and last is not None and not norm <= NORM_GROWTH * last
+        budget = NORM_BUDGET * (self._step_seconds or 0.0)
+        period = 1 if growing or not budget > 0 or cost <= budget else \
+            min(self.every, math.ceil(cost / budget))
+        self._next_norm = step + period
+
+    def _end_step(self) -> None:
+        self._end_sampled()
+        self._scaled.clear()
+        self._call = None
+        self.on_step_end()
+        self._begin_step()
+
+    # ------------------------------------------------------------------ sampled steps
+
+    def _begin_step(self) -> None:
+        if self.history.steps % self.every != 0:
+            return
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self._stack = []
+        self._sampled_handles = [register_module_forward_pre_hook(self._enter),
+                                 register_module_forward_hook(self._leave, always_call=True)]
+
+    def _end_sampled(self) -> None:
+        for handle in self._sampled_handles:
+            handle.remove()
+        self._sampled_handles = []
+
+    def _enter(self, module, args) -> None:
+        if self._busy or not torch.is_grad_enabled():
+            return
+        if not self._stack and module not in self._candidates:
+            self._candidates.append(module)
+            if self._call is None and id(module) not in self._entries:
+                # a module this step's forward enters by, not hooked yet: its positional inputs
+                # (keyword ones are kept from the next step on, by the pre-hook added in _sample)
+                self._call = {"module": module, "args": args, "kwargs": None, "rng": torch.get_rng_state()}
+        self._stack.append(module)
+        if id(module) not in self._order:
+            self._order[id(module)] = len(self._order)
+        if module.training and isinstance(module, MODE_DEPENDENT) and module not in self._mode_modules:
+            self._mode_modules[module] = None  # named when the roots are known
+
+    def _leave(self, module, args, output) -> None:
+        if self._stack and self._stack[-1] is module:
+            self._stack.pop()
+
+    def _sample(self, step: int, params: list, norms: list) -> None:
+        """At a sampled step: find the roots (once), note parameters without gradient,
+        Dropout/BatchNorm modules that trained before, the weight layers' RMS gradients and
+        the rectifiers' units firing (the activation scan on this step's inputs)."""
+        h = self.history
+        if not self.roots:
+            in_optimizer = {id(p) for p in params}
+            roots = [m for m in self._candidates if any(id(p) in in_optimizer for p in m.parameters())]
+            if roots:
+                self._adopt_roots(roots)
+        for module in self._candidates:  # keep the inputs of the modules the forward enters by
+            if id(module) not in self._entries and self._within_roots(module):
+                self._hook_entry(module)
+        self._candidates = []
+        h.samples += 1
+        with_grad = [p for p in params if p.grad is not None]
+        grad_norm = {id(p): n for p, n in zip(with_grad, norms)}
+        for i, p in enumerate(params):
+            if p.requires_grad and grad_norm.get(id(p), 0.0) == 0.0:
+                name = self._names.get(id(p)) or f"param{i}"
+                h.no_grad_samples[name] = h.no_grad_samples.get(name, 0) + 1
+        for module in list(self._mode_modules):
+            if self._mode_modules[module] is None:
+                self._mode_modules[module] = self._module_name(module)
+        self._layer_rms(step, grad_norm)
+        if self.scan_units and step >= self._next_scan:
+            began = time.perf_counter()
+            self._scan(step)
+            budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
+            cost = time.perf_counter() - began
+            periods = 1 if not budget > 0 or cost <= budget else math.ceil(cost / budget)
+            self._next_scan = step + periods * self.every
+
+    def _layer_rms(self, step: int, grad_norm: dict) -> None:
+        """The RMS gradient of each weight layer (its >= 2-D parameters) that got a nonzero one."""
+        self._nonzero.update(i for i, n in grad_norm.items() if n != 0.0)
+        if self._layers is None and self.roots and self._order:
+            layers = []
+            for root in self.roots:
+                for path, module in root.named_modules():
+                    if isinstance(module, self.skip_layers) or id(module) not in self._order:
+                        continue
+                    weights = [p for p in module.parameters(recurse=False) if p.requires_grad and p.dim() >= 2]
+                    if weights:
+                        layers.append((self._order[id(module)], path, weights))
+            self._layers = [(path, weights) for _, path, weights in sorted(layers, key=lambda t: t[0])]
+        rms = []
+        for path, weights in self._layers or []:
+            live = [p for p in weights if id(p) in self._nonzero and id(p) in grad_norm]
+            if live:
+                total = math.sqrt(math.fsum(grad_norm[id(p)] ** 2 for p in live))
+                rms.append((path, total / math.sqrt(sum(p.numel() for p in live))))
+        if rms:
+            self.history.layer_rms[step] = rms
+
+    def _scan(self, step: int) -> None:
+        """The activation scan on this step's forward inputs (no gradient, dropout off, modes,
+        BatchNorm statistics and RNG put back); each rectifier unit's silence is counted in
+        finite observations since it last fired, across sampled steps."""
+        call = self._call
+        if call is None or call["kwargs"] is None or not self._within_roots(call["module"]):
+            return
+        module = call["module"]
+        rng = torch.get_rng_state()
+        # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
+        # its calls or keeps running statistics of its own must not see the re-run
+        buffers = [(b, b.detach().clone()) for b in module.buffers()]
+        self._busy = True
+        try:
+            scan = scan_activations(module, [call], lambda c: module(*c["args"], **c["kwargs"]))
+        except Exception as exc:  # the scan must never break the user's run
+            self.scan_units = False
+            self.notes.append(f"the activation scan could not run on this model: {type(exc).__name__}: {exc}")
+            return
+        finally:
+            with torch.no_grad():
+                for b, value in buffers:
+                    b.copy_(value)
+            torch.set_rng_state(rng)
+            self._busy = False
+        prefix = self._module_name(module) if module not in self.roots else ""
+        scans = []
+        for stats in scan.layers:
+            if stats.family != RECTIFIER:
+                continue
+            where = f"{prefix}.{stats.where}" if prefix and not stats.where.startswith(":") else \
+                f"{prefix}{stats.where}"
+            site = self._sites.get(where)
+            if site is None or site.seen.numel() != stats.units:
+                site = self._sites[where] = _SiteState(stats.units)
+            finite, fired = stats.observations, stats.counts > 0
+            site.seen += finite
+            streak_starts = ~fired & (site.silent == 0)  # silent now, fired last time (or never seen)
+            site.since = torch.where(streak_starts, torch.full_like(site.since, step), site.since)
+            site.silent = torch.where(fired, torch.zeros_like(site.silent), site.silent + finite)
+            earlier = site.fired.clone()
+            site.fired |= fired
+            needed = max(self.min_observations, 1)
+            judged = site.seen >= needed
+            dead = judged & (site.silent >= needed)
+            died = sorted(int(s) for s in site.since[dead].tolist())
+            after = f"{prefix}.{stats.after}" if prefix and stats.after else stats.after
+            scans.append(UnitScan(where=where, kind=stats.kind, after=after, units=stats.units,
+                                  judged=int(judged.sum()), dead=int(dead.sum()), died_steps=died,
+                                  fired_before=int((dead & earlier).sum()),
+                                  observations=int(site.silent[dead].min()) if died else 0,
+                                  period=step - self._last_scan if self._last_scan is not None else 0))
+        self._last_scan = step
+        if scans:
+            self.history.unit_scans[step] = scans
+
+    def _eval_mode(self, step: int) -> None:
+        """A root in eval mode at a step: its Dropout/BatchNorm modules that trained before
+        (on a sampled step) and are in eval mode now. Only the root's mode is read every
+        step; a model that freezes its BatchNorm on purpose keeps its root in train mode."""
+        in_eval = [name for module, name in self._mode_modules.items()
+                   if name is not None and not module.training]
+        if in_eval:
+            self.history.eval_modules[step] = in_eval
+
+    def _adopt_roots(self, roots: list) -> None:
+        self.roots = roots
+        for root in roots:
+            prefix = "" if len(roots) == 1 else f"{type(root).__name__}."
+            for name, p in root.named_parameters():
+                self._names.setdefault(id(p), prefix + name)
+            self._hook_entry(root)
+        if self.optimizer is not None:
+            in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+            self.history.not_in_optimizer = [
+                self._names[id(p)] for root in roots for p in root.parameters()
+                if p.requires_grad and id(p) not in in_optimizer]
+
+    def _hook_entry(self, module: nn.Module) -> None:
+        self._entries.add(id(module))
+        self._handles.append(module.register_forward_pre_hook(self._keep_inputs, with_kwargs=True))
+
+    def _within_roots(self, module) -> bool:
+        return any(module is root or any(m is module for m in root.modules()) for root in self.roots)
+
+    def _module_name(self, module) -> str:
+        for root in self.roots:
+            for name, m in root.named_modules():
+                if m is module:
+                    return name or type(m).__name__
+        return type(module).__name__
+
+    def _keep_inputs(self, module, args, kwargs) -> None:
+        # The first call of a step: its inputs (references, no copy) and RNG state, so
+        # that a non-finite step can be re-run exactly.
+        if self._busy or (self._call is not None and self._call["kwargs"] is not None) \
+                or not torch.is_grad_enabled():
+            return
+        self._call = {"module": module, "args": args, "kwargs": kwargs, "rng": torch.get_rng_state()}
+
+    # ------------------------------------------------------------------ localisation
+
+    def _localise(self, step: int, loss: float, norm: Optional[float], params: list) -> NonFiniteEvent:
+        """Re-run this step's forward and backward under the tracer, before its update."""
+        event = NonFiniteEvent(step=step, kind="gradient", loss=_finite_or_none(loss), grad_norm=norm,
+                               reproduced=False)
+        if not math.isfinite(loss):
+            event.loss = loss
+        event.params = [self._names.get(id(p), "?") for p in params
+                        if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        broken = [(self._names.get(id(p), "?"), p) for p in params if not bool(torch.isfinite(p).all())]
+        if broken:
+            event.kind, event.where, event.value = "parameter", broken[0][0], _kind_of(broken[0][1])
+            event.params, event.reproduced = [n for n, _ in broken], True
+            return event
+        call = self._call
+        if call is None or call["kwargs"] is None:
+            return event
+        bad_input = _nonfinite_leaf((call["args"], call["kwargs"]))
+        if bad_input is not None:
+            event.kind, event.value, event.reproduced = "input", _kind_of(bad_input), True
+            return event
+        module = call["module"]
+        saved_grads = [(p, p.grad) for p in module.parameters()]
+        buffers = [(b, b.detach().clone()) for b in module.buffers()]
+        rng = torch.get_rng_state()
+        self._busy = True
+        tracer = _Tracer(module)
+        try:
+            for p, _ in saved_grads:
+                p.grad = None
+            torch.set_rng_state(call["rng"])
+            with tracer:
+                out = module(*call["args"], **call["kwargs"])
+            found = tracer.first_op
+            if found is None and tracer.first_module is not None:
+                found = {"module": tracer.first_module, "op": None, "source": None,
+                         "value": tracer.first_module_value}
+            if found is not None:
+                event.kind = "forward"
+            else:
+                # The model's output is finite: the NaN is in the loss or in the backward. Back-
+                # propagate a unit gradient from each output: a node whose incoming gradient is
+                # finite and outgoing is not is the model's own (the loss is not re-run).
+                outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.requires_grad]
+                for t in outs:
+                    tracer.hook_backward(t)
+                if outs:
+                    torch.autograd.backward([t.float().sum() for t in outs])
+                found = tracer.first_backward
+                event.kind = "backward" if found is not None else "loss"
+                if found is None:
+                    event.scope = "loss"
+            event.reproduced = True
+            if found is not None:
+                event.where = found["module"] or None
+                event.scope = "model" if found["module"] else "loss"
+                event.op, event.source, event.value = found["op"], found["source"], found["value"]
+        except Exception as exc:  # the re-run must never break the user's run
+            self.notes.append(f"the non-finite step could not be re-run: {type(exc).__name__}: {exc}")
+        finally:
+            tracer.remove()
+            for p, g in saved_grads:
+                p.grad = g
+            with torch.no_grad():
+                for b, value in buffers:
+                    b.copy_(value)
+            torch.set_rng_state(rng)
+            self._busy = False
+        return event
+
+
+def _detached(loss: Any) -> torch.Tensor:
+    return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    # checked in Python first: a reshape or a cast is a device op (~9 us on a CPU)
+    if t.dim() != 0:
+        t = t.reshape(())
+    return t if t.dtype == torch.float32 else t.float()
+
+
+def _finite_or_none(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None
