@@ -135,8 +135,8 @@ def _run_budgeted(planner, session: Session, name: str, max_seconds: Optional[fl
     if max_seconds:
         limit = min(limit, max_seconds)
     result = run_one(session, name, planner.settings.get(name) or {}, limit, locate)
-    timed_out = result.status == Status.error and bool(result.reason) and result.reason.startswith("timed out after") \
-        and (not max_seconds or limit < max_seconds)
+    timed_out = (result.status == Status.error and (result.reason or "").startswith("timed out after")
+                 and (not max_seconds or limit < max_seconds))
     planner.after(result, timed_out=timed_out)
     return result
 # --budget: end
