@@ -14,12 +14,14 @@ from .target import Setup, load_target, to_setup
 def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None, optimizer: Any = None,
              val_loader: Any = None, *, checks: Optional[Iterable[str]] = None, seed: int = 0,
              device: str = "auto", config: Optional[dict] = None, target: Optional[str] = None,
-             data: Optional[str] = None, max_seconds: Optional[float] = None) -> Report:
+             data: Optional[str] = None, max_seconds: Optional[float] = None,
+             budget: Optional[float] = None) -> Report:
     """Diagnose a model (or a target string, as the CLI does) and return the Report.
 
     The model and optimizer are left exactly as they were handed over: the same
     state_dicts, train/eval mode and requires_grad flags, and RNG states.
-    `config` holds per-check settings, e.g. {"overfit": {"steps": 200}}.
+    `config` holds per-check settings, e.g. {"overfit": {"steps": 200}}. `budget` is
+    `--budget`'s seconds for the whole run (SPEC §10).
     """
     from .config import validate
     from .engine.runner import run_checks
@@ -46,6 +48,8 @@ def diagnose(model: Any = None, train_loader: Any = None, criterion: Any = None,
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise UsageError(f"unknown check {unknown[0]!r}; checks: {', '.join(CHECKS)}")
+    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
+        raise UsageError(f"budget must be a number of seconds above 0, not {budget!r}")
     settings = validate(config or {}, "config")["checks"]
     return run_checks(setup, names, settings, target=target, device=device, seed=seed,
-                      max_seconds=max_seconds)
+                      max_seconds=max_seconds, budget=None if budget is None else float(budget))

@@ -84,6 +84,7 @@ def user_threads(monkeypatch):
     torch.set_num_threads(previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eval", "mixed"])
 def test_diagnose_leaves_everything_as_handed_over(mode, user_threads):
     model, loader, criterion, optimizer, val_loader = handed_over(mode)

@@ -28,6 +28,7 @@ def xor_bench(tmp_path_factory):
     return json.loads(out.read_text())["samples"][0], proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_counts_the_steps_check_needs(xor_bench):
     res, _ = xor_bench
     rows = {r["check"]: r for r in res["checks"]}
@@ -40,6 +41,7 @@ def test_bench_counts_the_steps_check_needs(xor_bench):
     assert scan.SCAN_BATCHES <= rows["dead"]["fwd_nograd"] + rows["dead"]["fwd_grad"] <= scan.MAX_SCAN_BATCHES
 
 
+@pytest.mark.slow
 def test_bench_reports_every_ratio_and_the_lr_finder_floor(xor_bench):
     res, stdout = xor_bench
     assert res["total"]["ratio"] > 0 and res["total_without_lr_find"]["ratio"] > 0

@@ -63,6 +63,7 @@ def validate_sarif(text: str) -> dict:
     return log
 
 
+@pytest.mark.slow
 def test_sarif_of_a_real_run_validates_and_points_at_the_users_class():
     result = invoke("check", DEAD, "--only", "data,dead", "--format", "sarif")
     assert result.exit_code == 0, result.output

@@ -121,6 +121,7 @@ def test_broken_model_or_data_is_a_check_error_not_exit_2(attr, words, monkeypat
             assert word in check["reason"], (word, check["reason"])
 
 
+@pytest.mark.slow
 def test_one_broken_forward_is_one_error_and_the_other_checks_name_it():
     """Issue 13, item 11: the forward raises on the data; it is shown once, at the first check
     that hits it; the later ones are skipped naming it; data says what it could not check."""
@@ -233,6 +234,7 @@ def run_cli(*args: str, prefix=("nndoctor",)) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_entry_point_syntax_error_is_one_line_without_traceback():
     proc = run_cli("check", "tests/fixtures/bad/nd_syntax.py")
     assert proc.returncode == 2

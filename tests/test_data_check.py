@@ -43,6 +43,7 @@ def broken():
 
 # --------------------------------------------------------------------------- broken samples
 
+@pytest.mark.slow
 def test_label_overflow_found_before_the_loss_crashes(broken):
     report = broken["label_overflow_mlp"]
     finding = only(report, "label-out-of-range")

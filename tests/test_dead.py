@@ -57,6 +57,7 @@ def test_threshold_setting_moves_the_bar():
 
 # --------------------------------------------------------------------------- healthy models
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample", HEALTHY)
 def test_healthy_samples_stay_quiet(sample):
     for seed in range(5):
@@ -358,6 +359,7 @@ def test_with_enough_observations_rare_units_fire_and_dead_ones_are_found():
     assert finding.evidence["dead_units"] >= 12 and finding.evidence["observations_per_unit"] == 320
 
 
+@pytest.mark.slow
 def test_units_that_die_during_the_shared_run_are_reported():
     """Item 8: Adam at 0.1 kills the second conv's ReLUs; they fired at initialisation."""
     report = run_checks_on("adam_high_lr_cnn", ["nan", "dead"])
@@ -373,6 +375,7 @@ def test_units_that_die_during_the_shared_run_are_reported():
     assert check.metrics["after_training"]["dead_pct"]["features.4"] == ev["dead_pct"]
 
 
+@pytest.mark.slow
 def test_healthy_sample_after_the_shared_run_is_quiet():
     for sample in ("mlp", "simple_cnn"):
         report = run_checks_on(sample, ["nan", "dead"])

@@ -26,6 +26,7 @@ def memorising():
     return run_checks_on("memorising_mlp", ["fit"])
 
 
+@pytest.mark.slow
 def test_tiny_capacity_underfits(tiny):
     assert codes_of(tiny) == {"underfitting"}
     (finding,) = tiny.findings
@@ -37,6 +38,7 @@ def test_tiny_capacity_underfits(tiny):
     assert math.log(10) * 0.95 < section["baseline_loss"] <= math.log(10)
 
 
+@pytest.mark.slow
 def test_memorising_overfits_from_the_epoch_after_the_best(memorising):
     assert codes_of(memorising) == {"overfitting"}
     (finding,) = memorising.findings
@@ -90,6 +92,7 @@ def test_class_prior_baseline_is_the_loss_of_predicting_the_prior():
     assert stats.loss(num_classes=4) == pytest.approx(smoothing(smoothed, y).item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_variance_and_binary_entropy_baselines():
     g = torch.Generator().manual_seed(0)
     y = torch.randn(100, 3, generator=g) * torch.tensor([1.0, 2.0, 0.5]) + 3
@@ -112,6 +115,7 @@ def test_verdicts_on_fixed_curves():
     assert underfitting([2.3, 2.2], None, None) is None
 
 
+@pytest.mark.slow
 def test_png_plot_and_rich_section(tmp_path, memorising):
     from matplotlib.image import imread
     from rich.console import Console

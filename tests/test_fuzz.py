@@ -232,6 +232,7 @@ batch_lists = st.lists(st.sampled_from(sorted(BATCHES)), min_size=0, max_size=3)
 @FUZZ
 @given(model=st.sampled_from(sorted(MODELS)), batches=batch_lists, criterion=st.sampled_from(sorted(CRITERIA)),
        loss_fn=st.sampled_from(sorted(LOSS_FNS)), optimizer=st.sampled_from(sorted(OPTIMIZERS)))
+@pytest.mark.slow
 def test_malformed_models_batches_and_losses(model, batches, criterion, loss_fn, optimizer):
     torch.manual_seed(0)
     net = MODELS[model]()
@@ -372,6 +373,7 @@ def test_bad_config_files_are_one_line(tmp_path, text, words):
 @settings(max_examples=int(os.environ.get("NNDOCTOR_FUZZ_EXAMPLES", 25)), deadline=None, database=None,
           derandomize=not os.environ.get("NNDOCTOR_FUZZ_RANDOM"),
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(text=st.one_of(st.text(max_size=40), configs.map(lambda c: yaml.safe_dump(c, allow_unicode=True))))
 def test_any_config_file_is_a_run_or_one_line(tmp_path, text):
     try:

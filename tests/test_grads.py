@@ -34,6 +34,7 @@ def reports():
     return {name: run_checks_on(name, RUN_CHECKS) for name in BROKEN}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_sample_gets_its_code_and_nothing_unrelated(reports, name):
     code, where, related = BROKEN[name]

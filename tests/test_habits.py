@@ -14,6 +14,7 @@ def _run(*args):
     return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_ruff_is_clean():
     proc = _run("ruff", "check", ".")
     assert proc.returncode == 0, proc.stdout + proc.stderr

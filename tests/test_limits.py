@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 import torch
 from conftest import ROOT
 from torch.utils._python_dispatch import _get_current_dispatch_mode
@@ -84,6 +85,7 @@ STARTUP_TIMEOUT = 180
 EXIT_TIMEOUT = 60
 
 
+@pytest.mark.slow
 def test_sigint_prints_the_finished_checks_and_exits_130():
     """A real Ctrl-C (SIGINT) to `nndoctor check` while the second check runs."""
     process = subprocess.Popen(

@@ -129,12 +129,14 @@ def test_far_too_high_lr_is_flagged():
     ("xor", {}), ("mlp", {}), ("bottleneck", {}),
     ("text_classifier", {"num_iter": 30}),  # its curve is flat at any length (see lr_find.MIN_DESCENT)
 ])
+@pytest.mark.slow
 def test_healthy_samples_stay_silent(name, settings):
     report = run_checks_on(name, ["lr-find"], settings={"lr-find": settings})
     assert report.checks[0].status == "pass", report.checks[0].reason
     assert not codes_of(report) & {"lr-too-high", "lr-too-low"}
 
 
+@pytest.mark.slow
 def test_simple_cnn_sgd_005_is_legitimately_too_high_and_001_is_not():
     # simple_cnn's SGD lr=0.05 (momentum 0.9) is flagged, rightly: trained at it, the loss
     # sits at chance (ln 10) for 8 epochs while lr=0.01 reaches 0.02 (measured). At 0.01 its
@@ -314,6 +316,7 @@ def _train(setup, lr, steps):
         return float(np.mean([criterion(model(x), y).item() for x, y in setup.train_loader]))
 
 
+@pytest.mark.slow
 def test_training_at_the_suggestion_beats_100x_it(mlp_report):
     suggested = mlp_report.sections["lr_find"]["suggested_lr"]
     # 30 epochs: valley is the cautious suggestion, slower at first (after 3 epochs, 1.48 vs

@@ -22,6 +22,7 @@ RUN_CHECKS = ["nan", "grads", "overfit"]
 # so seeds 1-4 are checked on the fast samples, where a regression would show anyway.
 @pytest.mark.parametrize("name,seed", [(n, 0) for n in HEALTHY]
                          + [(n, s) for n in ("xor", "mlp") for s in range(1, 5)])
+@pytest.mark.slow
 def test_healthy_samples_are_silent(name, seed):
     report = run_checks_on(name, RUN_CHECKS, seed=seed)
     loud = [(f.code, f.where, f.message) for f in report.findings if f.severity in ("warning", "error")]

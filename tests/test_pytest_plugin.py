@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from nndoctor import checks
+from nndoctor.errors import UsageError
 from nndoctor.report.codes import CODES
 from nndoctor.testing import UnhealthyModelError, assert_healthy
 
@@ -81,9 +83,11 @@ def test_assert_healthy_fail_on_and_a_module():
     assert assert_healthy(model, loader, checks=["dead"], fail_on="never").findings[0].where == "network.3"
 
 
-def test_assert_healthy_refuses_a_budget_it_cannot_keep():
-    with pytest.raises(NotImplementedError, match="max_seconds"):
-        assert_healthy(XOR, budget=10)
+def test_assert_healthy_keeps_a_budget_and_reports_its_plan():
+    report = assert_healthy(XOR, budget=30)
+    assert set(report.to_dict()["plan"]) <= set(checks.CHECKS)
+    with pytest.raises(UsageError, match="budget"):
+        assert_healthy(XOR, budget=0)
 
 
 def test_pyproject_declares_the_pytest11_entry_point():
@@ -142,6 +146,7 @@ def plugin_run(tmp_path_factory):
     return proc, cases
 
 
+@pytest.mark.slow
 def test_plugin_outcomes(plugin_run):
     proc, cases = plugin_run
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -151,6 +156,7 @@ def test_plugin_outcomes(plugin_run):
     assert "4 failed, 3 passed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_plugin_failure_shows_the_findings_table(plugin_run):
     proc, cases = plugin_run
     section = proc.stdout.split("_ test_marker_broken _", 1)[1].split("\n___", 1)[0]

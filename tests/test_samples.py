@@ -94,6 +94,7 @@ def full_check(name: str, seed: int = 0):
     return run_checks(load_sample(name), list(checks.CHECKS), {}, target=name, device="cpu", seed=seed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_sample_is_diagnosed_by_check(name):
     code, where, exit_code, caused = BROKEN[name]
@@ -127,6 +128,7 @@ HEALTHY_SEEDS = ([("xor", s) for s in range(10)] + [("mlp", s) for s in range(10
                  + [("keras_init_classifier", 0), ("own_mse_regressor", 0)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,seed", HEALTHY_SEEDS)
 def test_healthy_sample_passes_check(name, seed):
     report = full_check(name, seed)
@@ -147,6 +149,7 @@ def _without_timings(obj):
     return obj
 
 
+@pytest.mark.slow
 def test_same_seed_same_json_through_the_cli():
     command = [sys.executable, "-m", "nndoctor", "check", "sample_models/mlp.py", "--seed", "3",
                "--format", "json"]

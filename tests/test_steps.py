@@ -204,6 +204,7 @@ def test_no_deep_copy_of_the_model(counted, monkeypatch):
     assert copied == []
 
 
+@pytest.mark.slow
 def test_lr_find_runs_without_importing_matplotlib():
     """lr-find runs torch-lr-finder without importing matplotlib (it only plots with it), and
     a check run imports matplotlib only for a plot that was asked for."""

@@ -48,6 +48,7 @@ def watch_json(*args: str, **kwargs):
     return proc, json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BROKEN))
 def test_broken_script_names_its_bug_at_its_step(name):
     code, step, where = BROKEN[name]
@@ -66,6 +67,7 @@ def test_broken_script_names_its_bug_at_its_step(name):
     assert proc.returncode == expected_exit, proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", HEALTHY)
 def test_healthy_script_is_quiet(name):
     proc, report = watch_json(os.path.join(SCRIPTS, f"{name}.py"))
@@ -76,6 +78,7 @@ def test_healthy_script_is_quiet(name):
     assert len(losses) == report["watch"]["steps"] >= 300 and all(math.isfinite(v) for v in losses)
 
 
+@pytest.mark.slow
 def test_nan_is_localised_and_the_report_lists_the_losses():
     proc, report = watch_json(os.path.join(SCRIPTS, "warmup_nan.py"))
     finding = next(f for f in report["findings"] if f["code"] == "non-finite")
@@ -86,6 +89,7 @@ def test_nan_is_localised_and_the_report_lists_the_losses():
                for f in report["findings"])
 
 
+@pytest.mark.slow
 def test_max_steps_ends_the_script_cleanly(tmp_path):
     proc, report = watch_json("--max-steps", "30", os.path.join(SCRIPTS, "mlp.py"))
     assert proc.returncode == 0, proc.stderr
@@ -94,6 +98,7 @@ def test_max_steps_ends_the_script_cleanly(tmp_path):
     assert any("max-steps 30" in n for n in report["notes"])
 
 
+@pytest.mark.slow
 def test_script_arguments_pass_through_untouched(tmp_path):
     script = tmp_path / "args.py"
     script.write_text("import sys\nprint('ARGV', sys.argv[1:], __name__)\n")
@@ -103,6 +108,7 @@ def test_script_arguments_pass_through_untouched(tmp_path):
     assert "no optimizer step" in proc.stdout
 
 
+@pytest.mark.slow
 def test_module_form_runs_with_its_arguments():
     proc, report = watch_json("--max-steps", "20", "-m", "mlp", "ignored-arg", cwd=SCRIPTS)
     assert proc.returncode == 0, proc.stderr
@@ -122,6 +128,7 @@ def _train_then(tail: str) -> str:
         """) + textwrap.dedent(tail)
 
 
+@pytest.mark.slow
 def test_a_script_that_raises_shows_its_traceback_first_and_exits_1(tmp_path):
     script = tmp_path / "boom.py"
     script.write_text(_train_then("""\
@@ -137,12 +144,14 @@ def test_a_script_that_raises_shows_its_traceback_first_and_exits_1(tmp_path):
     assert "watched 5 optimizer steps" in proc.stdout and "the script raised ValueError" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_missing_script_is_a_usage_error():
     proc = watch("no/such/train.py")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "nndoctor: error: no such script: no/such/train.py"
 
 
+@pytest.mark.slow
 def test_sigint_exits_130_with_the_report(tmp_path):
     script = tmp_path / "forever.py"
     script.write_text(_train_then("""\
@@ -167,6 +176,7 @@ def test_sigint_exits_130_with_the_report(tmp_path):
     assert "interrupted" in err
 
 
+@pytest.mark.slow
 def test_report_env_var_writes_the_json(tmp_path):
     path = tmp_path / "report.json"
     proc = watch("--max-steps", "10", os.path.join(SCRIPTS, "mlp.py"), env=_env(NNDOCTOR_REPORT=str(path)))
