@@ -30,6 +30,8 @@ def _run_script(name, tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(SCRIPTS)
+    # sample_models/ has its own `_data` module: an earlier test's import would shadow the scripts'
+    monkeypatch.delitem(sys.modules, "_data", raising=False)
     monkeypatch.setattr(sys, "argv", [os.path.join(SCRIPTS, f"{name}.py")])
     with pytest.raises(SystemExit) as exited:
         runpy.run_path(os.path.join(SCRIPTS, f"{name}.py"), run_name="__main__")
