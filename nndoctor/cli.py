@@ -85,10 +85,10 @@ class Common:
 
 def execute(common: Common, names: list, overrides: Optional[dict] = None,
             only: Optional[str] = None, skip: Optional[str] = None,
-            budget: Optional[float] = None, budgeted: bool = False) -> None:  # --budget: the last two
+            budget: Optional[float] = None, budgeted: bool = False) -> None:
     """Load the config and the target, run the checks, render, and exit with SPEC §5's code."""
     try:
-        code = _execute(common, names, overrides or {}, only, skip, budget, budgeted)  # --budget
+        code = _execute(common, names, overrides or {}, only, skip, budget, budgeted)
     except UsageError as exc:
         print_error(str(exc), common.debug, exc)
         raise typer.Exit(2) from None
@@ -96,7 +96,7 @@ def execute(common: Common, names: list, overrides: Optional[dict] = None,
 
 
 def _execute(common: Common, names: list, overrides: dict, only, skip,
-             budget: Optional[float] = None, budgeted: bool = False) -> int:  # --budget: the last two
+             budget: Optional[float] = None, budgeted: bool = False) -> int:
     from .config import load_config
 
     config = load_config(common.config)
@@ -109,12 +109,11 @@ def _execute(common: Common, names: list, overrides: dict, only, skip,
     seed = common.seed if common.seed is not None else config.get("seed", 0)
     device = common.device or config.get("device", "auto")
     max_seconds = common.max_seconds if common.max_seconds is not None else config.get("max_seconds")
-    # --budget (SPEC §10): begin -- `check` only; the option wins over `budget:` in the config
+    # --budget (SPEC §10), `check` only: the option wins over `budget:` in the config
     if budget is None and budgeted:
         budget = config.get("budget")
     if budget is not None and not float(budget) > 0:
         raise UsageError(f"budget must be a number of seconds above 0, not {budget!r}")
-    # --budget: end
     names = _choose(names, only if only is not None else config.get("only"),
                     skip if skip is not None else config.get("skip"))
     settings = {name: dict(section) for name, section in config["checks"].items()}
@@ -125,7 +124,7 @@ def _execute(common: Common, names: list, overrides: dict, only, skip,
     quiet = contextlib.redirect_stdout(sys.stderr) if machine_readable else contextlib.nullcontext()
     with quiet:
         report = _run(target, common.data or config.get("data"), names, settings, device, seed,
-                      max_seconds, common.debug, budget=budget)  # --budget
+                      max_seconds, common.debug, budget=budget)
     _emit(report, common)
     if report.interrupted:
         from .report.numbers import plural
@@ -168,7 +167,7 @@ def _run(target, data, names, settings, device, seed, max_seconds, debug, budget
     setup = load_target(target, data)
     with _progress() as progress:
         report = run_checks(setup, names, settings, target=target, device=device, seed=seed,
-                            max_seconds=max_seconds, progress=progress, budget=budget)  # --budget
+                            max_seconds=max_seconds, progress=progress, budget=budget)
     if debug:
         import traceback
         for check in report.checks:
@@ -267,13 +266,13 @@ def shared_options(own: Sequence[inspect.Parameter] = (), after: str = "target",
         "--only", help=f"Run only these checks (a,b): {', '.join(CHECKS)}.")], None),
     _param("skip", Annotated[Optional[str], typer.Option("--skip", help="Skip these checks (a,b).")], None),
 ], after="config", last=[
-    _param("budget", Annotated[Optional[float], typer.Option(  # --budget (SPEC §10)
+    _param("budget", Annotated[Optional[float], typer.Option(  # SPEC §10
         "--budget", help="Seconds for the whole check: time real steps, plan each check's work to "
                          "fit; a check that cannot give a verdict in time is skipped, never an error.")], None),
 ])
 def check(common: Common, only: Optional[str], skip: Optional[str], budget: Optional[float]):
     """Run every check whose inputs are present."""
-    execute(common, list(CHECKS), only=only, skip=skip, budget=budget, budgeted=True)  # --budget
+    execute(common, list(CHECKS), only=only, skip=skip, budget=budget, budgeted=True)
 
 
 def _budget(param: typer.CallbackParam, value: Optional[str]) -> Optional[float]:

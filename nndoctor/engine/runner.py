@@ -49,23 +49,20 @@ def run_checks(setup: Setup, names: Iterable[str], settings: Optional[dict] = No
         # the whole run leaves the user's objects (and torch's thread count) as they were
         with limited_threads(), session.preserved():
             chosen = [n for n in registry.CHECKS if n in set(names)]
-            # --budget (SPEC §10, engine/budget.py): begin
+            # --budget (SPEC §10): the plan's settings replace the user's for the checks it cuts
             planner = None
             if budget is not None:
                 from .budget import BudgetRun
                 planner = BudgetRun(session, budget, chosen, settings)
                 settings = planner.settings
-            # --budget: end
             for name in chosen:
                 if on_check:
                     on_check(name)
-                # --budget: begin
                 if planner is not None:
                     result = _run_budgeted(planner, session, name, max_seconds, locate)
                     report.sections.update(planner.sections())
                 else:
                     result = run_one(session, name, settings.get(name) or {}, max_seconds, locate)
-                # --budget: end
                 # a finding after which the loss cannot be computed (the registry's `blocks`):
                 # a later check that then raises is skipped, naming it
                 blocks = registry.CHECKS[name].blocks
@@ -122,7 +119,6 @@ class _Failure:
                 check.reason = f"could not check {', '.join(missed)}: {self.what} fails (see {self.first})"
 
 
-# --budget (SPEC §10): begin
 def _run_budgeted(planner, session: Session, name: str, max_seconds: Optional[float],
                   locate: Optional[Callable] = None) -> CheckResult:
     """One check under the budget's plan: skipped when its minimum does not fit, stopped
@@ -139,7 +135,6 @@ def _run_budgeted(planner, session: Session, name: str, max_seconds: Optional[fl
                  and (not max_seconds or limit < max_seconds))
     planner.after(result, timed_out=timed_out)
     return result
-# --budget: end
 
 
 def _probe_forward(session: Session) -> tuple:

@@ -232,8 +232,7 @@ def fit_section(data: dict):
     return Group(*parts)
 
 
-# --budget (SPEC §10): begin -- the plan's one line (engine/budget.py writes it)
+# --budget (SPEC §10): the plan's one line (engine/budget.py writes it)
 @section("budget")
 def budget_section(data: dict):
     return Text(str(data.get("line", "")), style="dim")
-# --budget: end
