@@ -9,7 +9,6 @@ for `--max-steps` / `--max-seconds`, and makes the report.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Optional
 
@@ -20,6 +19,7 @@ from ..probes.activations import MIN_OBSERVATIONS
 from ..probes.live import LiveProbe
 from ..report.codes import SEVERITY_ORDER
 from ..report.findings import CheckResult, Report, status_from_findings
+from ..report.numbers import sig
 from .errors import StopWatching, TrainingBug
 from .judge import History, Judge
 
@@ -123,7 +123,7 @@ class Watcher:
         report = Report(target=self.target, seconds=check.seconds, checks=[check],
                         notes=list(self.notes) + list(self.probe.notes), interrupted=self.interrupted)
         report.sections["watch"] = {"steps": h.steps, "skipped_steps": sum(h.skipped), "every": self.every,
-                                    "losses": [_round(v) for v in h.losses]}
+                                    "losses": [sig(v, 6) for v in h.losses]}
         return report
 
     # ------------------------------------------------------------------ after each step
@@ -151,5 +151,3 @@ class Watcher:
             raise StopWatching(f"--max-seconds {self.max_seconds:g} reached")
 
 
-def _round(x: float) -> Any:
-    return x if not math.isfinite(x) else float(f"{x:.6g}")

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.session import rng_state, set_rng_state
+from .tracer import modes_kept
 
 OptimizerOrFactory = Union[torch.optim.Optimizer, Callable[[Any], torch.optim.Optimizer]]
 
@@ -48,18 +49,6 @@ class Curve:
     num_iter: int  # asked for
     stop: Optional[str] = None  # None (ran to the end), "diverged" or "non-finite"
     messages: list = field(default_factory=list)  # what torch-lr-finder printed (kept out of sight)
-
-
-@contextlib.contextmanager
-def modes_kept(model: nn.Module) -> Iterator[None]:
-    """Run a block and put every module's train/eval mode back as it was."""
-    training = {name: m.training for name, m in model.named_modules()}
-    try:
-        yield
-    finally:
-        for name, m in model.named_modules():
-            if name in training:
-                m.training = training[name]
 
 
 def optimizer_for(model: nn.Module, optimizer: OptimizerOrFactory) -> torch.optim.Optimizer:
