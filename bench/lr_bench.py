@@ -30,6 +30,7 @@ steps and seconds against the range test's.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -197,8 +198,29 @@ def range_test_seconds(task, seed) -> float:
     return time.perf_counter() - started
 
 
-def bench_task(task, seeds, log) -> dict:
-    grid = {lr: [train_score(task, s, lr) for s in seeds] for lr in GRID}
+def grid_scores(task, seeds, cache=None) -> dict:
+    """{lr: [score per seed]} over GRID; with `cache` (a JSON path), scores already computed
+    are read from it and new ones added (the grid does not depend on nndoctor's code)."""
+    stored = {}
+    if cache and os.path.exists(cache):
+        with open(cache) as f:
+            stored = json.load(f)
+    grid = {}
+    for lr in GRID:
+        grid[lr] = []
+        for s in seeds:
+            key = f"{task}/{s}/{lr:.6g}/{STEPS}"
+            if key not in stored:
+                stored[key] = train_score(task, s, lr)
+            grid[lr].append(stored[key])
+    if cache:
+        with open(cache, "w") as f:
+            json.dump(stored, f)
+    return grid
+
+
+def bench_task(task, seeds, log, cache=None) -> dict:
+    grid = grid_scores(task, seeds, cache)
     mean = {lr: sum(v) / len(v) for lr, v in grid.items()}
     best_lr = min(mean, key=mean.get)
     per_method = {m: {"lrs": [], "losses": []} for m in METHODS}
@@ -271,12 +293,14 @@ def main(argv=None):
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "LR_BENCH.md"))
+    parser.add_argument("--grid-cache", default=None,
+                        help="a JSON file keeping the grid's scores between runs (they do not depend on nndoctor)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # 2 shared cores: one run at a time, one thread
     seeds = list(range(args.seeds))
     def log(msg):
         return print(msg, file=sys.stderr, flush=True)
-    rows = [bench_task(t, seeds, log) for t in args.tasks.split(",")]
+    rows = [bench_task(t, seeds, log, args.grid_cache) for t in args.tasks.split(",")]
     text = markdown(rows, seeds)
     with open(args.out, "w") as f:
         f.write(text)

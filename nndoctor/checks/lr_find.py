@@ -62,6 +62,7 @@ DEFAULTS = {
     "cache": "auto",
     "cache_dir": None,
 }
+DEFAULT_NUM_ITER = 100  # DEFAULTS["num_iter"], typed
 CACHES = ("auto", "memory", "disk")
 # Below it an in-memory copy costs less than writing and re-reading it (~0.5 s per GB on a
 # laptop SSD); above it, it would be a second copy of the state (engine.SECOND_COPY_MAX_MB).
@@ -89,10 +90,18 @@ MIN_POINTS = STEEP_SKIP_START + STEEP_SKIP_END + 2  # torch-lr-finder's own mini
 # Measured (seed 0): xor 69%, mlp 13%, simple_cnn 7%, bottleneck 6%; text_classifier 0.7%
 # (its LSTM needs more than the test's ~15 steps at useful LRs to pick up the token counts).
 MIN_DESCENT = 0.05
-# The race. Entrants besides the named rules and the user's LR: points log-spaced across
-# the bracket, lowest and highest included, so a bracket of 3-5 decades is sampled about
-# once a decade (a grid search's usual spacing is 1/2 to 1 decade).
-BRACKET_POINTS = 5
+# The race. Entrants besides the user's LR and the named rules: points below the bracket's
+# top (the LR of the curve's lowest smoothed loss) at OFFSETS decades, a quarter decade apart
+# over the first DENSE_DECADES and coarser below. The smoothed curve lags ~1.6 decades (issue
+# 13), so the LRs that train best lie 0.25-1.5 decades below its lowest point (measured on
+# bench/lr_bench.py's MLP, LSTM and Transformer tasks, seeds 0-2: the best of 11 LRs a quarter
+# decade apart after 200 steps lay 0.25-1.25 decades below the top); 5 points evenly over the
+# whole bracket (up to 8 decades) left gaps of 0.7 decades there.
+# One point half a decade above the top: SGD with momentum on a BatchNorm CNN trains best at
+# or above it (bench/lr_bench.py's CNN: the top 0.01 was the best of 11 LRs; simple_cnn's 0.01
+# is 0.6 decades above its top), and a point that diverges costs only its first round.
+OFFSETS = (-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+DENSE_DECADES = 1.0
 # Where the bracket starts: the LR by which the smoothed loss has fallen a tenth of its whole
 # descent. Before that the loss "falls" only by the EMA's drift and noise: racing LRs there
 # (10^-7 .. 10^-5 on the samples) spends entrants on LRs that cannot win.
@@ -101,9 +110,10 @@ BRACKET_START = 0.1
 # range test's LR grows 8 decades in 100 steps, so its lowest point lies at most a few
 # decades above where training works (its EMA lags ~1.6 decades, issue 13).
 BLIND_DECADES = 3
-# Entrants closer than a quarter decade (1.78x) are one entrant: the race's losses cannot
-# tell them apart in so few steps (its rules are all kept in that entrant's `rule`).
-MERGE_DECADES = 0.25
+# Entrants closer than 0.2 decade (1.58x) are one entrant: the race's losses cannot tell
+# them apart in so few steps (its rules are all kept in that entrant's `rule`); under the
+# OFFSETS' quarter decade, so two of its points never merge.
+MERGE_DECADES = 0.2
 # At most this many entrants: with successive halving over ceil(log2 8) = 3 rounds, each of
 # the 8 gets race_steps / 24 steps in the first round (4 at the default 100).
 MAX_ENTRANTS = 8
@@ -114,13 +124,20 @@ SCORE_WINDOW = 4
 # An entrant whose loss passes this many times the race's starting loss has diverged (torch-
 # lr-finder's diverge_th, 5) and stops: its race loss is its last, the rest of its round unspent.
 RACE_DIVERGE = 5.0
-# The verdict's margin: the user's LR trains "clearly worse" when, after all its race steps,
-# its loss is still above where the winner was after an eighth of them: the winner is more
-# than 8x faster. Measured at seed 0: bottleneck's Adam 1e-3 against the winner 2.3e-3 is
-# ~2.2x slower (a healthy LR); at 4x, four broken samples whose bug weakens the gradient
-# (dead units, a detached encoder, softmax before cross-entropy) also read "LR too low", a
-# distraction from their bug. An LR 100x too low, or one that diverges, never gets there.
-SLOWER = 8
+# The verdict compares the user's LR and the winner at the same step count, on the same
+# batches from the same state: "behind" when the user's LR made less than 1/BEHIND of the
+# winner's progress (start loss minus race loss) and its loss is above the winner's by
+# BEHIND_MARGIN of the start loss. Comparing the user's loss after n steps with the winner's
+# after n/8 (the old time ratio) called healthy programs' LRs too low: a high LR's first few
+# steps on a regression or a language model (own_mse_regressor, the zoo's gru_lm at seed 4)
+# drop the loss faster than a lower LR can in 8x the steps, and the lower LR catches up later.
+# BEHIND: see `BEHIND_MEASURED` below for where it comes from.
+BEHIND = 4.0
+BEHIND_LOW = 30.0
+BEHIND_MARGIN = 0.05
+# A verdict in sight is confirmed by training the user's LR and the winner on, doubling their
+# steps, up to this share of the race's budget in all (`confirm`).
+CONFIRM_SHARE = 2.5
 # "Never moved the loss": its race loss within 1% of the start while the winner made progress.
 STILL = 0.01
 # The race shows nothing when even the winner's progress is under this share of the start
@@ -130,6 +147,10 @@ RACE_MIN_PROGRESS = MIN_DESCENT
 # loss falls mainly from LRs where one step already moves it), few enough to keep on the
 # device (20 batches of 256 ImageNet images are ~3 GB).
 MAX_BATCHES = 20
+# A range test cut below the default num_iter (engine/budget.py) narrows its window around the
+# user's LR (`range_window`): to the default's decades x num_iter / 100, not under this many
+# (at 20 points, 3 decades: 6.7 points a decade, against 2.5 over the full 8).
+MIN_WINDOW_DECADES = 3.0
 
 
 # --------------------------------------------------------------------------- suggestions
@@ -312,21 +333,34 @@ class Race:
     start_loss: float  # the loss before the first step (the same for every entrant)
     final_steps: int  # steps each finalist trained
     confirm_steps: int = 0  # steps the winner and the user's LR trained more to confirm a verdict
+    finalists: list = field(default_factory=list)  # those of the last round, best first
+    # The initial model's loss on each of the race's batches (RaceTrainer.baseline): progress
+    # at step n is measured from its mean over the same window of batches. Empty: from start_loss.
+    baseline: list = field(default_factory=list)
+
+    def reference(self, steps: int) -> float:
+        """The loss an LR of 0 has over the SCORE_WINDOW batches before step `steps`."""
+        if not self.baseline:
+            return self.start_loss
+        window = [self.baseline[i % len(self.baseline)] for i in range(max(0, steps - SCORE_WINDOW), max(steps, 1))]
+        return float(sum(window) / len(window))
 
 
 def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float]) -> list:
-    """The race's entrants: BRACKET_POINTS log-spaced over `bracket` (low, high), the named
-    suggestions ({rule: lr}) and the user's LR; entrants within MERGE_DECADES are merged
-    (a named rule and the user's LR take the place of a bracket point). In LR order."""
+    """The race's entrants: the user's LR, points below the bracket's top at OFFSETS decades
+    (those not below the bracket's low end), and the named suggestions ({rule: lr}); an LR
+    within MERGE_DECADES of one already in joins it (its rule is listed there), at most
+    MAX_ENTRANTS in all: the user's LR first, then the dense points (within DENSE_DECADES of
+    the top), the named rules, the coarse points. In LR order."""
     low, high = bracket
-    points = [(lr, rule) for rule, lr in named.items() if lr]
-    if current_lr:
-        points.append((current_lr, "current"))
-    priority = {"current": 0, "valley": 1, "steepest": 2, "min/10": 3}
-    points.sort(key=lambda p: priority.get(p[1], 9))
-    span = math.log10(high / low) if high > low else 0.0
-    count = BRACKET_POINTS if span > 0 else 1
-    points += [(low * 10 ** (span * i / max(count - 1, 1)), "bracket") for i in range(count)]
+    grid = [(high / 10 ** o, o) for o in OFFSETS if high / 10 ** o >= low / 10 ** MERGE_DECADES]
+    if not grid:
+        grid = [(high, 0.0)]
+    points = [(current_lr, "current")] if current_lr and current_lr > 0 else []
+    points += [(lr, "race bracket") for lr, o in grid if o <= DENSE_DECADES]
+    priority = {"valley": 1, "steepest": 2, "min/10": 3}
+    points += sorted(((lr, rule) for rule, lr in named.items() if lr), key=lambda p: priority.get(p[1], 9))
+    points += [(lr, "race bracket") for lr, o in grid if o > DENSE_DECADES]
     entrants: list = []
     for lr, rule in points:
         near = next((e for e in entrants if abs(math.log10(e.lr / lr)) < MERGE_DECADES), None)
@@ -393,38 +427,92 @@ def raced_progress(race: Race) -> bool:
         race.start_loss - race.winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
 
 
-def clearly_worse(race: Race, entrant: Entrant) -> Optional[bool]:
-    """Whether the entrant trains clearly worse than the winner: after all its steps, its loss
-    is still above the loss the winner had reached in 1/SLOWER of them. None when the winner
-    itself had made too little progress by then (RACE_MIN_PROGRESS) to judge by."""
+def compare(race: Race, entrant: Entrant) -> dict:
+    """The entrant against the winner at the same step count n (the fewer of their steps):
+    both trained n steps from the same state on the same batches. Returns {"steps": n,
+    "loss", "winner_loss" (SCORE_WINDOW means before step n), "progress", "winner_progress"
+    (the start loss minus those), "ratio" (winner's progress over the entrant's; inf when the
+    entrant made none), "how"}. "how": "diverged", "still" (it never moved the loss, STILL,
+    while the winner did), "behind" (under 1/BEHIND of the winner's progress, and BEHIND_MARGIN
+    of the start loss above it), "no" (not clearly worse), or None: the winner's own progress
+    by then is under RACE_MIN_PROGRESS, too little to judge any LR by."""
     winner = race.winner
+    assert winner is not None  # callers compare only against a winner
     if entrant.diverged:  # judged against the winner's whole race
-        assert winner is not None  # callers judge only against a winner
-        return race.start_loss - winner.loss > RACE_MIN_PROGRESS * abs(race.start_loss)
-    if not raced_progress(race):
-        return None
-    assert winner is not None  # raced_progress is False without one
-    if abs(race.start_loss - entrant.loss) < STILL * abs(race.start_loss):
-        return True  # it never moved the loss, while the winner did
-    early = winner.loss_at(max(1, entrant.steps // SLOWER))
-    if not race.start_loss - early > RACE_MIN_PROGRESS * abs(race.start_loss):
-        return None
-    return not entrant.loss <= early
+        n = winner.steps
+        user_loss = math.inf
+    else:
+        n = min(entrant.steps, winner.steps)
+        user_loss = entrant.loss_at(n)
+    winner_loss = winner.loss_at(n)
+    reference = race.reference(n)
+    progress, winner_progress = reference - user_loss, reference - winner_loss
+    ratio = winner_progress / progress if progress > 0 else math.inf
+    result: dict[str, Any] = {"steps": n, "loss": user_loss, "winner_loss": winner_loss,
+              "reference": reference, "progress": progress,
+              "winner_progress": winner_progress, "ratio": ratio, "how": None}
+    if not winner_progress > RACE_MIN_PROGRESS * abs(reference):
+        return result
+    if entrant.diverged or not math.isfinite(user_loss):
+        result["how"] = "diverged"
+    elif abs(progress) < STILL * abs(reference):
+        result["how"] = "still"
+    elif ratio > behind_of(race, entrant) \
+            and user_loss - winner_loss > BEHIND_MARGIN * abs(reference):
+        result["how"] = "behind"
+    else:
+        result["how"] = "no"
+    return result
 
 
-def confirm(race: Race, user: Entrant, advance: Callable) -> None:
-    """Before a verdict: the user's LR looks clearly worse than the winner's after the race.
-    A short race favours LRs that start fast (SGD with momentum can climb above its start
-    loss for its first ~20 steps and then win: simple_cnn at 0.01, measured), so both train
-    as many steps again and are judged there. Costs nothing on a model with a good LR."""
+def clearly_worse(race: Race, entrant: Entrant) -> Optional[bool]:
+    """Whether the entrant trains clearly worse than the winner at the same step count
+    (`compare`); None when the winner's progress is too small to judge by."""
+    how = compare(race, entrant)["how"]
+    return None if how is None else how != "no"
+
+
+def needs_confirming(race: Race, user: Entrant) -> bool:
+    """Whether the user's LR looks clearly worse than the winner's, or may (the winner's
+    progress is still under RACE_MIN_PROGRESS but over STILL, and the user's is under
+    1/BEHIND of it: a too-high LR that kills ReLUs while the lower LR starts slowly)."""
+    if user.diverged or user is race.winner:
+        return False
+    c = compare(race, user)
+    if c["how"] is not None:
+        return c["how"] != "no"
+    return c["winner_progress"] > STILL * abs(c["reference"]) and (
+        c["ratio"] > behind_of(race, user) or abs(c["progress"]) < STILL * abs(c["reference"]))
+
+
+def behind_of(race: Race, entrant: Entrant) -> float:
+    """The progress ratio over which the entrant is "behind" the winner: BEHIND for an LR
+    above the winner's, BEHIND_LOW for one below."""
+    assert race.winner is not None
+    return BEHIND if entrant.lr > race.winner.lr else BEHIND_LOW
+
+
+def confirm(race: Race, user: Entrant, advance: Callable, budget: int) -> None:
+    """Before a verdict: the user's LR looks clearly worse than the winner's after the race
+    (`needs_confirming`). A short race favours LRs that start fast (SGD with momentum can
+    climb above its start loss for its first ~20 steps and then win: simple_cnn at 0.01,
+    measured; a lower LR catches up later), so both train on, doubling their steps, and are
+    compared again at the same step count: until the comparison no longer looks worse, or
+    CONFIRM_SHARE x budget steps are spent. Costs nothing on a model with a good LR."""
     winner = race.winner
     assert winner is not None  # race_session confirms only against a winner
-    steps = race.final_steps
-    for entrant in (winner, user):
-        race.steps += _scored(entrant, list(advance(entrant, steps)), steps, race.start_loss)
-    race.confirm_steps = steps
+    while race.confirm_steps < CONFIRM_SHARE * budget:
+        now = max(winner.steps, user.steps)
+        target = min(2 * now, now + int((CONFIRM_SHARE * budget - race.confirm_steps) // 2))
+        for entrant in (winner, user):
+            more = target - entrant.steps
+            if more > 0 and not entrant.diverged:
+                race.steps += _scored(entrant, list(advance(entrant, more)), more, race.start_loss)
+                race.confirm_steps += more
+        if user.diverged or not needs_confirming(race, user):
+            break
     race.final_steps = winner.steps
-    if user.loss < winner.loss:
+    if math.isfinite(user.loss) and user.loss < winner.loss:
         race.winner = user
 
 
@@ -459,7 +547,7 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
     user = next((e for e in entrants if "current" in e.rules), None)
     batches = session.batches(min(curve.num_iter, MAX_BATCHES))
     on_disk, cache_dir = _cache_on_disk(session, settings)
-    total = budget
+    total = budget + int(CONFIRM_SHARE * budget)  # at most: confirm spends only when a verdict looms
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(tempfile.TemporaryDirectory(dir=cache_dir)) if on_disk else None
         trainer = lr_range.RaceTrainer(session.model, session.optimizer, batches,
@@ -473,10 +561,10 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
             return losses
 
         race = successive_halving(entrants, budget, advance, protect=user)
-        if user is not None and race.winner is not None and user is not race.winner \
-                and not user.diverged:
-            if clearly_worse(race, user):
-                confirm(race, user, advance)
+        if user is not None and race.winner is not None and user is not race.winner:
+            race.baseline = trainer.baseline()  # forward passes only, one per batch
+            if needs_confirming(race, user):
+                confirm(race, user, advance, budget)
         return race
 
 
@@ -496,7 +584,8 @@ def run(session: Session, settings: dict) -> Outcome:
     if race_steps is not None and int(race_steps) < 0:
         raise ValueError(f"lr-find.race_steps must be 0 or more, not {race_steps!r}")
     current_lr = float(session.optimizer.param_groups[0]["lr"])
-    curve = range_test(session, settings)
+    window = range_window(settings, current_lr)
+    curve = range_test(session, {**settings, "start_lr": window[0], "end_lr": window[1]})
     if curve.losses and not math.isfinite(curve.losses[0]):
         raise Skip(f"the loss is NaN/Inf at the test's first step (LR {curve.lrs[0]:.3g}), whatever "
                    "the LR: the nan check says where it comes from")
@@ -529,6 +618,8 @@ def run(session: Session, settings: dict) -> Outcome:
                         "rounds": e.rounds, "diverged": e.diverged} for e in race.entrants] if race else [],
         "winner": race.winner.lr if race and race.winner else None,
         "race_steps": race.steps if race else 0,
+        "comparison": comparison_of(race),
+        "range": [float(v) for v in window],
         "range_steps": len(curve.losses),
         "stopped": curve.stop,
         "reason": reason,
@@ -551,6 +642,40 @@ def run(session: Session, settings: dict) -> Outcome:
     return outcome
 
 
+def comparison_of(race: Optional[Race]) -> Optional[dict]:
+    """The user's LR against the winner at the same steps (`compare`), for the JSON section:
+    why there is a verdict, or why not. None without both."""
+    if race is None or race.winner is None:
+        return None
+    user = next((e for e in race.entrants if "current" in e.rules), None)
+    if user is None or user is race.winner:
+        return None
+    c = compare(race, user)
+    return {k: (_json_float(v) if isinstance(v, float) else v) for k, v in c.items()}
+
+
+def range_window(settings: dict, current_lr: float) -> tuple:
+    """(start_lr, end_lr) of the range test. The test's LR grows exponentially, so its
+    resolution is num_iter points over the window's decades: the default 100 points over
+    1e-7..10 give 12.5 a decade. When num_iter is cut below the default (the time budget,
+    engine/budget.py, may cut it to MIN_LR_POINTS = 20) and the window is the default one, the
+    window narrows around the user's LR to keep about that resolution: WINDOW_DECADES scaled by
+    num_iter / 100, at least MIN_WINDOW_DECADES, a third of it below the user's LR (the race
+    brackets from the curve, and the LRs worth racing lie mostly above a too-low user LR and
+    at most ~2 decades below a too-high one), shifted to stay inside the default window.
+    A window the user set is kept as it is."""
+    start, end = float(settings["start_lr"]), float(settings["end_lr"])
+    full = DEFAULT_NUM_ITER
+    num_iter = int(settings["num_iter"])
+    if num_iter >= full or (start, end) != (DEFAULTS["start_lr"], DEFAULTS["end_lr"]) or not current_lr > 0:
+        return start, end
+    decades = math.log10(end / start)
+    span = min(decades, max(MIN_WINDOW_DECADES, decades * num_iter / full))
+    low = math.log10(current_lr) - span / 3
+    low = min(max(low, math.log10(start)), math.log10(end) - span)
+    return 10 ** low, 10 ** (low + span)
+
+
 def race_why(race: Race) -> str:
     winner = race.winner
     if winner is None:  # every LR in the race diverged: run() says so, this only names the method
@@ -561,9 +686,10 @@ def race_why(race: Race) -> str:
 
 
 def verdict(current_lr: float, race: Optional[Race]) -> list:
-    """lr-too-high / lr-too-low from the race: the user's LR, trained alongside the winner for
-    the same steps, is more than SLOWER times slower, or diverged. An LR of 0 (or
-    below) moves nothing: lr-too-low without a race."""
+    """lr-too-high / lr-too-low from the race: the user's LR, trained alongside the winner from
+    the same state on the same batches, diverged, never moved the loss, or made under
+    1/BEHIND of the winner's progress over the same steps (`compare`). An LR of 0 (or below)
+    moves nothing: lr-too-low without a race."""
     winner = race.winner if race else None
     if current_lr <= 0:
         better = f"; the race's winner is {winner.lr:.3g}" if winner else ""
@@ -577,27 +703,29 @@ def verdict(current_lr: float, race: Optional[Race]) -> list:
     if user is None or user is winner:
         return []
     start = race.start_loss
-    if not clearly_worse(race, user):
+    c = compare(race, user)
+    if c["how"] in (None, "no"):
         return []  # as good, or the race shows too little descent to judge any LR by
-    early_steps = winner.steps if user.diverged else max(1, user.steps // SLOWER)
-    early = winner.loss_at(early_steps)
-    user_progress = start - user.loss if math.isfinite(user.loss) else -math.inf
-    evidence = {"current_lr": current_lr, "suggested_lr": winner.lr, "race_loss": _json_float(user.loss),
-                "winner_loss": winner.loss, "start_loss": start, "winner_loss_early": early,
-                "early_steps": early_steps, "slower": SLOWER,
-                "steps": user.steps, "winner_steps": winner.steps, "race_steps": race.steps,
-                "confirm_steps": race.confirm_steps,
-                "diverged": user.diverged}
+    n = c["steps"]
+    evidence = {"current_lr": current_lr, "suggested_lr": winner.lr, "race_loss": _json_float(c["loss"]),
+                "winner_loss": c["winner_loss"], "start_loss": start, "steps": n,
+                "progress_ratio": _json_float(c["ratio"]), "behind": behind_of(race, user), "how": c["how"],
+                "user_steps": user.steps, "winner_steps": winner.steps, "race_steps": race.steps,
+                "confirm_steps": race.confirm_steps, "diverged": user.diverged}
     if user.diverged:
         how = (f"diverged within {user.steps} steps (the loss became NaN/Inf or passed "
                f"{RACE_DIVERGE:g}x its start, {start:.4g})")
-    elif abs(user_progress) < STILL * abs(start):
-        how = f"never moved the loss in {user.steps} steps ({start:.4g} to {user.loss:.4g})"
+        reached = f"{winner.loss:.4g} after {winner.steps} steps"
+    elif c["how"] == "still":
+        how = (f"never moved the loss in {n} steps ({c['loss']:.4g}, against {c['reference']:.4g} "
+               f"for the initial model on the same batches)")
+        reached = f"{c['winner_loss']:.4g} after the same steps"
     else:
-        how = f"reached loss {user.loss:.4g} from {start:.4g} in {user.steps} steps"
+        how = (f"reached loss {c['loss']:.4g} in {n} steps (the initial model: {c['reference']:.4g} "
+               f"on the same batches)")
+        reached = (f"{c['winner_loss']:.4g} after the same steps, {c['ratio']:.1f}x the progress "
+                   f"(clearly worse: over {behind_of(race, user):g}x)")
     code = "lr-too-high" if current_lr > winner.lr else "lr-too-low"
-    reached = f"{early:.4g} after {early_steps} steps" + (
-        "" if early_steps == winner.steps else f" ({winner.loss:.4g} after {winner.steps})")
     return [make_finding(
         code, NAME, None,
         f"In the race from the same initial state, the optimizer's LR {current_lr:.3g} {how}, while "

@@ -269,6 +269,22 @@ class RaceTrainer:
         self._store(key, self._capture())
         return losses
 
+    def baseline(self) -> list:
+        """The initial model's loss on each batch (train mode, no step, no gradient): what an
+        LR of 0 scores at every step, the reference a step's progress is measured from (a
+        batch's loss varies from batch to batch; the first batch's alone is a noisy start).
+        Model, optimizer and RNGs are as before after it."""
+        assert self.initial is not None, "baseline() after close()"
+        state = rng_state()
+        self._load(self.initial)
+        self.model.train()
+        try:
+            with torch.no_grad():
+                return [float(self.loss_fn(batch).detach()) for batch in self.batches]
+        finally:
+            self._load(self.initial)  # the forward passes moved BatchNorm's running statistics
+            set_rng_state(state)
+
     def close(self) -> None:
         self.saved.clear()
         if self.initial is not None:
