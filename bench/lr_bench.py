@@ -277,14 +277,19 @@ def markdown(rows, seeds) -> str:
                    f"{classic / r['best']:.2f}×: {'met' if ok else 'NOT met'}; findings on the user's LR: "
                    f"{', '.join(r['findings']) or 'none'}.")
     out += ["", "## The race's cost", "",
-            "| task | range test steps | race steps | range test s | race s | race / range (s) |",
-            "|---|---|---|---|---|---|"]
+            "| task | range test steps | race steps | race / range (steps) | range test s | race s | race / range (s) |",
+            "|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['task']} | {r['range_steps']:.0f} | {r['race_steps']:.0f} | {r['range_seconds']:.2f} | "
+        out.append(f"| {r['task']} | {r['range_steps']:.0f} | {r['race_steps']:.0f} | "
+                   f"{r['race_steps'] / r['range_steps']:.2f} | {r['range_seconds']:.2f} | "
                    f"{r['race_seconds']:.2f} | {r['race_seconds'] / r['range_seconds']:.2f} |")
-    out += ["", "Seconds: wall time on the benchmark machine (2 shared cores), the race's as `lr-find` "
-            "minus the same call with `race_steps: 0`. Race steps include the confirmation steps "
-            "(`lr_find.confirm`) where a verdict was checked.", ""]
+    out += ["", "Steps: optimizer steps, each on one batch (the race's are of the same size as the range "
+            "test's). Race steps are mean over the seeds and include the confirmation steps "
+            "(`lr_find.confirm`: the user's LR and the winner trained on, doubling their steps, up to "
+            "2.5x the race's budget), spent only where the user's LR looked clearly worse (a verdict "
+            "was checked); without them the race is at most the range test's num_iter. Seconds: wall "
+            "time on the benchmark machine (2 shared cores, loaded by other jobs: noisy), the race's as "
+            "`lr-find` minus the same call with `race_steps: 0`.", ""]
     return "\n".join(out)
 
 

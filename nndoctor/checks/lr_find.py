@@ -11,12 +11,15 @@ Three classic suggestions are read from the recorded curve, all reported: `valle
 `min/10` (fastai's `minimum`). Each fails on some kind of model (issue 15: steepest
 diverges on Adam, valley trains 3x worse than the best on SGD), so the curve only
 *brackets* the usable range (from where the loss starts falling to its lowest point),
-and a short race *confirms*: the three, the user's own LR and log-spaced points of
-the bracket each train from the same initial state on the same batches, halved by
-successive halving (Karnin et al. 2013; Jamieson & Talwalkar 2016) within
-`race_steps` steps (default: the range test's own `num_iter`). The winner is the
+and a short race *confirms*: the user's own LR, points a quarter decade apart around the
+bracket's top (where the LRs that train best lie, the smoothed curve lagging) and the
+three rules where they fall elsewhere each train from the same initial state on the same
+batches, halved by successive halving (Karnin et al. 2013; Jamieson & Talwalkar 2016)
+within `race_steps` steps (default: the range test's own `num_iter`). The winner is the
 `race` suggestion (the default `method`); `lr-too-high` / `lr-too-low` come from the
-race only: the user's LR trained alongside the winner and made clearly less progress.
+race only: the user's LR, trained alongside the winner, compared with it at the same step
+count, diverged, never moved the loss, or made a small fraction of its progress (`compare`),
+and still did after both trained on to twice the steps (`confirm`).
 """
 
 from __future__ import annotations
@@ -131,7 +134,18 @@ RACE_DIVERGE = 5.0
 # after n/8 (the old time ratio) called healthy programs' LRs too low: a high LR's first few
 # steps on a regression or a language model (own_mse_regressor, the zoo's gru_lm at seed 4)
 # drop the loss faster than a lower LR can in 8x the steps, and the lower LR catches up later.
-# BEHIND: see `BEHIND_MEASURED` below for where it comes from.
+# The ratio is asymmetric. An LR above the winner's that is behind at the same steps fails
+# by instability (oscillation, dead ReLUs) and does not catch up: BEHIND = 4 (measured: Adam
+# 0.1 on bench/real_bugs/dying_relu_adam_high_lr.py, ReLUs dead, 13x behind 1.2e-3 after 143
+# steps; healthy programs whose LR is above the winner's, e.g. the zoo's resnet18 at SGD 0.1,
+# 1.5x). An LR below the winner's is slow at first in proportion to the LR and catches up
+# later, so its ratio is large early on healthy programs: own_mse_regressor (Adam 1e-3,
+# targets ~10) 27x after 18 steps and 8.3x after 36; the zoo's gru_lm at seed 4 9.3x;
+# keras_init_classifier (Adam 3e-4) 8.1x after 143. BEHIND_LOW = 30, after a confirmation
+# at twice the steps, is over all of those; an LR 100x too low, or one that never moves the
+# loss ("still"), is found anyway. Broken samples whose bug weakens the gradient read 12-28x
+# (dead_relu_mlp 15x, softmax_ce_mlp 19x, unscaled_target_mlp 28x): below it, so their LR is
+# not called too low, a distraction from their bug.
 BEHIND = 4.0
 BEHIND_LOW = 30.0
 BEHIND_MARGIN = 0.05

@@ -104,15 +104,20 @@ _TABLE = [
     ),
     Code(
         "lr-too-high", "warning", "lr-find",
-        "The optimizer's LR is far above the LR range test's good range.",
-        "Too high an LR makes the loss oscillate or diverge.",
-        "Lower the LR towards the suggested LR of `nndoctor lr-find`.",
+        "Trained from the same state on the same batches as a lower LR in lr-find's race, the "
+        "optimizer's LR diverges, or makes a fraction of its progress over the same steps.",
+        "Too high an LR makes the loss oscillate or diverge, or kills ReLU units so that the loss "
+        "stalls; a longer run does not recover.",
+        "Lower the LR towards the race's winner, the suggested LR of `nndoctor lr-find`.",
     ),
     Code(
         "lr-too-low", "warning", "lr-find",
-        "The optimizer's LR is far below the LR range test's good range.",
-        "Too low an LR makes training needlessly slow or stall.",
-        "Raise the LR towards the suggested LR of `nndoctor lr-find`.",
+        "The optimizer's LR is 0, or, trained from the same state on the same batches as a higher "
+        "LR in lr-find's race, it never moves the loss or makes a small fraction of its progress.",
+        "Too low an LR makes training needlessly slow or stall; an LR of 0 (e.g. `0.1 * (64 // 256)`) "
+        "moves no weight at all.",
+        "Raise the LR towards the race's winner, the suggested LR of `nndoctor lr-find` (an LR of 0: "
+        "fix the formula that computes it).",
     ),
     Code(
         "overfitting", "warning", "fit",
