@@ -289,6 +289,20 @@ def test_a_stuck_lr_above_the_winner_is_too_high_at_the_same_steps():
     assert finding.evidence["progress_ratio"] > lr_find.BEHIND
 
 
+@pytest.mark.parametrize("budget, count", [(100, 8), (50, 5), (20, 3), (5, 2)])
+def test_a_cut_budget_races_fewer_entrants_with_enough_steps_each(budget, count):
+    assert lr_find.entrants_for(budget) == count
+    entrants = lr_find.entrants_from((1e-5, 0.1), {"valley": 1e-3}, 1e-3, count)
+    assert len(entrants) == count and any("current" in e.rules for e in entrants)
+    best = 0.1 / 10 ** 0.25  # the first dense point to enter
+    assert any(e.lr == pytest.approx(best) for e in entrants)
+    user = next(e for e in entrants if "current" in e.rules)
+    race = lr_find.successive_halving(entrants, budget, response_race(best, {}), protect=user)
+    assert race.winner.lr == pytest.approx(best)
+    if count > 2:
+        assert min(e.steps for e in entrants) >= lr_find.MIN_ROUND_STEPS
+
+
 def test_a_cut_num_iter_narrows_the_window_around_the_user_lr():
     full = dict(lr_find.DEFAULTS)
     assert lr_find.range_window(full, 1e-3) == (1e-7, 10.0)  # the default: the whole window

@@ -105,6 +105,11 @@ MIN_DESCENT = 0.05
 # is 0.6 decades above its top), and a point that diverges costs only its first round.
 OFFSETS = (-0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 DENSE_DECADES = 1.0
+# Which dense points enter first when a cut budget takes fewer entrants (`entrants_for`): the
+# quarter and half decade below the top, where the sweep's best lay most often (bench notes).
+DENSE_ORDER = {0.25: 0.0, 0.5: 1.0, 0.0: 2.0, 0.75: 3.0, -0.5: 4.0, 1.0: 5.0}
+# The fewest steps an entrant's first round may have: 3 pre-step losses, 2 of them after a step.
+MIN_ROUND_STEPS = 3
 # Where the bracket starts: the LR by which the smoothed loss has fallen a tenth of its whole
 # descent. Before that the loss "falls" only by the EMA's drift and noise: racing LRs there
 # (10^-7 .. 10^-5 on the samples) spends entrants on LRs that cannot win.
@@ -360,18 +365,32 @@ class Race:
         return float(sum(window) / len(window))
 
 
-def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float]) -> list:
+def entrants_for(budget: int) -> int:
+    """How many entrants a race of `budget` steps takes: the most (up to MAX_ENTRANTS) whose
+    first round still gives each MIN_ROUND_STEPS steps (n x ceil(log2 n) x MIN_ROUND_STEPS <=
+    budget), at least 2. A range test cut to 20 points (engine/budget.py) races 3: with 8, a
+    first round of 1 step scores every entrant on the same initial loss."""
+    n = MAX_ENTRANTS
+    while n > 2 and n * math.ceil(math.log2(n)) * MIN_ROUND_STEPS > budget:
+        n -= 1
+    return n
+
+
+def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float],
+                  most: int = MAX_ENTRANTS) -> list:
     """The race's entrants: the user's LR, points below the bracket's top at OFFSETS decades
     (those not below the bracket's low end), and the named suggestions ({rule: lr}); an LR
     within MERGE_DECADES of one already in joins it (its rule is listed there), at most
-    MAX_ENTRANTS in all: the user's LR first, then the dense points (within DENSE_DECADES of
-    the top), the named rules, the coarse points. In LR order."""
+    `most` in all: the user's LR first, then the dense points (within DENSE_DECADES of the
+    top; those just below it first, where the best usually lies), the named rules, the coarse
+    points. In LR order."""
     low, high = bracket
     grid = [(high / 10 ** o, o) for o in OFFSETS if high / 10 ** o >= low / 10 ** MERGE_DECADES]
     if not grid:
         grid = [(high, 0.0)]
     points = [(current_lr, "current")] if current_lr and current_lr > 0 else []
-    points += [(lr, "race bracket") for lr, o in grid if o <= DENSE_DECADES]
+    dense = sorted(((lr, o) for lr, o in grid if o <= DENSE_DECADES), key=lambda p: DENSE_ORDER.get(p[1], 9.0))
+    points += [(lr, "race bracket") for lr, _ in dense]
     priority = {"valley": 1, "steepest": 2, "min/10": 3}
     points += sorted(((lr, rule) for rule, lr in named.items() if lr), key=lambda p: priority.get(p[1], 9))
     points += [(lr, "race bracket") for lr, o in grid if o > DENSE_DECADES]
@@ -381,7 +400,7 @@ def entrants_from(bracket: tuple, named: dict, current_lr: Optional[float]) -> l
         if near is not None:
             if rule not in near.rules:
                 near.rules.append(rule)
-        elif len(entrants) < MAX_ENTRANTS:
+        elif len(entrants) < most:
             entrants.append(Entrant(lr=lr, rules=[rule]))
     return sorted(entrants, key=lambda e: e.lr)
 
@@ -557,7 +576,7 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
     named = {rule: found["suggestions"][rule] for rule in RULES}
     bracket = bracket_of(curve, found)
     assert bracket is not None  # run() races only a curve with a bracket
-    entrants = entrants_from(bracket, named, current_lr)
+    entrants = entrants_from(bracket, named, current_lr, entrants_for(budget))
     user = next((e for e in entrants if "current" in e.rules), None)
     batches = session.batches(min(curve.num_iter, MAX_BATCHES))
     on_disk, cache_dir = _cache_on_disk(session, settings)
