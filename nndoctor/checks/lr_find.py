@@ -96,10 +96,10 @@ MIN_DESCENT = 0.05
 # The race. Entrants besides the user's LR and the named rules: points below the bracket's
 # top (the LR of the curve's lowest smoothed loss) at OFFSETS decades, a quarter decade apart
 # over the first DENSE_DECADES and coarser below. The smoothed curve lags ~1.6 decades (issue
-# 13), so the LRs that train best lie 0.25-1.5 decades below its lowest point (measured on
-# bench/lr_bench.py's MLP, LSTM and Transformer tasks, seeds 0-2: the best of 11 LRs a quarter
-# decade apart after 200 steps lay 0.25-1.25 decades below the top); 5 points evenly over the
-# whole bracket (up to 8 decades) left gaps of 0.7 decades there.
+# 13), so the LRs that train best lie below its lowest point (measured on bench/lr_bench.py's
+# tasks, seeds 0-2, the CNN seed 0: the best of 11 LRs a quarter decade apart below the top,
+# each trained 200 steps, lay 0-1.75 decades below it, 0.5-1.0 on 9 of 13); 5 points evenly
+# over the whole bracket (up to 8 decades) left gaps of 0.7 decades there.
 # One point half a decade above the top: SGD with momentum on a BatchNorm CNN trains best at
 # or above it (bench/lr_bench.py's CNN: the top 0.01 was the best of 11 LRs; simple_cnn's 0.01
 # is 0.6 decades above its top), and a point that diverges costs only its first round.
