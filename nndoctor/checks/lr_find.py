@@ -146,7 +146,9 @@ RACE_DIVERGE = 5.0
 # 1.5x). An LR below the winner's is slow at first in proportion to the LR and catches up
 # later, so its ratio is large early on healthy programs: own_mse_regressor (Adam 1e-3,
 # targets ~10) 27x after 18 steps and 8.3x after 36; the zoo's gru_lm at seed 4 9.3x;
-# keras_init_classifier (Adam 3e-4) 8.1x after 143. BEHIND_LOW = 30, after a confirmation
+# keras_init_classifier (Adam 3e-4) 8.1x after 143; the zoo at seed 0 (20 models, bench/zoo.py
+# --checks lr-find): at most 17.6x (wav2vec2, AdamW 3e-4), then lstm_classifier 12.1x and
+# gru_lm 10.4x, the rest under 4x. BEHIND_LOW = 30, after a confirmation
 # at twice the steps, is over all of those; an LR 100x too low, or one that never moves the
 # loss ("still"), is found anyway. Broken samples whose bug weakens the gradient read 12-28x
 # (dead_relu_mlp 15x, softmax_ce_mlp 19x, unscaled_target_mlp 28x): below it, so their LR is
