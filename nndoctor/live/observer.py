@@ -49,14 +49,15 @@ class Watcher:
         # Rectifier units are judged dead on as many observations as `check`'s scan needs
         # (probes/activations.MIN_OBSERVATIONS); embeddings are no "early layer" for vanishing
         # gradients (checks/grads.SPARSE_GRADIENT_LAYERS).
+        limited = max_steps is not None or max_seconds is not None
         self.probe = LiveProbe(self.history, model, optimizer, every=self.every, on_step=self._judge,
-                               on_step_end=self._limits, min_observations=MIN_OBSERVATIONS,
+                               on_step_end=self._limits if limited else None, min_observations=MIN_OBSERVATIONS,
                                skip_layers=SPARSE_GRADIENT_LAYERS)
         self.started = 0.0
         self.seconds = 0.0
         self.interrupted = False
         self.notes: list = []
-        self._unjudged: list = []
+        self._next_judged = 0  # the first step the judges have not seen
 
     @property
     def optimizer(self) -> Any:
@@ -87,9 +88,9 @@ class Watcher:
         if _active is self:
             _active = None
             self.seconds = time.perf_counter() - self.started
-            for step in self._unjudged:
-                self.judge.on_step(step)
-            self._unjudged = []
+            if self._next_judged < self.history.steps:
+                self.judge.on_steps(self._next_judged, self.history.steps - 1)
+                self._next_judged = self.history.steps
             self.judge.finish()
 
     def __enter__(self) -> Watcher:
@@ -131,11 +132,11 @@ class Watcher:
     def _judge(self, step: int) -> None:
         # Without fail_on nothing needs a finding at once: the judges run every JUDGE_EVERY
         # steps over the steps since (each finding still carries its own step).
-        self._unjudged.append(step)
-        if self.fail_on is None and len(self._unjudged) < JUDGE_EVERY and self.history.nonfinite is None:
+        first = self._next_judged
+        if self.fail_on is None and step - first + 1 < JUDGE_EVERY and self.history.nonfinite is None:
             return
-        new = [f for s in self._unjudged for f in self.judge.on_step(s)]
-        self._unjudged = []
+        self._next_judged = step + 1
+        new = self.judge.on_steps(first, step) if step > first else self.judge.on_step(step)
         if self.fail_on is None:
             return
         bar = SEVERITY_ORDER[self.fail_on]
