@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch.nn as nn
 
 from ..checks.grads import SPARSE_GRADIENT_LAYERS
+from ..probes import live as live_probe
 from ..probes.activations import MIN_OBSERVATIONS
 from ..probes.live import LiveProbe
 from ..report.codes import SEVERITY_ORDER
@@ -122,10 +123,31 @@ class Watcher:
                             metrics={"steps": h.steps, "skipped_steps": sum(h.skipped),
                                      "every": self.every})
         report = Report(target=self.target, seconds=check.seconds, checks=[check],
-                        notes=list(self.notes) + list(self.probe.notes), interrupted=self.interrupted)
+                        notes=list(self.notes) + list(self.probe.notes) + self._unjudged_note(),
+                        interrupted=self.interrupted)
         report.sections["watch"] = {"steps": h.steps, "skipped_steps": sum(h.skipped), "every": self.every,
                                     "losses": [sig(v, 6) for v in h.losses]}
         return report
+
+    def _unjudged_note(self) -> list:
+        """What dead-neurons could not judge: rectifiers whose units the activation scans saw
+        fewer than MIN_OBSERVATIONS times (each scan reads one batch; how often it runs is
+        paced, see probes/live.SCAN_BUDGET), so that a short run says so rather than nothing."""
+        h, probe = self.history, self.probe
+        if h.steps == 0 or not probe.scan_units or any(f.code == "dead-neurons" for f in self.judge.findings):
+            return []
+        if probe.scans == 0:
+            return [f"dead-neurons: not enough observations for a verdict: no activation scan ran in "
+                    f"{h.steps} steps (a longer run, or a smaller --every, gives it some)"]
+        sites = probe.unjudged_sites()
+        if not sites:
+            return []
+        names = ", ".join(f"`{where}`" for where, _ in sites[:3]) + (f" and {len(sites) - 3} more"
+                                                                     if len(sites) > 3 else "")
+        # no count in the text: how many scans ran depends on the machine's speed (the pacing)
+        return [f"dead-neurons: not enough observations for a verdict on {names}: fewer than "
+                f"{MIN_OBSERVATIONS} per unit from the activation scans, which run as often as "
+                f"{live_probe.SCAN_BUDGET:.0%} of the run's time allows (a longer run, or a smaller --every, gives more)"]
 
     # ------------------------------------------------------------------ after each step
 

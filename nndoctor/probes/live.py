@@ -92,7 +92,8 @@ class NonFiniteEvent:
 
 @dataclass
 class UnitScan:
-    """One rectifier of the model on a sampled step, counted since the run began (see
+    """One rectifier of the model on a scanned step (a sampled one, or the step after the first
+    when that one's inputs were not complete), counted since the run began (see
     LiveProbe._scan): how many of its units have been silent long enough to be dead."""
 
     where: str
@@ -189,7 +190,10 @@ class LiveProbe:
         self._last_norm: Optional[float] = None  # the last gradient norm read
         self._norm_loss: Optional[float] = None  # the loss of the last step that read the norm
         self._rng_used: Optional[bool] = None  # the steps draw random numbers (None: not known yet)
-        self._next_scan = 0  # the first sampled step from which the next activation scan is due
+        self._scan_cost: Optional[float] = None  # seconds the last activation scan took
+        self._scan_credit = 0.0  # seconds of SCAN_BUDGET not spent yet (see _paced_scan)
+        self._scan_pending = False  # a sampled step's scan waits for the next step's inputs
+        self.scans = 0  # activation scans run
         self._last_scan: Optional[int] = None  # the step of the last activation scan
 
     # ------------------------------------------------------------------ lifecycle
@@ -372,6 +376,12 @@ class LiveProbe:
             if sampled:
                 self._check_rng()
                 self._sample(step, self._params(optimizer)[0], values)
+            elif self._scan_pending:
+                self._scan_pending = False
+                if self.scan_units:
+                    began = time.perf_counter()
+                    if self._scan(step):
+                        self._scan_cost = time.perf_counter() - began
             for root in self.roots:
                 if not root.training:
                     self._eval_mode(step)
@@ -511,13 +521,29 @@ class LiveProbe:
             if self._mode_modules[module] is None:
                 self._mode_modules[module] = self._module_name(module)
         self._layer_rms(step, grad_norm)
-        if self.scan_units and step >= self._next_scan:
-            began = time.perf_counter()
-            self._scan(step)
-            budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
-            cost = time.perf_counter() - began
-            periods = 1 if not budget > 0 or cost <= budget else math.ceil(cost / budget)
-            self._next_scan = step + periods * self.every
+        if self.scan_units:
+            self._paced_scan(step)
+
+    def _paced_scan(self, step: int) -> None:
+        """The activation scan on a sampled step while its cost stays within SCAN_BUDGET of the
+        run's time: each sampled step adds SCAN_BUDGET of a period's time to a credit (at most
+        one scan's worth, so no burst follows a slow phase) and a scan runs when the credit
+        covers the last one's cost. A scan that cannot run for want of the step's complete
+        inputs (the first sampled step, before the module the forward enters by is hooked)
+        runs at the next step instead (see _record)."""
+        budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
+        cost = self._scan_cost
+        if cost is not None:
+            self._scan_credit = min(self._scan_credit + budget, max(cost, budget))
+            if self._scan_credit < cost:
+                return
+        began = time.perf_counter()
+        if not self._scan(step):
+            self._scan_pending = self._call is None or self._call["kwargs"] is None
+            return
+        self._scan_cost = time.perf_counter() - began
+        if cost is not None:
+            self._scan_credit -= self._scan_cost
 
     def _layer_rms(self, step: int, grad_norm: dict) -> None:
         """The RMS gradient of each weight layer (its >= 2-D parameters) that got a nonzero one."""
@@ -541,13 +567,13 @@ class LiveProbe:
         if rms:
             self.history.layer_rms[step] = rms
 
-    def _scan(self, step: int) -> None:
+    def _scan(self, step: int) -> bool:
         """The activation scan on this step's forward inputs (no gradient, dropout off, modes,
         BatchNorm statistics and RNG put back); each rectifier unit's silence is counted in
-        finite observations since it last fired, across sampled steps."""
+        finite observations since it last fired, across sampled steps. False: it did not run."""
         call = self._call
         if call is None or call["kwargs"] is None or not self._within_roots(call["module"]):
-            return
+            return False
         module = call["module"]
         rng = _rng_state()
         # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
@@ -559,7 +585,7 @@ class LiveProbe:
         except Exception as exc:  # the scan must never break the user's run
             self.scan_units = False
             self.notes.append(f"the activation scan could not run on this model: {type(exc).__name__}: {exc}")
-            return
+            return False
         finally:
             with torch.no_grad():
                 for b, value in buffers:
@@ -594,8 +620,17 @@ class LiveProbe:
                                   observations=int(site.silent[dead].min()) if died else 0,
                                   period=step - self._last_scan if self._last_scan is not None else 0))
         self._last_scan = step
+        self.scans += 1
         if scans:
             self.history.unit_scans[step] = scans
+        return True
+
+    def unjudged_sites(self) -> list:
+        """[(rectifier, the fewest finite observations among its units)] for the rectifiers the
+        scans saw with some unit below min_observations: not enough for a dead-neurons verdict."""
+        needed = max(self.min_observations, 1)
+        return [(where, int(site.seen.min())) for where, site in self._sites.items()
+                if int(site.seen.min()) < needed]
 
     def _eval_mode(self, step: int) -> None:
         """A root in eval mode at a step: its Dropout/BatchNorm modules that trained before
