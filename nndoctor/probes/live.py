@@ -23,10 +23,18 @@ works on any loop. What it attaches, all removed in `remove()`:
   modules, the order the weight layers run in), and on the modules the step's
   forward enters by (the roots, or the submodules a LightningModule's
   `training_step` calls) one forward pre-hook kept for the whole run, which keeps
-  the step's inputs and RNG state so that a non-finite step can be re-run under
+  the step's inputs (references, no copy) and, while the sampled steps see the step
+  draw random numbers, its RNG state, so that a non-finite step can be re-run under
   `train_run._Tracer` before its update is applied, and a sampled step's forward
   re-run (no gradient) under the activation scan (`activations.scan_activations`), on
-  every sampled step while it costs at most SCAN_BUDGET of the time between two of them.
+  the sampled steps as often as SCAN_BUDGET of the run's time allows.
+
+What runs on every step is kept to the few Python operations it needs (the fixed cost of
+watching a sub-millisecond step, bench/WATCH.md): the backward wrapper appends a detached
+loss; the forward pre-hook keeps a reference to the inputs; the pre-step hook reads the
+loss (one `.item()`), the LR and the root's mode; the post-step hook ends the step. The
+norm, the sampled steps' work and the judges (in ranges of steps, `Judge.on_steps`) are
+paced or batched.
 
 A non-finite gradient whose loss is finite, on a step that did not read the norm, is
 seen at the next step that does, or at the next step's loss (the update made the
