@@ -197,6 +197,8 @@ class LiveProbe:
         self._next_norm = 0  # the next step that reads the gradient norm
         self._last_norm: Optional[float] = None  # the last gradient norm read
         self._norm_loss: Optional[float] = None  # the loss of the last step that read the norm
+        self._norm_step: Optional[int] = None  # the last step that read the norm
+        self._norm_balance = 0.0  # seconds of NORM_BUDGET earned and not spent (see _pace_norms)
         self._rng_used: Optional[bool] = None  # the steps draw random numbers (None: not known yet)
         self._scan_cost: Optional[float] = None  # seconds the last activation scan took
         self._scan_credit = 0.0  # seconds of SCAN_BUDGET not spent yet (see _paced_scan)
@@ -451,12 +453,21 @@ class LiveProbe:
         """The next step that reads the gradient norm: the next one when that costs at most
         NORM_BUDGET of a step, or while the norm grows (NORM_GROWTH since the last read: an
         exploding gradient is followed step by step to its overflow), else as many steps
-        later as keep it within the budget (at most `every`)."""
+        later as keep it within the budget (at most `every`). Every read is charged to the
+        budget, the paced ones and those a sampled step, a growing norm or a jumping loss
+        forced: a balance earns NORM_BUDGET of each step since the last read (at most one
+        read's worth) and pays each read's cost, and the next paced read waits until it can
+        pay for one again."""
         last, self._last_norm = self._last_norm, norm
         growing = norm is not None and last is not None and not norm <= NORM_GROWTH * last
         budget = NORM_BUDGET * (self._step_seconds or 0.0)
-        period = 1 if growing or not budget > 0 or cost <= budget else \
-            min(self.every, math.ceil(cost / budget))
+        since = step - self._norm_step if self._norm_step is not None else 0
+        self._norm_step = step
+        if not budget > 0:
+            self._next_norm = step + 1
+            return
+        self._norm_balance = min(self._norm_balance + since * budget, max(cost, budget)) - cost
+        period = 1 if growing else min(self.every, max(1, math.ceil((cost - self._norm_balance) / budget)))
         self._next_norm = step + period
 
     def _end_step(self) -> None:
