@@ -67,6 +67,7 @@ MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm
 # real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
 # sample scripts' 0.4-2 ms steps. There it is read every few steps instead (at most every
 # `every`, and always on sampled steps); the loss is still read, and checked, every step.
+# Every read counts against the budget, the forced ones too (see _pace_norms).
 NORM_BUDGET = 0.01
 # A norm more than 2x the last one read (a few steps before) is read again at the next step,
 # and so on while it keeps growing; a loss more than 2x (or non-finite) the one of the last
@@ -76,8 +77,8 @@ NORM_BUDGET = 0.01
 NORM_GROWTH = 2.0
 # The same for the activation scan of sampled steps (a forward without gradient, re-run under
 # a TorchFunctionMode): ~1-2 forward passes on a real model, so every sampled step costs it
-# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs
-# on every k-th sampled step only, k keeping it within SCAN_BUDGET of the step time.
+# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs on
+# the sampled steps that a credit of SCAN_BUDGET of the run's time pays for (see _paced_scan).
 SCAN_BUDGET = 0.02
 
 
