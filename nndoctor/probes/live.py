@@ -201,7 +201,7 @@ class LiveProbe:
         self._norm_step: Optional[int] = None  # the last step that read the norm
         self._norm_balance = 0.0  # seconds of NORM_BUDGET earned and not spent (see _pace_norms)
         self._rng_used: Optional[bool] = None  # the steps draw random numbers (None: not known yet)
-        self._scan_cost: Optional[float] = None  # seconds the last activation scan took
+        self._scan_cost: Optional[float] = None  # CPU seconds the last activation scan took
         self._scan_credit = 0.0  # seconds of SCAN_BUDGET not spent yet (see _paced_scan)
         self._scan_pending = False  # a sampled step's scan waits for the next step's inputs
         self.scans = 0  # activation scans run
@@ -390,9 +390,9 @@ class LiveProbe:
             elif self._scan_pending:
                 self._scan_pending = False
                 if self.scan_units:
-                    began = time.perf_counter()
+                    began = time.thread_time()
                     if self._scan(step):
-                        self._scan_cost = time.perf_counter() - began
+                        self._scan_cost = time.thread_time() - began
             for root in self.roots:
                 if not root.training:
                     self._eval_mode(step)
@@ -550,18 +550,20 @@ class LiveProbe:
         one scan's worth, so no burst follows a slow phase) and a scan runs when the credit
         covers the last one's cost. A scan that cannot run for want of the step's complete
         inputs (the first sampled step, before the module the forward enters by is hooked)
-        runs at the next step instead (see _record)."""
+        runs at the next step instead (see _record). A scan's cost is its thread's CPU time: on
+        a loaded machine its wall time is mostly other processes' (a scan preempted once costs
+        5-10x), and one such scan would delay the next ones by as many periods."""
         budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
         cost = self._scan_cost
         if cost is not None:
             self._scan_credit = min(self._scan_credit + budget, max(cost, budget))
             if self._scan_credit < cost:
                 return
-        began = time.perf_counter()
+        began = time.thread_time()
         if not self._scan(step):
             self._scan_pending = self._call is None or self._call["kwargs"] is None
             return
-        self._scan_cost = time.perf_counter() - began
+        self._scan_cost = time.thread_time() - began
         if cost is not None:
             self._scan_credit -= self._scan_cost
 
