@@ -12,6 +12,16 @@ untimed warm-up run of each (torch's first-call costs, the script's imports). Th
 script's stdout is discarded. Both wall time and the process's CPU time are taken:
 on a shared machine the CPU time is the steadier of the two. The figure per script
 is the median ratio over the pairs; the target is <= 1.05 at the default period.
+
+    OMP_NUM_THREADS=1 python bench/watch_bench.py --micro [--runs 9] [--widths 64,256,1024]
+
+The micro-loop instead: a 2-layer MLP (20 -> width -> 4, batch 64, SGD with momentum) for
+1,000 steps in one process, unwatched and watched (default period) interleaved, `--runs`
+pairs per width, the process's CPU time per step. The figure is the watched minus the
+unwatched microseconds a step (median over the pairs): a fixed cost per step, steadier
+than the scripts' wall ratios on a loaded machine; with the median step's, and the CPU time
+of the fastest block of steps between two sampled ones (the steadiest of the three). Then
+the watcher's own hook work, called directly in a loop (`hook_work`).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -72,14 +83,134 @@ def child(name: str, runs: int, every: int) -> dict:
     }
 
 
+def micro(width: int, runs: int, every: int, steps: int = 1000) -> dict:
+    """The per-step cost on a bare loop (see the module docstring), microseconds."""
+    import torch
+    import torch.nn as nn
+
+    from nndoctor.live.observer import Watcher
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, width), nn.ReLU(), nn.Linear(width, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    x, y = torch.randn(64, 20), torch.randint(0, 4, (64,))
+    clock = time.perf_counter
+
+    def loop(watched: bool, n: int) -> tuple:
+        watcher = Watcher(every=every) if watched else None
+        if watcher is not None:
+            watcher.start()
+        times, blocks = [], []
+        began = time.process_time()
+        try:
+            for i in range(n):
+                if i % every == 1:
+                    block = time.thread_time()
+                t = clock()
+                opt.zero_grad()
+                criterion(model(x), y).backward()
+                opt.step()
+                times.append(clock() - t)
+                if i % every == every - 1 and every > 2:
+                    blocks.append((time.thread_time() - block) / (every - 1))
+        finally:
+            seconds = time.process_time() - began
+            if watcher is not None:
+                watcher.stop()
+        return seconds / n * 1e6, statistics.median(times) * 1e6, min(blocks, default=math.nan) * 1e6
+
+    loop(False, 200)
+    loop(True, 200)
+    pairs = []
+    for run in range(runs):
+        order = (False, True) if run % 2 == 0 else (True, False)
+        times = {watched: loop(watched, steps) for watched in order}
+        pairs.append((times[False], times[True]))
+    return {"width": width, "runs": runs, "steps": steps,
+            "bare_us": statistics.median(b[0] for b, _ in pairs),
+            "added_us": statistics.median(w[0] - b[0] for b, w in pairs),
+            "ratio": statistics.median(w[0] / b[0] for b, w in pairs),
+            # the median step (wall): what a step that is neither sampled nor reads the norm costs;
+            # a step preempted by another process is an outlier, which the median ignores
+            "median_step_bare_us": statistics.median(b[1] for b, _ in pairs),
+            "median_step_added_us": statistics.median(w[1] - b[1] for b, w in pairs),
+            # the CPU time of the blocks of steps between two sampled ones (norm reads and judges
+            # included, no sampled step, no scan), the fastest block of all the pairs: the
+            # steadiest figure of the fixed cost on a loaded machine
+            "block_bare_us": min(b[2] for b, _ in pairs),
+            "block_added_us": min(w[2] for _, w in pairs) - min(b[2] for b, _ in pairs)}
+
+
+def hook_work(repeats: int = 50, steps: int = 200) -> dict:
+    """The watcher's own per-step work in isolation: its forward pre-hook, the loss the backward
+    wrapper keeps, and its optimizer pre/post hooks, called directly (no forward, backward or
+    update), the default period, `steps` steps per repeat (four sampled); microseconds a step, min and median
+    over the repeats (the min is the steadiest figure on a loaded machine). It leaves out what
+    only a real loop shows (cold caches between torch's work, the norm reads' and the scans'
+    share, which are paced by the step time)."""
+    import timeit
+
+    import torch
+    import torch.nn as nn
+
+    from nndoctor.live.observer import Watcher
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(64, 20), torch.randint(0, 4, (64,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    loss = loss.detach()
+    watcher = Watcher(model, opt).start()
+    probe = watcher.probe
+
+    def one() -> None:
+        probe._keep_inputs(model, (x,), {})
+        probe._losses.append(loss.detach())
+        probe._pre_step(opt, (), {})
+        probe._post_step(opt, (), {})
+
+    try:
+        for _ in range(300):
+            one()
+        # CPU time of this thread, in short repeats: a repeat that another process preempted or
+        # whose caches it flushed is slower, so the min is the steadiest figure
+        times = sorted(t / steps * 1e6 for t in timeit.repeat(one, number=steps, repeat=repeats,
+                                                               timer=time.thread_time))
+    finally:
+        watcher.stop()
+    return {"min_us": times[0], "median_us": times[len(times) // 2]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--scripts", default=",".join(HEALTHY))
     parser.add_argument("--json", default=None)
+    parser.add_argument("--micro", action="store_true", help="the 1,000-step micro-loop instead")
+    parser.add_argument("--widths", default="64,256,1024", help="the micro-loop's hidden widths")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.micro:
+        print(f"{'width':>6} {'bare us/step':>13} {'added us/step':>14} {'x':>7} "
+              f"{'median step us':>15} {'median added':>13} {'block us':>9} {'block added':>12}")
+        rows = []
+        for width in (int(w) for w in args.widths.split(",")):
+            row = micro(width, args.runs, args.every)
+            rows.append(row)
+            print(f"{width:6} {row['bare_us']:13.1f} {row['added_us']:14.1f} {row['ratio']:7.3f} "
+                  f"{row['median_step_bare_us']:15.1f} {row['median_step_added_us']:13.1f} "
+                  f"{row['block_bare_us']:9.1f} {row['block_added_us']:12.1f}", flush=True)
+        hooks = hook_work()
+        print(f"the watcher's own hook work, in isolation: {hooks['min_us']:.1f} us a step (min), "
+              f"{hooks['median_us']:.1f} (median)")
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump({"micro": rows, "hook_work": hooks}, fh, indent=2)
+        return
     if args.child:
         print(json.dumps(child(args.child, args.runs, args.every)))
         return

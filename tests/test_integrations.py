@@ -46,6 +46,8 @@ def test_lightning_sample_script_is_watched_and_quiet(tmp_path, monkeypatch, cap
     report = out["report"]
     assert out["code"] == 0 and report["findings"] == [], report["findings"]
     assert report["watch"]["steps"] == 5 * 64  # 5 epochs of 64 batches: one step per batch
+    # the activation scans reach the observations a dead-neurons verdict needs (issue 16 item 6)
+    assert not [n for n in report["notes"] if "not enough observations" in n], report["notes"]
     losses = report["watch"]["losses"]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert "watched 320 optimizer steps" in capsys.readouterr().out

@@ -373,3 +373,84 @@ def test_watching_leaves_the_users_run_bit_for_bit_unchanged():
     bare, watched = train(False), train(True)
     assert all(torch.equal(a, b) for a, b in zip(bare[0], watched[0]))
     assert torch.equal(bare[1], watched[1])  # the RNG stream goes on where it would have
+
+
+def test_judging_a_range_of_steps_finds_what_judging_each_step_finds():
+    """Watcher batches the judges (Judge.on_steps, with the judges that cannot fire screened out
+    per range): the same findings, in the same order, as Judge.on_step on every step."""
+    from nndoctor.live.judge import History, Judge
+
+    def history() -> History:
+        h = History(every=10)
+        for step in range(400):
+            h.losses.append(2.0 - step / 400 + (5.0 if step in (160, 165, 170) else 0.0))
+            h.grad_norms.append(2e3 if step == 90 else (None if step % 3 else 1.0))
+            h.lrs.append(0.1 if step < 200 else 1e-9)  # collapsed from step 200
+            h.skipped.append(step < 3 or (250 <= step < 300 and step % 2 == 0))
+        h.clip_scaled, h.clip_scale = [120, 121], 65536.0
+        h.eval_modules[130] = ["1"]
+        return h
+
+    each = Judge(history())
+    one_by_one = [f for step in range(400) for f in each.on_step(step)]
+    ranged = Judge(history())
+    batched = [f for first in range(0, 400, 7) for f in ranged.on_steps(first, min(first + 6, 399))]
+    codes = [(f.code, f.evidence["step"]) for f in one_by_one]
+    assert {c for c, _ in codes} >= {"loss-spike", "exploding-gradient", "lr-collapsed", "clip-before-unscale",
+                                     "eval-mode-in-training", "amp-skipped-steps"}, codes
+    assert [(f.code, f.where, f.message) for f in batched] == [(f.code, f.where, f.message) for f in one_by_one]
+
+
+def test_rng_is_kept_per_step_only_when_the_step_draws_random_numbers():
+    """A model without Dropout keeps no RNG state per step (the sampled steps see none drawn); one
+    with Dropout does, and its non-finite step (not a sampled one) is still re-run and localised."""
+    import torch
+
+    import nndoctor
+
+    class Net(torch.nn.Module):
+        def __init__(self, dropout: bool):
+            super().__init__()
+            self.body = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Dropout(0.5) if dropout
+                                            else torch.nn.Identity(), torch.nn.Linear(16, 1))
+            self.poison = False
+
+        def forward(self, x):
+            out = self.body(x)
+            return torch.log(out - 1e3) if self.poison else out  # log of negatives: NaN
+
+    for dropout in (False, True):
+        torch.manual_seed(0)
+        model = Net(dropout)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(32, 8)
+        with nndoctor.watch(model, opt, every=5) as doc:
+            for step in range(8):
+                model.poison = step == 7
+                opt.zero_grad()
+                model(x).mean().backward()
+                opt.step()
+                if step == 6:
+                    assert doc.probe._rng_used is dropout
+        finding = next(f for f in doc.report.findings if f.code == "non-finite")
+        assert finding.evidence["step"] == 7 and finding.evidence["kind"] == "forward"
+        assert finding.evidence["op"] == "log"
+
+
+def test_a_short_run_says_dead_neurons_had_not_enough_observations():
+    import torch
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(32, 8), torch.randn(32, 1)
+    with nndoctor.watch(model, opt) as doc:  # 20 steps at every=50: one scan, 32 observations a unit
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    report = doc.report
+    assert not report.findings
+    assert any(n.startswith("dead-neurons: not enough observations for a verdict on `1`") for n in report.notes)

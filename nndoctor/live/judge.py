@@ -130,6 +130,46 @@ class Judge:
             new += self._not_in_optimizer()
         return [f for f in new if f is not None]
 
+    def on_steps(self, first: int, last: int) -> list:
+        """The findings of steps `first`..`last` (recorded since the last call), the same and in
+        the same order as `on_step` on each of them, with the judges that cannot fire in the range
+        (no skipped step, no sampled step, every LR alive...) screened out once for the range:
+        on a healthy run only the spike judge runs per step."""
+        h = self.h
+        stop = last + 1
+        spike = stop > SPIKE_WINDOW and ("loss-spike", None) not in self._seen
+        amp = not (self._first_taken is not None and True not in h.skipped[first:stop])
+        lr = ("lr-collapsed", None) not in self._seen and not self._lrs_alive(first, stop)
+        exploding = any(n is not None and n > EXPLODING_NORM for n in h.grad_norms[first:stop])
+        clip = bool(h.clip_scaled) and first <= h.clip_scaled[0] <= last
+        eval_mode = bool(h.eval_modules)
+        nonfinite = h.nonfinite is not None and first <= h.nonfinite.step <= last
+        new: list = []
+        for step in range(first, stop):
+            found = [self._spike(step) if spike else None, self._amp(step) if amp else None,
+                     self._lr(step) if lr else None, self._exploding(step) if exploding else None,
+                     self._clip(step) if clip else None, self._eval_mode(step) if eval_mode else None,
+                     self._nonfinite(step) if nonfinite else None,
+                     self._vanishing(step) if step in h.layer_rms else None]
+            if step in h.unit_scans:
+                found += self._dead(step)
+            if step == 0:
+                found += self._not_in_optimizer()
+            new += [f for f in found if f is not None]
+        return new
+
+    def _lrs_alive(self, first: int, stop: int) -> bool:
+        """Every LR of the range is far above LR_ZERO_RATIO of the peak: `_lr` would only raise
+        the peak and mark them alive, which this does for the whole range at once."""
+        lrs = self.h.lrs[first:stop]
+        if not lrs or None in lrs:
+            return False
+        peak = max(self._lr_peak, max(lrs))
+        if not (peak <= 0 or min(lrs) > LR_ZERO_RATIO * peak):
+            return False
+        self._lr_peak, self._lr_zero_since, self._lr_alive_steps = peak, None, stop
+        return True
+
     # ---------------------------------------------------------------- per step
 
     def _spike(self, step: int) -> Optional[Finding]:

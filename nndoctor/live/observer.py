@@ -15,6 +15,7 @@ from typing import Any, Optional
 import torch.nn as nn
 
 from ..checks.grads import SPARSE_GRADIENT_LAYERS
+from ..probes import live as live_probe
 from ..probes.activations import MIN_OBSERVATIONS
 from ..probes.live import LiveProbe
 from ..report.codes import SEVERITY_ORDER
@@ -49,14 +50,15 @@ class Watcher:
         # Rectifier units are judged dead on as many observations as `check`'s scan needs
         # (probes/activations.MIN_OBSERVATIONS); embeddings are no "early layer" for vanishing
         # gradients (checks/grads.SPARSE_GRADIENT_LAYERS).
+        limited = max_steps is not None or max_seconds is not None
         self.probe = LiveProbe(self.history, model, optimizer, every=self.every, on_step=self._judge,
-                               on_step_end=self._limits, min_observations=MIN_OBSERVATIONS,
+                               on_step_end=self._limits if limited else None, min_observations=MIN_OBSERVATIONS,
                                skip_layers=SPARSE_GRADIENT_LAYERS)
         self.started = 0.0
         self.seconds = 0.0
         self.interrupted = False
         self.notes: list = []
-        self._unjudged: list = []
+        self._next_judged = 0  # the first step the judges have not seen
 
     @property
     def optimizer(self) -> Any:
@@ -87,9 +89,9 @@ class Watcher:
         if _active is self:
             _active = None
             self.seconds = time.perf_counter() - self.started
-            for step in self._unjudged:
-                self.judge.on_step(step)
-            self._unjudged = []
+            if self._next_judged < self.history.steps:
+                self.judge.on_steps(self._next_judged, self.history.steps - 1)
+                self._next_judged = self.history.steps
             self.judge.finish()
 
     def __enter__(self) -> Watcher:
@@ -121,21 +123,42 @@ class Watcher:
                             metrics={"steps": h.steps, "skipped_steps": sum(h.skipped),
                                      "every": self.every})
         report = Report(target=self.target, seconds=check.seconds, checks=[check],
-                        notes=list(self.notes) + list(self.probe.notes), interrupted=self.interrupted)
+                        notes=list(self.notes) + list(self.probe.notes) + self._unjudged_note(),
+                        interrupted=self.interrupted)
         report.sections["watch"] = {"steps": h.steps, "skipped_steps": sum(h.skipped), "every": self.every,
                                     "losses": [sig(v, 6) for v in h.losses]}
         return report
+
+    def _unjudged_note(self) -> list:
+        """What dead-neurons could not judge: rectifiers whose units the activation scans saw
+        fewer than MIN_OBSERVATIONS times (each scan reads one batch; how often it runs is
+        paced, see probes/live.SCAN_BUDGET), so that a short run says so rather than nothing."""
+        h, probe = self.history, self.probe
+        if h.steps == 0 or not probe.scan_units or any(f.code == "dead-neurons" for f in self.judge.findings):
+            return []
+        if probe.scans == 0:
+            return [f"dead-neurons: not enough observations for a verdict: no activation scan ran in "
+                    f"{h.steps} steps (a longer run, or a smaller --every, gives it some)"]
+        sites = probe.unjudged_sites()
+        if not sites:
+            return []
+        names = ", ".join(f"`{where}`" for where, _ in sites[:3]) + (f" and {len(sites) - 3} more"
+                                                                     if len(sites) > 3 else "")
+        # no count in the text: how many scans ran depends on the machine's speed (the pacing)
+        return [f"dead-neurons: not enough observations for a verdict on {names}: fewer than "
+                f"{MIN_OBSERVATIONS} per unit from the activation scans, which run as often as "
+                f"{live_probe.SCAN_BUDGET:.0%} of the run's time allows (a longer run, or a smaller --every, gives more)"]
 
     # ------------------------------------------------------------------ after each step
 
     def _judge(self, step: int) -> None:
         # Without fail_on nothing needs a finding at once: the judges run every JUDGE_EVERY
         # steps over the steps since (each finding still carries its own step).
-        self._unjudged.append(step)
-        if self.fail_on is None and len(self._unjudged) < JUDGE_EVERY and self.history.nonfinite is None:
+        first = self._next_judged
+        if self.fail_on is None and step - first + 1 < JUDGE_EVERY and self.history.nonfinite is None:
             return
-        new = [f for s in self._unjudged for f in self.judge.on_step(s)]
-        self._unjudged = []
+        self._next_judged = step + 1
+        new = self.judge.on_steps(first, step) if step > first else self.judge.on_step(step)
         if self.fail_on is None:
             return
         bar = SEVERITY_ORDER[self.fail_on]

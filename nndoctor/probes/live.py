@@ -23,10 +23,18 @@ works on any loop. What it attaches, all removed in `remove()`:
   modules, the order the weight layers run in), and on the modules the step's
   forward enters by (the roots, or the submodules a LightningModule's
   `training_step` calls) one forward pre-hook kept for the whole run, which keeps
-  the step's inputs and RNG state so that a non-finite step can be re-run under
+  the step's inputs (references, no copy) and, while the sampled steps see the step
+  draw random numbers, its RNG state, so that a non-finite step can be re-run under
   `train_run._Tracer` before its update is applied, and a sampled step's forward
   re-run (no gradient) under the activation scan (`activations.scan_activations`), on
-  every sampled step while it costs at most SCAN_BUDGET of the time between two of them.
+  the sampled steps as often as SCAN_BUDGET of the run's time allows.
+
+What runs on every step is kept to the few Python operations it needs (the fixed cost of
+watching a sub-millisecond step, bench/WATCH.md): the backward wrapper appends a detached
+loss; the forward pre-hook keeps a reference to the inputs; the pre-step hook reads the
+loss (one `.item()`), the LR and the root's mode; the post-step hook ends the step. The
+norm, the sampled steps' work and the judges (in ranges of steps, `Judge.on_steps`) are
+paced or batched.
 
 A non-finite gradient whose loss is finite, on a step that did not read the norm, is
 seen at the next step that does, or at the next step's loss (the update made the
@@ -59,6 +67,7 @@ MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm
 # real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
 # sample scripts' 0.4-2 ms steps. There it is read every few steps instead (at most every
 # `every`, and always on sampled steps); the loss is still read, and checked, every step.
+# Every read counts against the budget, the forced ones too (see _pace_norms).
 NORM_BUDGET = 0.01
 # A norm more than 2x the last one read (a few steps before) is read again at the next step,
 # and so on while it keeps growing; a loss more than 2x (or non-finite) the one of the last
@@ -68,8 +77,8 @@ NORM_BUDGET = 0.01
 NORM_GROWTH = 2.0
 # The same for the activation scan of sampled steps (a forward without gradient, re-run under
 # a TorchFunctionMode): ~1-2 forward passes on a real model, so every sampled step costs it
-# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs
-# on every k-th sampled step only, k keeping it within SCAN_BUDGET of the step time.
+# ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs on
+# the sampled steps that a credit of SCAN_BUDGET of the run's time pays for (see _paced_scan).
 SCAN_BUDGET = 0.02
 
 
@@ -92,7 +101,8 @@ class NonFiniteEvent:
 
 @dataclass
 class UnitScan:
-    """One rectifier of the model on a sampled step, counted since the run began (see
+    """One rectifier of the model on a scanned step (a sampled one, or the step after the first
+    when that one's inputs were not complete), counted since the run began (see
     LiveProbe._scan): how many of its units have been silent long enough to be dead."""
 
     where: str
@@ -157,7 +167,7 @@ class LiveProbe:
         self.optimizer = optimizer
         self.roots: list = [model] if model is not None else []
         self.on_step = on_step or (lambda step: None)
-        self.on_step_end = on_step_end or (lambda: None)
+        self.on_step_end = on_step_end  # None: nothing to run after a step
         self.scan_units, self.min_observations = scan_units, min_observations
         history.min_observations = min_observations
         self.skip_layers = skip_layers  # weight layers left out of layer_rms (sparse gradients)
@@ -188,7 +198,13 @@ class LiveProbe:
         self._next_norm = 0  # the next step that reads the gradient norm
         self._last_norm: Optional[float] = None  # the last gradient norm read
         self._norm_loss: Optional[float] = None  # the loss of the last step that read the norm
-        self._next_scan = 0  # the first sampled step from which the next activation scan is due
+        self._norm_step: Optional[int] = None  # the last step that read the norm
+        self._norm_balance = 0.0  # seconds of NORM_BUDGET earned and not spent (see _pace_norms)
+        self._rng_used: Optional[bool] = None  # the steps draw random numbers (None: not known yet)
+        self._scan_cost: Optional[float] = None  # CPU seconds the last activation scan took
+        self._scan_credit = 0.0  # seconds of SCAN_BUDGET not spent yet (see _paced_scan)
+        self._scan_pending = False  # a sampled step's scan waits for the next step's inputs
+        self.scans = 0  # activation scans run
         self._last_scan: Optional[int] = None  # the step of the last activation scan
 
     # ------------------------------------------------------------------ lifecycle
@@ -243,11 +259,12 @@ class LiveProbe:
 
         def backward(tensor, *args, **kwargs):
             if not probe._busy and tensor.numel() == 1:
-                unscaled, scaler = probe._scaled.pop(id(tensor), (None, None))
-                if unscaled is not None:
-                    probe._scaled_pending = scaler
+                if probe._scaled and id(tensor) in probe._scaled:  # a loss GradScaler.scale made
+                    tensor_seen, probe._scaled_pending = probe._scaled.pop(id(tensor))
                     probe.history.scaler_seen = True
-                probe._losses.append(_detached(unscaled if unscaled is not None else tensor))
+                    probe._losses.append(_detached(tensor_seen))
+                else:
+                    probe._losses.append(tensor.detach())
             return original(tensor, *args, **kwargs)
         backward.__wrapped__ = original
         return backward
@@ -300,16 +317,19 @@ class LiveProbe:
 
     # ------------------------------------------------------------------ steps
 
+    # The two hooks run on every step: kept to a few attribute reads on a step without a closure.
+
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        if self._busy or not self._is_primary(optimizer):
+        if self._busy or (optimizer is not self.optimizer and not self._is_primary(optimizer)):
             return
         self._stepped = True
-        self._closure_step = bool(args and callable(args[0])) or callable(kwargs.get("closure"))
+        self._closure_step = bool(args or kwargs) and (
+            bool(args and callable(args[0])) or callable(kwargs.get("closure")))
         if not self._closure_step:  # the gradients are there now, before the update
             self._record(optimizer, skipped=False)
 
     def _post_step(self, optimizer, args, kwargs) -> None:
-        if self._busy or not self._is_primary(optimizer):
+        if self._busy or optimizer is not self.optimizer:
             return
         if self._closure_step:  # forward and backward ran inside step(): measured after it
             self._record(optimizer, skipped=False)
@@ -331,9 +351,10 @@ class LiveProbe:
 
     def _record(self, optimizer, skipped: bool) -> None:
         """One step's loss, gradient norm (when due, see NORM_BUDGET) and LR, with one host
-        sync; then `on_step`."""
+        sync; then `on_step`. The common step (one loss, no norm due, not sampled) takes the
+        short path: one `.item()` and a few comparisons, no tensor op."""
         h = self.history
-        step = h.steps
+        step = len(h.losses)
         sampled = step % self.every == 0
         now = time.perf_counter()
         if self._last_record is not None:  # the user's step time, smoothed (ours included)
@@ -341,15 +362,60 @@ class LiveProbe:
             self._step_seconds = interval if self._step_seconds is None else \
                 0.9 * self._step_seconds + 0.1 * interval
         self._last_record = now
+        losses = self._losses
+        self._losses = []
+        if len(losses) == 1 and not (skipped or sampled or step >= self._next_norm):
+            loss = losses[0].item()  # the step's one sync
+            norm = None
+            values: list = []
+            last = self._norm_loss  # _loss_jumped, inline
+            if not math.isfinite(loss) or (last is not None and last > 0 and loss > NORM_GROWTH * last):
+                loss, norm, values = self._read(optimizer, [], skipped, sampled, step, now, known=(loss,))
+        else:
+            loss, norm, values = self._read(optimizer, losses, skipped, sampled, step, now)
+        lr = None
+        for group in optimizer.param_groups:
+            value = group.get("lr")
+            if value is not None:
+                value = float(value)
+                lr = value if lr is None or value > lr else lr
+        h.losses.append(loss)
+        h.grad_norms.append(norm)
+        h.lrs.append(lr)
+        h.skipped.append(skipped)
+        if not skipped:
+            if sampled:
+                self._check_rng()
+                self._sample(step, self._params(optimizer)[0], values)
+            elif self._scan_pending:
+                self._scan_pending = False
+                if self.scan_units:
+                    began = time.thread_time()
+                    if self._scan(step):
+                        self._scan_cost = time.thread_time() - began
+            for root in self.roots:
+                if not root.training:
+                    self._eval_mode(step)
+                    break
+            # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
+            # judged as amp-skipped-steps, never as non-finite.
+            if h.nonfinite is None and not h.scaler_seen and not (
+                    math.isfinite(loss) and (norm is None or math.isfinite(norm))):
+                h.nonfinite = self._localise(step, loss, norm, self._params(optimizer)[0])
+        self.on_step(step)
+
+    def _read(self, optimizer, losses: list, skipped: bool, sampled: bool, step: int, now: float,
+              known: Optional[tuple] = None) -> tuple:
+        """(loss, total gradient norm or None, per-parameter norms), read with one host sync.
+        With `known` ((the loss,): read alone already, and it jumped, see _loss_jumped) the
+        norm alone is read, a second sync on such steps only."""
         params, one_device = self._params(optimizer)
-        with_norm = not skipped and (sampled or step >= self._next_norm)
+        with_norm = known is not None or (not skipped and (sampled or step >= self._next_norm))
         grads = [p.grad for p in params if p.grad is not None] if with_norm else []
         if grads and self._sparse is not False:
             self._sparse = any(g.is_sparse for g in grads)
             if self._sparse:
                 grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
-        losses = self._losses
-        self._losses = []
         parts = []
         if losses:
             loss_t = losses[0] if len(losses) == 1 else torch.stack(
@@ -365,43 +431,20 @@ class LiveProbe:
             values = torch.stack(parts).tolist()  # the step's one host sync
         else:
             values = [parts[0].item()] if parts else []  # the loss alone: the step's one sync
-            if not skipped and values and self._loss_jumped(values[0]):
-                # a loss far above the last one that came with a norm, or non-finite: read the
-                # norm now too (a second sync, on such steps only)
-                with_norm = True
-                grads = [p.grad for p in params if p.grad is not None]
-                if grads and self._sparse:
-                    grads = [g.coalesce().values() if g.is_sparse else g for g in grads]
-                if grads:
-                    values += (torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)) if one_device
-                               else torch.stack([torch.linalg.vector_norm(g).float() for g in grads])).tolist()
-        loss = values.pop(0) if losses else math.nan
+        if known is not None:
+            loss = known[0]
+        else:
+            loss = values.pop(0) if losses else math.nan
+            if not with_norm and not skipped and losses and self._loss_jumped(loss):
+                # a loss far above the last one that came with a norm, or non-finite: the norm too
+                return self._read(optimizer, [], skipped, sampled, step, now, known=(loss,))
         if with_norm:
             self._norm_loss = loss
         norm = math.sqrt(math.fsum(v * v for v in values)) if grads else \
             (0.0 if with_norm else None)
         if with_norm:
             self._pace_norms(step, time.perf_counter() - now, norm)
-        lr = None
-        for group in optimizer.param_groups:
-            value = group.get("lr")
-            if value is not None:
-                value = float(value)
-                lr = value if lr is None or value > lr else lr
-        h.losses.append(loss)
-        h.grad_norms.append(norm)
-        h.lrs.append(lr)
-        h.skipped.append(skipped)
-        if sampled and not skipped:
-            self._sample(step, params, values)
-        if not skipped and any(not root.training for root in self.roots):
-            self._eval_mode(step)
-        # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
-        # judged as amp-skipped-steps, never as non-finite.
-        if not skipped and not h.scaler_seen and h.nonfinite is None and not (
-                math.isfinite(loss) and (norm is None or math.isfinite(norm))):
-            h.nonfinite = self._localise(step, loss, norm, params)
-        self.on_step(step)
+        return loss, norm, values
 
     def _loss_jumped(self, loss: float) -> bool:
         last = self._norm_loss
@@ -411,25 +454,37 @@ class LiveProbe:
         """The next step that reads the gradient norm: the next one when that costs at most
         NORM_BUDGET of a step, or while the norm grows (NORM_GROWTH since the last read: an
         exploding gradient is followed step by step to its overflow), else as many steps
-        later as keep it within the budget (at most `every`)."""
+        later as keep it within the budget (at most `every`). Every read is charged to the
+        budget, the paced ones and those a sampled step, a growing norm or a jumping loss
+        forced: a balance earns NORM_BUDGET of each step since the last read (at most one
+        read's worth) and pays each read's cost, and the next paced read waits until it can
+        pay for one again."""
         last, self._last_norm = self._last_norm, norm
         growing = norm is not None and last is not None and not norm <= NORM_GROWTH * last
         budget = NORM_BUDGET * (self._step_seconds or 0.0)
-        period = 1 if growing or not budget > 0 or cost <= budget else \
-            min(self.every, math.ceil(cost / budget))
+        since = step - self._norm_step if self._norm_step is not None else 0
+        self._norm_step = step
+        if not budget > 0:
+            self._next_norm = step + 1
+            return
+        self._norm_balance = min(self._norm_balance + since * budget, max(cost, budget)) - cost
+        period = 1 if growing else min(self.every, max(1, math.ceil((cost - self._norm_balance) / budget)))
         self._next_norm = step + period
 
     def _end_step(self) -> None:
-        self._end_sampled()
-        self._scaled.clear()
+        if self._sampled_handles:
+            self._end_sampled()
+        if self._scaled:
+            self._scaled.clear()
         self._call = None
-        self.on_step_end()
+        if self.on_step_end is not None:
+            self.on_step_end()
         self._begin_step()
 
     # ------------------------------------------------------------------ sampled steps
 
     def _begin_step(self) -> None:
-        if self.history.steps % self.every != 0:
+        if len(self.history.losses) % self.every != 0:
             return
         from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
@@ -450,7 +505,7 @@ class LiveProbe:
             if self._call is None and id(module) not in self._entries:
                 # a module this step's forward enters by, not hooked yet: its positional inputs
                 # (keyword ones are kept from the next step on, by the pre-hook added in _sample)
-                self._call = {"module": module, "args": args, "kwargs": None, "rng": torch.get_rng_state()}
+                self._call = {"module": module, "args": args, "kwargs": None, "rng": _rng_state()}
         self._stack.append(module)
         if id(module) not in self._order:
             self._order[id(module)] = len(self._order)
@@ -486,13 +541,31 @@ class LiveProbe:
             if self._mode_modules[module] is None:
                 self._mode_modules[module] = self._module_name(module)
         self._layer_rms(step, grad_norm)
-        if self.scan_units and step >= self._next_scan:
-            began = time.perf_counter()
-            self._scan(step)
-            budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
-            cost = time.perf_counter() - began
-            periods = 1 if not budget > 0 or cost <= budget else math.ceil(cost / budget)
-            self._next_scan = step + periods * self.every
+        if self.scan_units:
+            self._paced_scan(step)
+
+    def _paced_scan(self, step: int) -> None:
+        """The activation scan on a sampled step while its cost stays within SCAN_BUDGET of the
+        run's time: each sampled step adds SCAN_BUDGET of a period's time to a credit (at most
+        one scan's worth, so no burst follows a slow phase) and a scan runs when the credit
+        covers the last one's cost. A scan that cannot run for want of the step's complete
+        inputs (the first sampled step, before the module the forward enters by is hooked)
+        runs at the next step instead (see _record). A scan's cost is its thread's CPU time: on
+        a loaded machine its wall time is mostly other processes' (a scan preempted once costs
+        5-10x), and one such scan would delay the next ones by as many periods."""
+        budget = SCAN_BUDGET * (self._step_seconds or 0.0) * self.every  # per sampled step
+        cost = self._scan_cost
+        if cost is not None:
+            self._scan_credit = min(self._scan_credit + budget, max(cost, budget))
+            if self._scan_credit < cost:
+                return
+        began = time.thread_time()
+        if not self._scan(step):
+            self._scan_pending = self._call is None or self._call["kwargs"] is None
+            return
+        self._scan_cost = time.thread_time() - began
+        if cost is not None:
+            self._scan_credit -= self._scan_cost
 
     def _layer_rms(self, step: int, grad_norm: dict) -> None:
         """The RMS gradient of each weight layer (its >= 2-D parameters) that got a nonzero one."""
@@ -516,15 +589,15 @@ class LiveProbe:
         if rms:
             self.history.layer_rms[step] = rms
 
-    def _scan(self, step: int) -> None:
+    def _scan(self, step: int) -> bool:
         """The activation scan on this step's forward inputs (no gradient, dropout off, modes,
         BatchNorm statistics and RNG put back); each rectifier unit's silence is counted in
-        finite observations since it last fired, across sampled steps."""
+        finite observations since it last fired, across sampled steps. False: it did not run."""
         call = self._call
         if call is None or call["kwargs"] is None or not self._within_roots(call["module"]):
-            return
+            return False
         module = call["module"]
-        rng = torch.get_rng_state()
+        rng = _rng_state()
         # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
         # its calls or keeps running statistics of its own must not see the re-run
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
@@ -534,12 +607,12 @@ class LiveProbe:
         except Exception as exc:  # the scan must never break the user's run
             self.scan_units = False
             self.notes.append(f"the activation scan could not run on this model: {type(exc).__name__}: {exc}")
-            return
+            return False
         finally:
             with torch.no_grad():
                 for b, value in buffers:
                     b.copy_(value)
-            torch.set_rng_state(rng)
+            _set_rng_state(rng)
             self._busy = False
         prefix = self._module_name(module) if module not in self.roots else ""
         scans = []
@@ -569,8 +642,17 @@ class LiveProbe:
                                   observations=int(site.silent[dead].min()) if died else 0,
                                   period=step - self._last_scan if self._last_scan is not None else 0))
         self._last_scan = step
+        self.scans += 1
         if scans:
             self.history.unit_scans[step] = scans
+        return True
+
+    def unjudged_sites(self) -> list:
+        """[(rectifier, the fewest finite observations among its units)] for the rectifiers the
+        scans saw with some unit below min_observations: not enough for a dead-neurons verdict."""
+        needed = max(self.min_observations, 1)
+        return [(where, int(site.seen.min())) for where, site in self._sites.items()
+                if int(site.seen.min()) < needed]
 
     def _eval_mode(self, step: int) -> None:
         """A root in eval mode at a step: its Dropout/BatchNorm modules that trained before
@@ -609,12 +691,26 @@ class LiveProbe:
         return type(module).__name__
 
     def _keep_inputs(self, module, args, kwargs) -> None:
-        # The first call of a step: its inputs (references, no copy) and RNG state, so
-        # that a non-finite step can be re-run exactly.
-        if self._busy or (self._call is not None and self._call["kwargs"] is not None) \
-                or not torch.is_grad_enabled():
+        # The first call of a step: its inputs (references, no copy) and, while the step is
+        # seen to draw random numbers (see _check_rng), the RNG state, so that a non-finite
+        # step can be re-run exactly.
+        call = self._call
+        if self._busy or (call is not None and call["kwargs"] is not None) or not torch.is_grad_enabled():
             return
-        self._call = {"module": module, "args": args, "kwargs": kwargs, "rng": torch.get_rng_state()}
+        rng = _rng_state() if self._rng_used is not False or self._sampled_handles else None
+        self._call = {"module": module, "args": args, "kwargs": kwargs, "rng": rng}
+
+    def _check_rng(self) -> None:
+        """On a sampled step: did the step draw random numbers between its forward's start and
+        now (Dropout, a random augmentation in `forward`, a sampling loss)? Until a sampled step
+        says no, and for the rest of the run once one says yes, every step keeps its RNG state
+        (~2 us: torch's CPU generator, a Mersenne Twister, has no cheap offset to keep instead;
+        CUDA's state is a seed and an offset); a run whose sampled steps draw none keeps none,
+        and its re-run starts from the RNG as the step leaves it, which its forward does not read."""
+        call = self._call
+        if self._rng_used is True or call is None or call["rng"] is None:
+            return
+        self._rng_used = not _rng_equal(call["rng"], _rng_state())
 
     # ------------------------------------------------------------------ localisation
 
@@ -641,13 +737,14 @@ class LiveProbe:
         module = call["module"]
         saved_grads = [(p, p.grad) for p in module.parameters()]
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
-        rng = torch.get_rng_state()
+        rng = _rng_state()
         self._busy = True
         tracer = _Tracer(module)
         try:
             for p, _ in saved_grads:
                 p.grad = None
-            torch.set_rng_state(call["rng"])
+            if call["rng"] is not None:
+                _set_rng_state(call["rng"])
             with tracer:
                 out = module(*call["args"], **call["kwargs"])
             found = tracer.first_op
@@ -683,9 +780,27 @@ class LiveProbe:
             with torch.no_grad():
                 for b, value in buffers:
                     b.copy_(value)
-            torch.set_rng_state(rng)
+            _set_rng_state(rng)
             self._busy = False
         return event
+
+
+def _rng_state() -> tuple:
+    """The CPU generator's state and, once CUDA is in use, each CUDA device's (seed and offset)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
+def _rng_equal(a: tuple, b: tuple) -> bool:
+    if not torch.equal(a[0], b[0]) or (a[1] is None) != (b[1] is None):
+        return False
+    return a[1] is None or (len(a[1]) == len(b[1]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1])))
 
 
 def _detached(loss: Any) -> torch.Tensor:
