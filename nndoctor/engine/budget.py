@@ -241,6 +241,13 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
                 if sub is not None:
                     shared_rows, work, n = sub
                     minimum_s = work.seconds(work.minimum)
+                elif n < max(work.minimum, 1) and calib.rows and calib.rows > MIN_ROWS:
+                    # neither fits: say what the least (MIN_ROWS rows) would need
+                    least = work_of(name, calib, settings, rows=MIN_ROWS)
+                    minimum_s = least.seconds(least.minimum)
+                    items[name] = Item(name, work.unit, work.full, 0, 0.0, minimum_s,
+                                       reason=f"{needs(minimum_s, left)} (on {MIN_ROWS} of the first batch's {calib.rows} samples)")
+                    continue
         elif work.key:  # a fixed-cost check whose work divides (data's batches): what fits
             n = work.most_within(left)
         else:

@@ -451,7 +451,7 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
             advance(1)
             step += 1
             if step == end and _go_on(run, step, target):
-                end += EXTEND_WINDOW
+                end = min(end + EXTEND_WINDOW, run.max_steps)  # a cap between windows (--budget's) holds
     if pending is not None:
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
