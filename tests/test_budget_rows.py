@@ -142,7 +142,7 @@ def slow_steps(monkeypatch):
         return Calibration(step_s=1.0, forward_s=0.001, rows=session.first_batch.batch_size)
 
     monkeypatch.setattr(budget, "calibrate", calibrate)
-    monkeypatch.setattr(budget, "time_rows", lambda session, rows: rows / session.first_batch.batch_size)
+    monkeypatch.setattr(budget, "time_rows", lambda session, rows, seconds=0: rows / session.first_batch.batch_size)
 
 
 def _labelled(model, lr=1e-2, optimizer=torch.optim.Adam, n=64, classes=4):
