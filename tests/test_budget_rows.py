@@ -15,6 +15,7 @@ from nndoctor.engine import budget
 from nndoctor.engine.budget import INCONCLUSIVE, MIN_ROWS, Calibration, pick_rows, plan
 from nndoctor.engine.runner import run_checks
 from nndoctor.engine.session import Session, split_batch
+from nndoctor.probes import train_run as instrument
 from nndoctor.target import Setup
 
 RUN = ["nan", "grads", "overfit"]
@@ -179,17 +180,57 @@ def test_a_pass_on_a_sub_batch_says_on_how_many_samples(slow_steps):
     assert report.sections["budget"]["line"].startswith("budget 20 s: cut nan (on 8/64 samples)")
 
 
+class Slow(nn.Module):
+    """A forward that really takes `seconds` (the budget's clock is real)."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return x
+
+
 def test_a_sub_batch_cut_short_is_skipped_not_failed(slow_steps):
-    # 4 s: 4 rows afford ~11 steps, not 100: a model that cannot memorise is inconclusive
+    # 4 s: 4 rows are planned ~40 steps, not 100, and a real step takes 0.1 s: the run stops
+    # before its time limit with the steps it took; a model that cannot memorise is inconclusive
+    torch.manual_seed(0)
+    setup = _labelled(nn.Sequential(Slow(0.1), nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4)), lr=1e-6,
+                      optimizer=torch.optim.SGD)
+    report, checks = _check(setup, seconds=4)
+    entry = report.sections["plan"]["overfit"]
+    assert entry["rows"]["planned"] == MIN_ROWS and 5 <= entry["planned"]["steps"] < 100
+    assert 5 <= entry["done"]["steps"] < 100 and not entry.get("timed_out")
+    assert checks["overfit"].status == "skipped" and checks["overfit"].reason.startswith(INCONCLUSIVE)
+    assert not [f for f in report.findings if f.code in ("loss-not-decreasing", "cannot-overfit")]
+    assert checks["overfit"].metrics["budget_inconclusive"] == ["loss-not-decreasing"]
+    assert checks["nan"].status == "pass"  # no NaN in the steps it took: positive evidence only
+
+
+def test_a_cut_run_that_turns_out_fast_takes_its_full_steps_and_may_fail(slow_steps):
+    # planned ~40 steps from the (made-up) estimate, but the real steps are fast: the run goes
+    # on to its full 100 before the time limit, and a fail on them is full evidence
     torch.manual_seed(0)
     setup = _labelled(nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4)), lr=1e-6,
                       optimizer=torch.optim.SGD)
     report, checks = _check(setup, seconds=4)
     entry = report.sections["plan"]["overfit"]
-    assert entry["rows"]["planned"] == MIN_ROWS and 5 <= entry["planned"]["steps"] < 100
-    assert checks["overfit"].status == "skipped" and checks["overfit"].reason.startswith(INCONCLUSIVE)
-    assert not [f for f in report.findings if f.code in ("loss-not-decreasing", "cannot-overfit")]
-    assert checks["overfit"].metrics["budget_inconclusive"] == ["loss-not-decreasing"]
+    assert entry["planned"]["steps"] < 100 and entry["done"]["steps"] == 100
+    assert checks["overfit"].status == "fail"
+
+
+def test_the_run_stops_at_its_soft_deadline():
+    import time
+
+    torch.manual_seed(0)
+    setup = _labelled(nn.Sequential(Slow(0.05), nn.Linear(20, 4)))
+    session = Session(setup, device="cpu")
+    session.run_deadline = time.monotonic() + 0.5
+    run = instrument.train_run(session, 100)
+    assert run.stopped_by_time and 3 <= run.steps_done < 20 and len(run.losses) == run.steps_done
 
 
 def test_without_budget_the_whole_batch():

@@ -240,6 +240,9 @@ class Session:
         self.model: nn.Module = setup.model
         self.notes: list = []  # one-line notes for the report (e.g. the criterion chosen)
         self.deadline: Optional[float] = None
+        # --budget: time.monotonic() past which the shared training run starts no step (it
+        # ends with the steps it took; `deadline` is the hard stop that raises)
+        self.run_deadline: Optional[float] = None
         self._progress_factory = progress
         self._batches: list = []
         self._sub_batches: dict = {}  # rows -> Batch (sub_batch)

@@ -145,6 +145,7 @@ class TrainRun:
     nonfinite: Optional[NonFinite] = None
     update_ratio_skipped: Optional[str] = None  # why the update/weight ratio was not measured
     steps_done: int = 0  # optimizer steps applied (never the non-finite step)
+    stopped_by_time: bool = False  # the run stopped before its steps at `RunInputs.stop_at` (--budget)
     init_weight_norm: float = 0.0  # ‖all trainable parameters‖ before the first update
     # ‖∂loss/∂model output‖ at step 0 (the loss's own gradient scale); None: no output tensor
     # (a loss_fn) or it has no gradient
@@ -305,6 +306,9 @@ class RunInputs:
     device: Optional[torch.device] = None  # where the statistics are gathered (None: the model's)
     progress: Callable = _no_progress  # (description, total) -> a context yielding advance(n)
     after: Optional[Callable[[], Any]] = None  # read on the trained weights (the activation scan)
+    # time.monotonic() past which no step starts (--budget's soft stop: the run ends with the
+    # steps it took instead of being killed at the hard limit); None: run every step
+    stop_at: Optional[float] = None
 
 
 def inputs_of(session: Session, rows: Optional[int] = None) -> RunInputs:
@@ -314,7 +318,8 @@ def inputs_of(session: Session, rows: Optional[int] = None) -> RunInputs:
 
     return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.sub_batch(rows),
                      loss=session.loss, output_and_loss=session.output_and_loss, device=session.device,
-                     progress=session.progress, after=lambda: session_scan(session))
+                     progress=session.progress, after=lambda: session_scan(session),
+                     stop_at=session.run_deadline)
 
 
 def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None,
@@ -367,7 +372,13 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
                                     f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")
     with inputs.progress("overfit", steps) as advance:
         step, end = 0, steps
+        step_started = time.monotonic()
         while step < end:
+            if inputs.stop_at is not None and step:
+                now = time.monotonic()
+                if now + (now - step_started) / step > inputs.stop_at:  # the next step would pass it
+                    run.stopped_by_time = True
+                    break
             rng = _rng_state(device)  # to re-run this very step if it goes non-finite
             optimizer.zero_grad(set_to_none=True)
             output_grad: list = []
