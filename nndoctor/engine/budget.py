@@ -631,7 +631,9 @@ class BudgetRun:
             # its time; estimates are rough both ways (ResNet-50's run took 0.6x its estimate)
             self.settings.setdefault("overfit", {})["steps"] = item.full
             margin = DEAD_FORWARDS / 2 * self.calibration.forward_s + 1.0
-            self.session.run_deadline = time.monotonic() + max(limit - margin, 0.0)
+            # and within the time the later checks' minimums leave (`spare`), not OVERRUN's
+            self.session.run_deadline = time.monotonic() + max(min(limit, spare) - margin, 0.0)
+            self.session.run_min_steps = item.planned  # those fit by the estimate (the hard limit guards)
         return None, limit
 
     def after(self, result: Any, timed_out: bool) -> None:
@@ -640,7 +642,7 @@ class BudgetRun:
 
         name = result.name
         item = self.items.get(name)
-        self.session.run_deadline = None
+        self.session.run_deadline, self.session.run_min_steps = None, 0
         if name in SHARED_RUN_CHECKS and result.status != "skipped":
             self.shared_done = True
         if timed_out:
@@ -672,8 +674,7 @@ class BudgetRun:
             elif item.cut and done is not None and done < item.full and not result.reason:
                 result.reason = f"cut by the budget to {done} of {item.full} {item.unit}"
             if item.rows is not None and item.batch_rows and result.status != "skipped":
-                on = f"on {item.rows} of {item.batch_rows} samples of the first batch (a sub-batch: the " \
-                     "whole batch did not fit the budget)"
+                on = f"on {item.rows} of {item.batch_rows} samples of the first batch (the budget's sub-batch)"
                 result.reason = f"{result.reason}; {on}" if result.reason else on
         ran = result.status != "skipped" or timed_out or bool(result.metrics)  # skipped after running: judged
         done = done_of(name, result.metrics, result.sections) if ran else 0

@@ -309,6 +309,7 @@ class RunInputs:
     # time.monotonic() past which no step starts (--budget's soft stop: the run ends with the
     # steps it took instead of being killed at the hard limit); None: run every step
     stop_at: Optional[float] = None
+    stop_after: int = 0  # ... only once this many steps are done
 
 
 def inputs_of(session: Session, rows: Optional[int] = None) -> RunInputs:
@@ -319,7 +320,7 @@ def inputs_of(session: Session, rows: Optional[int] = None) -> RunInputs:
     return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.sub_batch(rows),
                      loss=session.loss, output_and_loss=session.output_and_loss, device=session.device,
                      progress=session.progress, after=lambda: session_scan(session),
-                     stop_at=session.run_deadline)
+                     stop_at=session.run_deadline, stop_after=session.run_min_steps)
 
 
 def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None,
@@ -374,7 +375,7 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
         step, end = 0, steps
         step_started = time.monotonic()
         while step < end:
-            if inputs.stop_at is not None and step:
+            if inputs.stop_at is not None and step and step >= inputs.stop_after:
                 now = time.monotonic()
                 if now + (now - step_started) / step > inputs.stop_at:  # the next step would pass it
                     run.stopped_by_time = True
