@@ -633,7 +633,8 @@ class BudgetRun:
             margin = DEAD_FORWARDS / 2 * self.calibration.forward_s + 1.0
             # and within the time the later checks' minimums leave (`spare`), not OVERRUN's
             self.session.run_deadline = time.monotonic() + max(min(limit, spare) - margin, 0.0)
-            self.session.run_min_steps = item.planned  # those fit by the estimate (the hard limit guards)
+            # but not before the minimum evidence (nan's, grads'): past it, the time decides
+            self.session.run_min_steps = min(item.planned, MIN_RUN_STEPS)
         return None, limit
 
     def after(self, result: Any, timed_out: bool) -> None:

@@ -243,7 +243,7 @@ class Session:
         # --budget: time.monotonic() past which the shared training run starts no step (it
         # ends with the steps it took; `deadline` is the hard stop that raises)
         self.run_deadline: Optional[float] = None
-        self.run_min_steps = 0  # ... but not before this many steps (the plan's, which fit by its estimate)
+        self.run_min_steps = 0  # ... but not before this many steps (the least evidence the plan asks)
         self._progress_factory = progress
         self._batches: list = []
         self._sub_batches: dict = {}  # rows -> Batch (sub_batch)
