@@ -575,6 +575,7 @@ class BudgetRun:
         self.shared_done = False
         self.shared_cut = False  # the shared run was stopped by the time limit
         self.extension_cap: Optional[int] = None  # the plan capped the shared run's extension here
+        self.later_s = 0.0  # seconds planned for the checks after the one planned last
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -591,7 +592,8 @@ class BudgetRun:
         if name in SHARED_RUN_CHECKS and self.shared_done and name in self.items:
             item = self.items[name]
         else:
-            item = plan(left, self.calibration, remaining, self.settings, self.shared_done).get(name)
+            planned = plan(left, self.calibration, remaining, self.settings, self.shared_done)
+            item = planned.get(name)
             if item is not None and item.rows is not None and self.calibration.sub_rows != item.rows:
                 # a sub-batch: its step was estimated from the whole batch's; measure it once
                 # (on the budget's clock) and plan again with the measured step
@@ -601,9 +603,13 @@ class BudgetRun:
                 except Exception:  # the model raises on it: the check itself will say so
                     pass
                 left = self.left()
-                item = plan(left, self.calibration, remaining, self.settings, self.shared_done).get(name)
+                planned = plan(left, self.calibration, remaining, self.settings, self.shared_done)
+                item = planned.get(name)
             if item is None:
                 return None, max(left, 0.01)
+            # what the checks after it were planned (the time a cut shared run leaves them)
+            self.later_s = sum(i.seconds for n, i in planned.items()
+                               if n != name and n not in SHARED_RUN_CHECKS and i.planned)
             self.items[name] = item
             for section, values in item.overrides.items():
                 self.settings.setdefault(section, {}).update(values)
@@ -631,8 +637,8 @@ class BudgetRun:
             # its time; estimates are rough both ways (ResNet-50's run took 0.6x its estimate)
             self.settings.setdefault("overfit", {})["steps"] = item.full
             margin = DEAD_FORWARDS / 2 * self.calibration.forward_s + 1.0
-            # and within the time the later checks' minimums leave (`spare`), not OVERRUN's
-            self.session.run_deadline = time.monotonic() + max(min(limit, spare) - margin, 0.0)
+            # and within the time the checks after it were planned to leave them
+            self.session.run_deadline = time.monotonic() + max(min(limit, left - self.later_s) - margin, 0.0)
             # but not before the minimum evidence (nan's, grads'): past it, the time decides
             self.session.run_min_steps = min(item.planned, MIN_RUN_STEPS)
         return None, limit
