@@ -69,10 +69,16 @@ def summarize(r: dict, base: Optional[dict]) -> str:
         entry = plan.get(name) or {}
         planned, whole = entry.get("planned") or {}, entry.get("full") or {}
         is_cut = planned and whole and 0 < list(planned.values())[0] < list(whole.values())[0]
-        if status == "skipped" and not is_cut:
+        rows = entry.get("rows") or {}
+        on = f" on {rows['planned']}/{rows['full']} rows" if rows else ""  # the shared run's sub-batch
+        said = f" ({status})" if status in ("skipped", "fail", "warning") else ""
+        if status == "skipped" and not is_cut and not (on and entry.get("done")):
             skipped.append(name)
         elif is_cut:
-            cut.append(f"{name} {list(planned.values())[0]}/{list(whole.values())[0]}")
+            done = list((entry.get("done") or planned).values())[0]
+            cut.append(f"{name} {done}/{list(whole.values())[0]}{on}{said}")
+        elif on:
+            cut.append(f"{name}{on}{said}")
         else:
             full.append(name)
     found = ", ".join(c for c, _ in r["findings"]) or "none"
@@ -110,6 +116,10 @@ def main() -> None:
                     if budget == "none":
                         bases[model] = rows[-1]
     for model in [] if args.from_runs else args.models.split(","):
+        saved = os.path.join(RUNS, f"{model}_none.json")
+        if model not in args.unbudgeted.split(",") and os.path.exists(saved):
+            with open(saved) as fh:  # an earlier unbudgeted run (no budget code runs without --budget)
+                bases[model] = json.load(fh)
         if model in args.unbudgeted.split(","):
             bases[model] = run(model, None, args.timeout)
             rows.append(bases[model])

@@ -65,6 +65,8 @@ def run(session: Session, settings: dict) -> Outcome:
                                "first_loss": losses[0] if losses else None,
                                "final_loss": losses[-1] if losses else None,
                                "stopped_by_nonfinite": run_.nonfinite is not None})
+    if run_.rows is not None:  # --budget's sub-batch (budget.py): the run saw these samples only
+        outcome.metrics.update(rows=run_.rows, batch_rows=run_.batch_rows)
     if run_.nonfinite is not None and len(losses) < MIN_VERDICT_STEPS:
         done = f"after {plural(run_.steps_done, 'update')}" \
             if run_.steps_done else "before any update"
@@ -93,7 +95,7 @@ def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -
     if drop < MIN_RELATIVE_DROP:
         return [make_finding(
             "loss-not-decreasing", NAME, None,
-            f"Trained alone on one batch for {steps} steps{stopped}, the loss went from {first:.4g} to "
+            f"Trained alone on {_on(run_)} for {steps} steps{stopped}, the loss went from {first:.4g} to "
             f"{best_final:.4g} ({_change(drop)}): no real drop (less than "
             f"{MIN_RELATIVE_DROP:.0%} below the first loss).", evidence)]
     what = f"{threshold:g} x the first loss = {target:.4g}" if relative else f"{threshold:g}"
@@ -106,9 +108,14 @@ def verdict(session: Session, run_: TrainRun, threshold: float, metrics: dict) -
         return []
     return [make_finding(
         "cannot-overfit", NAME, None,
-        f"Trained alone on one batch for {steps} steps{stopped}, the loss went from {first:.4g} only "
+        f"Trained alone on {_on(run_)} for {steps} steps{stopped}, the loss went from {first:.4g} only "
         f"to {best_final:.4g} ({_change(drop)}), above the threshold {what}, and stopped falling "
         f"(less than {MIN_WINDOW_DROP:.0%} lower over its last {EXTEND_WINDOW} steps).", evidence)]
+
+
+def _on(run_: TrainRun) -> str:
+    """What the run trained on: one batch, or --budget's sub-batch of it."""
+    return "one batch" if run_.rows is None else f"{run_.rows} of one batch's {run_.batch_rows} samples"
 
 
 def _change(drop: float) -> str:

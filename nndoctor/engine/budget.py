@@ -13,6 +13,11 @@ Three parts, the first two pure (no torch, no session: tests feed them numbers):
   `inconclusive in the time given`. The budget never makes an error.
 - `calibrate(session)`: times one training step (forward, backward, optimizer) and
   one forward pass on the user's first batch.
+- Sub-batches: when the shared training run cannot afford its minimum steps on the
+  whole first batch, it trains on `rows` of its samples (`pick_rows`: deterministic, at
+  least 2 per class, at least MIN_ROWS for BatchNorm's batch statistics). Failing to
+  memorise 8 samples proves the bug for 64 (issue 18), so a `cannot-overfit` on full
+  steps of a sub-batch is a full-evidence fail; a pass says "on 8 of 64 samples".
 
 The runner applies them (`engine/runner.py`, the `--budget` block).
 """
@@ -49,6 +54,12 @@ MIN_RUN_STEPS = 5  # enough for nan's and grads' evidence (a NaN, a missing or e
 MIN_LR_POINTS = 20  # a range test of 20 points over 8 decades is 2.5 points a decade
 MIN_FIT_EPOCHS = 2  # overfitting needs two validation losses to see one rise
 MIN_DATA_BATCHES = 1
+# The fewest rows a sub-batch keeps. BatchNorm normalises with the batch's own statistics;
+# below 4 samples they are degenerate (2 samples: every channel becomes +-1; the GroupNorm
+# paper, Wu & He 2018, fig. 1, shows BatchNorm breaking down at 2 samples per batch) and a
+# model could fail to memorise for that alone: 4 keeps a cannot-overfit about the model.
+MIN_ROWS = 4
+ROWS_PER_CLASS = 2  # issue 18: "keep at least 2 samples per class"
 # A check may run past its estimate by this factor (estimates are rough) but never past
 # the time left in the budget.
 OVERRUN = 2.0
@@ -76,6 +87,25 @@ class Calibration:
     batches_per_epoch: Optional[int] = None  # len(train_loader), None if unknown
     val_batches: Optional[int] = None  # len(val_loader), None if unknown or absent
     seconds: float = 0.0  # what the calibration itself took
+    rows: Optional[int] = None  # samples in the first batch (None: no batch dimension seen)
+    optimizer_s: float = 0.0  # of step_s: optimizer.step alone (it does not shrink with the rows)
+    sub_rows: Optional[int] = None  # a sub-batch step measured on this many rows ...
+    sub_step_s: Optional[float] = None  # ... took this long (BudgetRun measures it once planned)
+
+    def step_at(self, rows: Optional[int]) -> float:
+        """One training step on `rows` of the first batch's samples: the optimizer's share is
+        fixed, the forward and backward scale with the rows (anchored on a measured sub-batch
+        step when there is one)."""
+        if rows is None or self.rows is None or rows >= self.rows:
+            return self.step_s
+        opt = min(self.optimizer_s, self.step_s)
+        if self.sub_step_s is not None and self.sub_rows:
+            if rows == self.sub_rows:
+                return self.sub_step_s
+            per_row = max(self.sub_step_s - opt, 0.0) / self.sub_rows
+        else:
+            per_row = (self.step_s - opt) / self.rows
+        return opt + per_row * rows
 
 
 @dataclass
@@ -90,14 +120,19 @@ class Item:
     minimum_s: float  # seconds of the least work that can give a verdict
     overrides: dict = field(default_factory=dict)  # settings for the check
     reason: Optional[str] = None  # why it is skipped (planned == 0)
+    rows: Optional[int] = None  # the shared run trains on this many of the first batch's samples
+    batch_rows: Optional[int] = None  # ... of this many (set only for a sub-batch)
 
     @property
     def cut(self) -> bool:
         return self.planned < self.full
 
     def to_dict(self) -> dict:
-        return {"planned": {self.unit: self.planned}, "full": {self.unit: self.full},
-                "estimated_seconds": round(self.seconds, 2)}
+        entry: dict = {"planned": {self.unit: self.planned}, "full": {self.unit: self.full},
+                       "estimated_seconds": round(self.seconds, 2)}
+        if self.rows is not None:
+            entry["rows"] = {"planned": self.rows, "full": self.batch_rows}
+        return entry
 
 
 @dataclass
@@ -126,9 +161,11 @@ def _setting(settings: dict, name: str, key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = False) -> Work:
+def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = False,
+            rows: Optional[int] = None) -> Work:
     """The cost model of check `name` at its (user or default) settings. `shared_paid`: the
-    shared training run is already done or planned for an earlier check: this one reads it."""
+    shared training run is already done or planned for an earlier check: this one reads it.
+    `rows`: the shared run trains on that many of the first batch's samples."""
     fwd = calib.forward_s
     step = calib.step_s + STEP_OVERHEAD_S
     if name == "size":
@@ -149,6 +186,8 @@ def work_of(name: str, calib: Calibration, settings: dict, shared_paid: bool = F
             full = int(settings["nan"]["steps"])  # nan's own run, not the shared one
         elif shared_paid:
             return Work("steps", full, 0, 0.0)
+        else:
+            step = calib.step_at(rows) + STEP_OVERHEAD_S
         return Work("steps", full, min(full, MIN_RUN_STEPS), RUN_OVERHEAD * step, key="steps")
     if name == "lr-find":
         full = int(_setting(settings, "lr-find", "num_iter", 100))
@@ -173,15 +212,19 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
     left = float(seconds)
     items: dict = {}
     shared_paid, shared_steps = shared_done, None
+    shared_rows = _setting(settings, "overfit", "rows", None)
     order = [n for n in PRIORITY if n in names] + [n for n in names if n not in PRIORITY]
     flexible = [n for n in order if n in FLEXIBLE]
     for name in order:
-        work = work_of(name, calib, settings, shared_paid)
+        own_nan_run = name == "nan" and _setting(settings, "nan", "steps", None) is not None
+        runs_shared = name in SHARED_RUN_CHECKS and not own_nan_run and not shared_paid
+        work = work_of(name, calib, settings, shared_paid, rows=shared_rows if runs_shared else None)
         minimum_s = work.seconds(work.minimum)
         if name in SHARED_RUN_CHECKS and shared_paid and work.unit_s == 0:
             # it reads the shared run planned (or done) for an earlier check: free, and as cut as it
             planned = work.full if shared_steps is None else shared_steps
-            items[name] = Item(name, work.unit, work.full, planned, 0.0, 0.0)
+            items[name] = Item(name, work.unit, work.full, planned, 0.0, 0.0, rows=_rows_of(shared_rows, calib),
+                               batch_rows=calib.rows if _rows_of(shared_rows, calib) else None)
             continue
         if name in flexible:
             # the shared run (three checks read it) takes the most that fits; the LR range test
@@ -192,6 +235,19 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
             if name == "lr-find" and "fit" in later:
                 available = max(minimum_s, 0.5 * available)
             n = work.most_within(available) if available >= minimum_s else 0
+            if runs_shared and n < work.full and shared_rows is None:
+                # the whole first batch cannot afford the run's full steps: a sub-batch may
+                sub = sub_batch_plan(name, calib, settings, available, whole_fits=n >= max(work.minimum, 1))
+                if sub is not None:
+                    shared_rows, work, n = sub
+                    minimum_s = work.seconds(work.minimum)
+                elif n < max(work.minimum, 1) and calib.rows and calib.rows > MIN_ROWS:
+                    # neither fits: say what the least (MIN_ROWS rows) would need
+                    least = work_of(name, calib, settings, rows=MIN_ROWS)
+                    minimum_s = least.seconds(least.minimum)
+                    items[name] = Item(name, work.unit, work.full, 0, 0.0, minimum_s,
+                                       reason=f"{needs(minimum_s, left)} (on {MIN_ROWS} of the first batch's {calib.rows} samples)")
+                    continue
         elif work.key:  # a fixed-cost check whose work divides (data's batches): what fits
             n = work.most_within(left)
         else:
@@ -201,13 +257,15 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
             continue
         cost = work.seconds(n)
         item = Item(name, work.unit, work.full, n, cost, minimum_s)
+        section = "overfit" if name in SHARED_RUN_CHECKS and not own_nan_run else name
         if work.key and n < work.full:
-            own_nan_run = name == "nan" and _setting(settings, "nan", "steps", None) is not None
-            section = "overfit" if name in SHARED_RUN_CHECKS and not own_nan_run else name
             item.overrides = {section: {work.key: n}}
             if name == "lr-find":
                 item.overrides[section]["race_steps"] = n
-        if name in SHARED_RUN_CHECKS and not (name == "nan" and _setting(settings, "nan", "steps", None)):
+        if runs_shared and _rows_of(shared_rows, calib):
+            item.rows, item.batch_rows = shared_rows, calib.rows
+            item.overrides.setdefault("overfit", {})["rows"] = shared_rows
+        if name in SHARED_RUN_CHECKS and not own_nan_run:
             shared_paid, shared_steps = True, n
         items[name] = item
         left -= cost
@@ -216,12 +274,71 @@ def plan(seconds: float, calib: Calibration, names: list, settings: Optional[dic
     runner = next((items[n] for n in SHARED_RUN_CHECKS if n in items and items[n].seconds > 0), None)
     if runner is not None and calib.step_s > 0:
         cap = int(_setting(settings, "overfit", "max_steps", 500))
-        extra = max(0, min(cap - runner.planned, int(max(left, 0.0) / calib.step_s)))
+        per_step = RUN_OVERHEAD * (calib.step_at(runner.rows) + STEP_OVERHEAD_S)
+        extra = max(0, min(cap - runner.planned, int(max(left, 0.0) / per_step)))
         if runner.planned + extra < cap:
             runner.overrides.setdefault("overfit", {})["max_steps"] = runner.planned + extra
             if runner.planned < runner.full:
                 runner.overrides["overfit"]["steps"] = runner.planned
     return items
+
+
+def sub_batch_plan(name: str, calib: Calibration, settings: dict, available: float,
+                   whole_fits: bool = False) -> Optional[tuple]:
+    """(rows, work, steps) of the shared run on a sub-batch of the first batch when the whole
+    batch cannot afford its full steps, or None (the whole batch, cut, or skipped).
+
+    Full evidence first: the most rows whose full steps fit (a cannot-overfit on them is a
+    full-evidence fail: failing to memorise 8 samples proves the bug for 64). Else, when
+    the whole batch affords the minimum, the whole batch, cut (a pass on it says more than
+    one on a few rows; neither can fail). Else MIN_ROWS rows and the most steps that fit."""
+    if not calib.rows or calib.rows <= MIN_ROWS:
+        return None
+    for rows in range(calib.rows - 1, MIN_ROWS - 1, -1):
+        work = work_of(name, calib, settings, rows=rows)
+        if work.seconds(work.full) <= available:
+            return rows, work, work.full
+    if whole_fits:
+        return None
+    work = work_of(name, calib, settings, rows=MIN_ROWS)
+    n = work.most_within(available)
+    return (MIN_ROWS, work, n) if n >= max(work.minimum, 1) else None
+
+
+def _rows_of(rows: Optional[int], calib: Calibration) -> Optional[int]:
+    """`rows` when it is a real sub-batch of the first batch, else None."""
+    return rows if rows is not None and (calib.rows is None or rows < calib.rows) else None
+
+
+def pick_rows(labels: Optional[list], n: int, rows: int) -> list:
+    """Which of a batch's `n` samples a sub-batch of `rows` keeps (sorted indices; fewer than
+    `rows` only when no whole class fits the last slot). Deterministic: no RNG.
+
+    Without class labels: the first `rows`. With them (one label per sample): every class
+    it keeps that has ROWS_PER_CLASS or more samples in the batch keeps at least that many
+    (one sample of a class cannot show the model telling it from its neighbours), classes in
+    order of first appearance; then the kept classes' further samples, then classes that have
+    a single sample in the batch (they cannot have two anywhere)."""
+    if rows >= n:
+        return list(range(n))
+    if labels is None or len(labels) != n:
+        return list(range(rows))
+    groups: dict = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    chosen: list = []
+    kept = []
+    for members in groups.values():
+        if len(members) >= ROWS_PER_CLASS and len(chosen) + ROWS_PER_CLASS <= rows:
+            chosen += members[:ROWS_PER_CLASS]
+            kept.append(members)
+    more = [i for members in kept for i in members[ROWS_PER_CLASS:]]
+    singles = [members[0] for members in groups.values() if len(members) == 1]
+    for i in sorted(more) + singles:
+        if len(chosen) >= rows:
+            break
+        chosen.append(i)
+    return sorted(chosen)
 
 
 def _minimum_s(name: str, calib: Calibration, settings: dict) -> float:
@@ -310,15 +427,20 @@ def _int(value: Any) -> Optional[int]:
 
 
 def summary_line(budget: float, items: dict, report_plan: dict) -> str:
-    """The one Rich line: `budget 30 s: full size, data; cut overfit (40/100 steps); skipped fit`."""
+    """The one Rich line: `budget 30 s: full size, data; cut overfit (40/100 steps); skipped fit`
+    (a sub-batch: `cut overfit (on 6/32 samples)`)."""
     full, cut, skipped = [], [], []
     for name, entry in report_plan.items():
         item = items.get(name)
         cut_work = item is not None and 0 < item.planned < item.full
+        rows = f" on {item.rows}/{item.batch_rows} samples" if item is not None and item.rows else ""
         if entry.get("status") == "skipped" and not cut_work:
             skipped.append(name)
         elif cut_work and item is not None:
-            cut.append(f"{name} ({item.planned}/{item.full} {item.unit})")
+            done = (entry.get("done") or {}).get(item.unit) or item.planned  # what it did, else the plan
+            cut.append(f"{name} ({done}/{item.full} {item.unit}{rows})")
+        elif rows:
+            cut.append(f"{name} ({rows.strip()})")
         else:
             full.append(name)
     parts = [f"budget {budget:g} s"]
@@ -350,12 +472,12 @@ def calibrate(session: Any, budget: float) -> Calibration:
 
     started = time.perf_counter()
     batch = session.first_batch
-    step_times, fwd_times = [], []
+    step_times, fwd_times, opt_times = [], [], []
     with session.preserved():
         seed_everything(session.seed)
         for _ in range(1 + CALIBRATION_STEPS):
             t = time.perf_counter()
-            session.train_step(batch)
+            opt_times.append(_train_step(session, batch))
             step_times.append(time.perf_counter() - t)
             spent = time.perf_counter() - started
             if len(step_times) >= MIN_TIMED and spent > CALIBRATION_SHARE * budget \
@@ -371,11 +493,45 @@ def calibrate(session: Any, budget: float) -> Calibration:
                     break
     steps = step_times[1:] or step_times
     step_s = sorted(steps)[len(steps) // 2]
+    opts = opt_times[1:] or opt_times
     forward_s = min(fwd_times) if fwd_times else step_s / 3
     return Calibration(step_s=step_s, forward_s=forward_s,
                        batches_per_epoch=_length(session.setup.train_loader),
                        val_batches=_length(session.setup.val_loader),
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, rows=batch.batch_size,
+                       optimizer_s=sorted(opts)[len(opts) // 2])
+
+
+def _train_step(session: Any, batch: Any) -> float:
+    """`session.train_step(batch)`, returning the seconds optimizer.step took (a share that
+    does not shrink with the batch's rows)."""
+    session.model.train()
+    session.optimizer.zero_grad(set_to_none=True)
+    session.loss(batch).backward()
+    t = time.perf_counter()
+    session.optimizer.step()
+    return time.perf_counter() - t
+
+
+def time_rows(session: Any, rows: int, budget: float = 0.0) -> float:
+    """Seconds of one training step on the shared run's sub-batch of `rows` samples (the
+    state is restored afterwards): the planner's estimate scales the calibration's step by
+    the rows, this measures it once a sub-batch is planned. The first step on the new shape
+    pays for allocations (measured on the bench's 1.1M CNN: a run planned from it took 0.7x
+    its estimate): a second is timed when the first cost under CALIBRATION_SHARE of the budget."""
+    from .session import seed_everything
+
+    batch = session.sub_batch(rows)
+    with session.preserved():
+        seed_everything(session.seed)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            _train_step(session, batch)
+            times.append(time.perf_counter() - t)
+            if times[0] >= CALIBRATION_SHARE * budget:
+                break
+        return times[-1]
 
 
 def _length(loader: Any) -> Optional[int]:
@@ -418,6 +574,8 @@ class BudgetRun:
         self.record: dict = {}
         self.shared_done = False
         self.shared_cut = False  # the shared run was stopped by the time limit
+        self.extension_cap: Optional[int] = None  # the plan capped the shared run's extension here
+        self.later_s = 0.0  # seconds planned for the checks after the one planned last
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -434,17 +592,35 @@ class BudgetRun:
         if name in SHARED_RUN_CHECKS and self.shared_done and name in self.items:
             item = self.items[name]
         else:
-            item = plan(left, self.calibration, remaining, self.settings, self.shared_done).get(name)
+            planned = plan(left, self.calibration, remaining, self.settings, self.shared_done)
+            item = planned.get(name)
+            if item is not None and item.rows is not None and self.calibration.sub_rows != item.rows:
+                # a sub-batch: its step was estimated from the whole batch's; measure it once
+                # (on the budget's clock) and plan again with the measured step
+                try:
+                    self.calibration.sub_step_s = time_rows(self.session, item.rows, self.budget)
+                    self.calibration.sub_rows = item.rows
+                except Exception:  # the model raises on it: the check itself will say so
+                    pass
+                left = self.left()
+                planned = plan(left, self.calibration, remaining, self.settings, self.shared_done)
+                item = planned.get(name)
             if item is None:
                 return None, max(left, 0.01)
+            # what the checks after it were planned (the time a cut shared run leaves them)
+            self.later_s = sum(i.seconds for n, i in planned.items()
+                               if n != name and n not in SHARED_RUN_CHECKS and i.planned)
             self.items[name] = item
             for section, values in item.overrides.items():
                 self.settings.setdefault(section, {}).update(values)
+            if name in SHARED_RUN_CHECKS and "max_steps" in item.overrides.get("overfit", {}):
+                self.extension_cap = item.overrides["overfit"]["max_steps"]  # below the unbudgeted cap
             if name in SHARED_RUN_CHECKS and item.seconds > 0:
                 # the checks after it read this run: their plan entries say how far it went
                 for other in SHARED_RUN_CHECKS:
                     if other != name and other in remaining:
-                        self.items[other] = Item(other, item.unit, item.full, item.planned, 0.0, 0.0)
+                        self.items[other] = Item(other, item.unit, item.full, item.planned, 0.0, 0.0,
+                                                 rows=item.rows, batch_rows=item.batch_rows)
         if item.reason:
             return item.reason, None
         if left <= 0:
@@ -453,7 +629,21 @@ class BudgetRun:
         # all the time the later checks' minimums do not need, never past the budget
         later = plan(left, self.calibration, remaining, self.settings, True)
         spare = left - sum(i.minimum_s for n, i in later.items() if n != name and i.planned)
-        return None, max(min(left, max(OVERRUN * item.seconds + 1.0, spare)), 0.01)
+        limit = max(min(left, max(OVERRUN * item.seconds + 1.0, spare)), 0.01)
+        own_nan_run = name == "nan" and (self.settings.get("nan") or {}).get("steps") is not None
+        if name in SHARED_RUN_CHECKS and item.seconds > 0 and item.cut and not own_nan_run:
+            # a cut shared run: it may take up to its full steps, and stops (with the steps it
+            # took, judged by the rules) before the time limit, leaving the scan after training
+            # its time; estimates are rough both ways (ResNet-50's run took 0.6x its estimate)
+            self.settings.setdefault("overfit", {})["steps"] = item.full
+            # the scan after training (inside the run) costs what dead's own scan does: ResNet-50's
+            # run at 300 s went 14 s past a 4-forward margin, and dead then missed its 21 s by 3 s
+            margin = DEAD_FORWARDS * self.calibration.forward_s + 1.0
+            # and within the time the checks after it were planned to leave them
+            self.session.run_deadline = time.monotonic() + max(min(limit, left - self.later_s) - margin, 0.0)
+            # but not before the minimum evidence (nan's, grads'): past it, the time decides
+            self.session.run_min_steps = min(item.planned, MIN_RUN_STEPS)
+        return None, limit
 
     def after(self, result: Any, timed_out: bool) -> None:
         """Apply the asymmetric rules to `result` (in place) and record the plan entry."""
@@ -461,6 +651,7 @@ class BudgetRun:
 
         name = result.name
         item = self.items.get(name)
+        self.session.run_deadline, self.session.run_min_steps = None, 0
         if name in SHARED_RUN_CHECKS and result.status != "skipped":
             self.shared_done = True
         if timed_out:
@@ -477,6 +668,12 @@ class BudgetRun:
                 name == "lr-find" and (result.sections.get("lr_find") or {}).get("suggested_lr") is not None)
             status, reason, dropped = judge(name, result.status, [f.code for f in result.findings], item,
                                             done, passed_by_evidence=evidence)
+            if name == "overfit" and status == "pass" and result.metrics.get("memorising_slowly") \
+                    and self.extension_cap is not None:
+                # "still falling at the end": unbudgeted, the run would have gone on (and might
+                # have plateaued); with its extension cut that pass rests on no evidence
+                status, reason = "skipped", f"{INCONCLUSIVE} (still falling after {done} steps; " \
+                    f"the run's extension was cut to {self.extension_cap} steps)"
             if dropped:
                 result.findings = [f for f in result.findings if f.code not in dropped]
                 result.metrics["budget_inconclusive"] = dropped
@@ -485,7 +682,11 @@ class BudgetRun:
                 result.reason = reason
             elif item.cut and done is not None and done < item.full and not result.reason:
                 result.reason = f"cut by the budget to {done} of {item.full} {item.unit}"
-        done = done_of(name, result.metrics, result.sections) if result.status != "skipped" or timed_out else 0
+            if item.rows is not None and item.batch_rows and result.status != "skipped":
+                on = f"on {item.rows} of {item.batch_rows} samples of the first batch (the budget's sub-batch)"
+                result.reason = f"{result.reason}; {on}" if result.reason else on
+        ran = result.status != "skipped" or timed_out or bool(result.metrics)  # skipped after running: judged
+        done = done_of(name, result.metrics, result.sections) if ran else 0
         entry: dict = {"status": result.status, "seconds": round(result.seconds, 2)}
         if item is not None:
             entry.update(item.to_dict())
@@ -505,7 +706,10 @@ class BudgetRun:
                            "used_seconds": round(self.budget - self.left(), 2),
                            "calibration": None if calib is None else {
                                "step_seconds": round(calib.step_s, 4), "forward_seconds": round(calib.forward_s, 4),
-                               "seconds": round(calib.seconds, 2)}}}
+                               "optimizer_seconds": round(calib.optimizer_s, 4), "rows": calib.rows,
+                               "seconds": round(calib.seconds, 2),
+                               **({} if calib.sub_step_s is None else {
+                                   "sub_batch": {"rows": calib.sub_rows, "step_seconds": round(calib.sub_step_s, 4)}})}}}
 
 
 def _crossed(metrics: dict) -> bool:

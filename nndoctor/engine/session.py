@@ -240,8 +240,13 @@ class Session:
         self.model: nn.Module = setup.model
         self.notes: list = []  # one-line notes for the report (e.g. the criterion chosen)
         self.deadline: Optional[float] = None
+        # --budget: time.monotonic() past which the shared training run starts no step (it
+        # ends with the steps it took; `deadline` is the hard stop that raises)
+        self.run_deadline: Optional[float] = None
+        self.run_min_steps = 0  # ... but not before this many steps (the least evidence the plan asks)
         self._progress_factory = progress
         self._batches: list = []
+        self._sub_batches: dict = {}  # rows -> Batch (sub_batch)
         self._batch_iter: Optional[Iterator[Any]] = None
         self._loader_exhausted = False
         # What the loader raised (or a batch it yielded that cannot be split): raised again
@@ -416,6 +421,22 @@ class Session:
     def first_batch(self) -> Batch:
         return self.batches(1)[0]
 
+    def sub_batch(self, rows: Optional[int]) -> Batch:
+        """`rows` of the first batch's samples (the shared run's `overfit.rows`, set by
+        --budget when the whole batch does not fit): picked by `budget.pick_rows`, at least 2
+        per class, no RNG; every tensor whose first dimension is the batch's is indexed. The
+        first batch itself when `rows` is None or not fewer than its samples. Cached."""
+        batch = self.first_batch
+        n = batch.batch_size
+        if rows is None or n is None or rows >= n:
+            return batch
+        if rows not in self._sub_batches:
+            from .budget import pick_rows
+
+            keep = pick_rows(_class_labels(batch, n), n, int(rows))
+            self._sub_batches[rows] = split_batch(_take(batch.raw, keep, n))
+        return self._sub_batches[rows]
+
     def iterate(self, loader_name: str = "train_loader"):
         """Every batch of a loader (for whole-data checks such as fit), split and on the device."""
         loader = getattr(self.setup, loader_name)
@@ -521,6 +542,41 @@ class Session:
         """Called from check loops: stops a check that ran past --max-seconds."""
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise CheckTimeout()
+
+
+def _class_labels(batch: Batch, n: int) -> Optional[list]:
+    """One class label per sample (a 1-D integer target, or a dict batch's `labels`), else None
+    (regression, token or pixel targets)."""
+    target = batch.target
+    if target is None and batch.kwargs:
+        target = next((batch.kwargs[k] for k in LABEL_KEYS if k in batch.kwargs), None)
+    if not isinstance(target, torch.Tensor) or target.dim() != 1 or target.shape[0] != n:
+        return None
+    if target.is_floating_point() and not bool((target == target.round()).all()):
+        return None
+    return target.tolist()
+
+
+def _take(obj: Any, keep: list, n: int) -> Any:
+    """`obj` (a raw batch: tensors in tuples, lists, dicts) with every tensor whose first
+    dimension is `n` indexed by `keep`; anything else as it is."""
+    if isinstance(obj, torch.Tensor):
+        if obj.dim() >= 1 and obj.shape[0] == n:
+            return obj[torch.tensor(keep, dtype=torch.long, device=obj.device)]
+        return obj
+    if isinstance(obj, dict) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        items = {k: _take(obj[k], keep, n) for k in obj.keys()}
+        if type(obj) is dict:
+            return items
+        try:
+            return type(obj)(items)  # e.g. transformers' BatchEncoding
+        except Exception:
+            return items
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_take(v, keep, n) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_take(v, keep, n) for v in obj)
+    return obj
 
 
 def _named_state_tensors(model: nn.Module):

@@ -3,6 +3,8 @@
 `shared_run(session)` trains the model on one fixed batch (`session.first_batch`)
 with the user's optimizer for `overfit.steps` steps, once per `nndoctor check`
 whichever of the three checks asks first (`session.shared`, keyed by the length).
+Under --budget, when the whole batch does not fit, it trains on `overfit.rows` of the
+batch's samples (`Session.sub_batch`; `TrainRun.rows` says how many).
 The run then goes on, EXTEND_WINDOW steps at a time up to `overfit.max_steps`
 (EXTEND_CAP), while the loss is still above overfit's target and still
 clearly falling (`still_falling`): a healthy model that memorises slowly at
@@ -143,11 +145,16 @@ class TrainRun:
     nonfinite: Optional[NonFinite] = None
     update_ratio_skipped: Optional[str] = None  # why the update/weight ratio was not measured
     steps_done: int = 0  # optimizer steps applied (never the non-finite step)
+    stopped_by_time: bool = False  # the run stopped before its steps at `RunInputs.stop_at` (--budget)
     init_weight_norm: float = 0.0  # ‖all trainable parameters‖ before the first update
     # ‖∂loss/∂model output‖ at step 0 (the loss's own gradient scale); None: no output tensor
     # (a loss_fn) or it has no gradient
     init_output_grad_norm: Optional[float] = None
     max_steps: int = 0  # the cap of the extension (== steps: no extension)
+    # A sub-batch (`overfit.rows`, set by --budget): trained on `rows` of the first batch's
+    # `batch_rows` samples. None: the whole first batch.
+    rows: Optional[int] = None
+    batch_rows: Optional[int] = None
     extended: Optional[str] = None  # why the run went past `steps`, if it did
     forward_passes: int = 0  # model forward passes, the localisation re-run included
     seconds: float = 0.0
@@ -179,6 +186,16 @@ def run_length(session: Session) -> int:
     return DEFAULT_STEPS if steps is None else int(steps)
 
 
+def run_rows(session: Session) -> Optional[int]:
+    """The shared run's sub-batch: `overfit.rows` of the first batch's samples (None: all)."""
+    rows = (session.settings.get("overfit") or {}).get("rows")
+    return None if rows is None else int(rows)
+
+
+def _run_key(steps: int, rows: Optional[int]) -> str:
+    return f"train_run:{steps}" if rows is None else f"train_run:{steps}:rows={rows}"
+
+
 def max_steps_of(session: Session, steps: int) -> int:
     """How far the shared run may go past `steps`: `overfit.max_steps` (EXTEND_CAP unless set;
     set it to `steps` for a run of exactly `steps`)."""
@@ -194,16 +211,17 @@ def shared_run(session: Session, steps: Optional[int] = None) -> TrainRun:
     steps = length if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, not {steps}")
-    max_steps, target = steps, None
+    max_steps, target, rows = steps, None, None
     if steps == length:  # the shared run; a check's own length (nan --steps N) is run exactly
         max_steps, target = max_steps_of(session, steps), lambda first: target_loss(session, first)
-    return session.shared(f"train_run:{steps}", lambda: train_run(session, steps, max_steps, target))
+        rows = run_rows(session)  # and only the shared run trains on a sub-batch
+    return session.shared(_run_key(steps, rows), lambda: train_run(session, steps, max_steps, target, rows))
 
 
 def finished_run(session: Session) -> Optional[TrainRun]:
     """The shared run if a check has done it already, else None: for readers that should not
     pay for a training run of their own (the dead check's scan after training)."""
-    return session._shared.get(f"train_run:{run_length(session)}")
+    return session._shared.get(_run_key(run_length(session), run_rows(session)))
 
 
 def target_loss(session: Session, first: float, threshold: Optional[float] = None) -> float:
@@ -288,20 +306,33 @@ class RunInputs:
     device: Optional[torch.device] = None  # where the statistics are gathered (None: the model's)
     progress: Callable = _no_progress  # (description, total) -> a context yielding advance(n)
     after: Optional[Callable[[], Any]] = None  # read on the trained weights (the activation scan)
+    # time.monotonic() past which no step starts (--budget's soft stop: the run ends with the
+    # steps it took instead of being killed at the hard limit); None: run every step
+    stop_at: Optional[float] = None
+    stop_after: int = 0  # ... only once this many steps are done
 
 
-def inputs_of(session: Session) -> RunInputs:
-    """The run's inputs from a Session: its model, optimizer, first batch and loss wiring."""
+def inputs_of(session: Session, rows: Optional[int] = None) -> RunInputs:
+    """The run's inputs from a Session: its model, optimizer, first batch (or `rows` of its
+    samples: `Session.sub_batch`) and loss wiring."""
     from .activations import session_scan  # forward-only passes over the first batches, no gradient
 
-    return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.first_batch,
+    return RunInputs(model=session.model, optimizer=session.optimizer, batch=session.sub_batch(rows),
                      loss=session.loss, output_and_loss=session.output_and_loss, device=session.device,
-                     progress=session.progress, after=lambda: session_scan(session))
+                     progress=session.progress, after=lambda: session_scan(session),
+                     stop_at=session.run_deadline, stop_after=session.run_min_steps)
 
 
-def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None) -> TrainRun:
-    """`record_run` of the session's model on its first batch (the Session adapter)."""
-    return record_run(inputs_of(session), steps, max_steps, target)
+def train_run(session: Session, steps: int, max_steps: Optional[int] = None, target=None,
+              rows: Optional[int] = None) -> TrainRun:
+    """`record_run` of the session's model on its first batch, or `rows` of its samples
+    (the Session adapter)."""
+    inputs = inputs_of(session, rows)
+    run = record_run(inputs, steps, max_steps, target)
+    full, kept = session.first_batch.batch_size, inputs.batch.batch_size
+    if rows is not None and full is not None and kept is not None and kept < full:
+        run.rows, run.batch_rows = kept, full
+    return run
 
 
 def record_run(inputs: RunInputs, steps: int, max_steps: Optional[int] = None,
@@ -342,7 +373,13 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
                                     f"{UPDATE_RATIO_MAX_MB} MB, too large to copy once more")
     with inputs.progress("overfit", steps) as advance:
         step, end = 0, steps
+        step_started = time.monotonic()
         while step < end:
+            if inputs.stop_at is not None and step and step >= inputs.stop_after:
+                now = time.monotonic()
+                if now + (now - step_started) / step > inputs.stop_at:  # the next step would pass it
+                    run.stopped_by_time = True
+                    break
             rng = _rng_state(device)  # to re-run this very step if it goes non-finite
             optimizer.zero_grad(set_to_none=True)
             output_grad: list = []
@@ -426,7 +463,7 @@ def _record_run(inputs: RunInputs, steps: int, max_steps: Optional[int], target)
             advance(1)
             step += 1
             if step == end and _go_on(run, step, target):
-                end += EXTEND_WINDOW
+                end = min(end + EXTEND_WINDOW, run.max_steps)  # a cap between windows (--budget's) holds
     if pending is not None:
         _store_update(run, pending[0], torch.stack(pending[1] + pending[2]).tolist(), len(params))
     optimizer.zero_grad(set_to_none=True)
