@@ -24,6 +24,7 @@ import torch.optim.optimizer as optim_module
 from conftest import ROOT, load_sample
 
 from nndoctor import checks as registry
+from nndoctor.checks import lr_find
 from nndoctor.engine.runner import run_checks
 from nndoctor.probes import activations as scan
 from nndoctor.probes import train_run as instrument
@@ -116,15 +117,20 @@ def test_check_makes_no_more_forward_passes_than_planned(counted):
         [(c.name, c.status, c.reason) for c in report.checks]
     # the scans (at init in dead, of the trained weights in the shared run) read batches until
     # every unit has scan.MIN_OBSERVATIONS, at most MAX_SCAN_BATCHES each
+    # lr-find: the range test's num_iter steps, the race's (num_iter by default), the confirming
+    # steps when a verdict looms (at most CONFIRM_SHARE x the race's), and one forward-only
+    # pass per race batch for the initial model's loss (the baseline of progress)
+    race_steps = num_iter + int(lr_find.CONFIRM_SHARE * num_iter)
+    lr_steps = num_iter + race_steps
     planned = {"size": FIXED["size"], "data": 0, "static": FIXED["static"], "init": FIXED["init"],
                "nan": steps + scan.MAX_SCAN_BATCHES, "grads": 0, "dead": scan.MAX_SCAN_BATCHES,
-               "overfit": 0, "lr-find": 2 * num_iter}
+               "overfit": 0, "lr-find": lr_steps + min(num_iter, lr_find.MAX_BATCHES)}
     done = {check: counts.of(check, "forward") for check in planned}
     assert all(done[c] <= planned[c] for c in planned), (done, planned)
-    assert counts.total("forward") <= steps + 2 * num_iter + 2 * scan.MAX_SCAN_BATCHES + sum(FIXED.values())
+    assert counts.total("forward") <= steps + planned["lr-find"] + 2 * scan.MAX_SCAN_BATCHES + sum(FIXED.values())
     # the training steps are exactly the shared run's and the range test's
     assert counts.total("step") == steps + counts.of("lr-find", "step")
-    assert counts.of("lr-find", "step") <= 2 * num_iter
+    assert counts.of("lr-find", "step") <= lr_steps
     section = report.sections["lr_find"]  # the steps the report states are the steps taken
     assert counts.of("lr-find", "step") == section["range_steps"] + section["race_steps"]
     # backward passes: one per training step, plus init's batch-dependency probe (one per
