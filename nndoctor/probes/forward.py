@@ -62,6 +62,9 @@ class ForwardRecord:
     # the innermost module whose output, through an activation and reshapes only, is the model's
     # output: the layer whose width is the number of classes (a Linear before a LogSoftmax module)
     score_layer: Optional[str] = None
+    # path -> the positions a weight layer's weights are applied at per sample (tokens, pixels;
+    # 1 after a global pooling or on a flat vector): its gradient sums over them
+    positions: dict = field(default_factory=dict)
 
 
 def forward_record(session: Session) -> ForwardRecord:
@@ -83,6 +86,7 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
     seen_weight_layers: set = set()
     signal: list = []
     input_signal: dict = {}  # path -> the per-unit std over the batch of a weight layer's input
+    positions: dict = {}  # path -> positions per sample of a weight layer's output
 
     def hook(module, inputs, output):
         path = paths.get(module)
@@ -99,6 +103,8 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
                 and tensor.is_floating_point() and tensor.dim() >= 2 and tensor.shape[0] >= 2:
             seen_weight_layers.add(module)
             signal.append((path, tensor.detach().float().std(dim=0).mean()))
+            channels = tensor.shape[-1] if isinstance(module, (nn.Linear, nn.Bilinear)) else tensor.shape[1]
+            positions[path] = tensor[0].numel() // max(int(channels), 1)
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             if x is not None and x.is_floating_point() and x.dim() >= 2 and x.shape[0] == tensor.shape[0]:
                 input_signal[path] = x.detach().float().std(dim=0).mean()
@@ -123,6 +129,7 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
                            signal=[(p, None if v is None else next(stds)) for p, v in signal],
                            input_readers=readers)
     record.input_signal = {p: next(stds) for p in input_signal}
+    record.positions = positions
     logits = primary_output(output) if output is not None else None
     if isinstance(logits, torch.Tensor):
         record.logits = logits.detach()
