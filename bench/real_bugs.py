@@ -235,6 +235,31 @@ def render(rows: list, seeds: list, pythonpath: str, program_seed: str = "0") ->
     return "\n".join(lines)
 
 
+def merge(paths: list) -> tuple:
+    """(rows, seeds, program-seed label) of several --json files: each case's runs by seed (a
+    seed run twice: the later file wins)."""
+    by_name: dict = {}
+    seeds: list = []
+    program_seeds: set = set()
+    for path in paths:
+        with open(path) as fh:
+            for row in json.load(fh):
+                kept = by_name.setdefault(row["name"], {**row, "buggy": {}, "fixed": {}, "hits": {},
+                                                        "program_seeds": {}})
+                kept["expected"] = [tuple(e) for e in row["expected"]]
+                for key in ("buggy", "fixed", "hits", "program_seeds"):
+                    kept[key].update(row.get(key, {}))
+                for s in row["buggy"]:
+                    if s not in seeds:
+                        seeds.append(s)
+                    program_seeds.add((s, row.get("program_seeds", {}).get(s, 0)))
+    same = all(int(s) == int(p) for s, p in program_seeds)
+    fixed = {int(p) for _, p in program_seeds}
+    label = str(fixed.pop()) if len(fixed) == 1 else "run" if same else \
+        ", ".join(f"{p} (seed {s})" for s, p in sorted(program_seeds))
+    return list(by_name.values()), sorted(seeds, key=int), label
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", help="comma-separated case names (default: all)")
@@ -246,12 +271,24 @@ def main(argv=None) -> int:
     parser.add_argument("--program-seed", default="0",
                         help="the cases' own seed (weights, data, loader order): an integer, or 'run' for "
                              "each run's --seeds value (default 0: the programs as ported)")
+    parser.add_argument("--render", help="comma-separated --json files of earlier runs (one seed each, or "
+                                         "more): merge them and write the report, running nothing")
     parser.add_argument("--child", nargs=3, metavar=("CASE", "VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
         name, variant, seed = args.child
         print(json.dumps(run_one(name, variant, int(seed)), default=str))
+        return 0
+
+    if args.render:
+        rows, seeds, programs = merge([p for p in args.render.split(",") if p])
+        text = render(rows, seeds, os.environ.get("PYTHONPATH", "") or "(installed nndoctor)", programs)
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write(text)
+        else:
+            print(text)
         return 0
 
     names = case_names()

@@ -120,3 +120,20 @@ def test_program_seed_moves_the_cases_data_and_init():
     assert zero == default
     assert one[0] != zero[0] and one[1] != zero[1]  # other data, other weights
     assert RUNNER.program_seed_of("run", 3) == 3 and RUNNER.program_seed_of("0", 3) == 0
+
+
+def test_render_merges_runs_of_several_seeds(tmp_path):
+    import json
+
+    def row(seed, program_seed, found):
+        return {"name": "c", "title": "t", "url": "http://x", "expected": [["x", None]], "true_on_fixed": {},
+                "buggy": {seed: {"findings": [{"code": "x", "where": None, "severity": "error"}] if found else []}},
+                "fixed": {seed: {"findings": []}}, "hits": {seed: [found]}, "program_seeds": {seed: program_seed}}
+    paths = []
+    for seed, found in (("0", True), ("1", False)):
+        paths.append(str(tmp_path / f"s{seed}.json"))
+        with open(paths[-1], "w") as fh:
+            json.dump([row(seed, int(seed), found)], fh)
+    rows, seeds, label = RUNNER.merge(paths)
+    assert seeds == ["0", "1"] and label == "run" and rows[0]["hits"] == {"0": [True], "1": [False]}
+    assert "recall 1/2 (50%)" in RUNNER.render(rows, seeds, "x", label)
