@@ -92,6 +92,9 @@ def run_one(name: str, seed: int, checks: list, threads: int) -> dict:
         "findings": [f.to_dict() for f in report.findings],
         "checks": {c.name: {"status": c.status, "reason": c.reason, "seconds": c.seconds} for c in report.checks},
         "notes": report.notes,
+        # what the vanishing-gradient comparison read (its layers and ratio), to audit its choice
+        "vanishing": {k: v for c in report.checks if c.name == "grads"
+                      for k, v in (c.metrics or {}).items() if k.startswith("vanishing")},
     }
 
 

@@ -165,6 +165,22 @@ def test_negative_labels_and_ignore_index():
     assert finding.evidence["batches"] == [1]  # rows 20-22 are in the second batch of 16
 
 
+def test_out_of_range_labels_name_the_layer_whose_width_is_the_class_count():
+    """Dense(1, softmax) on 7 classes (bench/real_bugs/single_unit_softmax_sparse_ce.py): the
+    LogSoftmax module makes the output, but the user must widen the Linear before it."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 5, generator=g), torch.randint(0, 7, (64,), generator=g)
+    torch.manual_seed(0)
+    narrow = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 1), nn.LogSoftmax(dim=1))
+    finding = only(run_on(narrow, x, y, criterion=nn.NLLLoss()), "label-out-of-range")
+    assert finding.where == "2" and finding.evidence["classes"] == 1
+    assert "the output `2` has 1 classes" in finding.message
+    # a bare Linear output is named itself, as before
+    assert only(run_on(nn.Sequential(nn.Linear(5, 3)), x, y), "label-out-of-range").where == "0"
+    wide = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 7), nn.LogSoftmax(dim=1))
+    assert codes_of(run_on(wide, x, y, criterion=nn.NLLLoss())) == set()
+
+
 def test_class_dimension_of_dense_outputs():
     """(N, C, H, W) outputs with (N, H, W) targets: C is dim 1, as CrossEntropyLoss reads it."""
     g = torch.Generator().manual_seed(0)

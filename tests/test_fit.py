@@ -164,6 +164,32 @@ def test_an_unstable_loss_gets_the_lower_lr_fix():
     assert smooth.evidence["unstable"] is False and smooth.fix == CODES["underfitting"].fix
 
 
+def test_a_truly_unstable_cnn_is_told_to_lower_the_lr_end_to_end():
+    """Issue 13 item 16's stand-in (ResNet-18 at SGD 0.1 with batch 16 is truly unstable): a
+    small BatchNorm CNN at SGD lr 2, momentum 0.9, batch 16 bounces near the trivial loss for
+    360 steps. underfitting is right; its fix must lower the LR, not raise it."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from nndoctor.target import Setup
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(448, 1, 8, 8, generator=g)
+    y = (x.reshape(448, -1) @ torch.randn(64, 4, generator=g)).argmax(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    setup = Setup(model=model, train_loader=DataLoader(TensorDataset(x[:384], y[:384]), batch_size=16, shuffle=True,
+                                                       generator=torch.Generator().manual_seed(0)),
+                  val_loader=DataLoader(TensorDataset(x[384:], y[384:]), batch_size=16),
+                  optimizer=torch.optim.SGD(model.parameters(), lr=2.0, momentum=0.9))
+    report = run_checks(setup, ["fit"], {"fit": {"epochs": 15}}, device="cpu")
+    (finding,) = [f for f in report.findings if f.code == "underfitting"]
+    assert finding.evidence["unstable"] is True and finding.fix == fit.UNSTABLE_FIX
+    assert "raise the lr" not in finding.fix.lower() and "higher" not in finding.fix.lower()
+    assert "too high" in finding.message
+
+
 def test_overfitting_needs_a_gap_in_one_mode():
     # Validation rising, eval-mode training loss falling, but both equal (BatchNorm's running
     # statistics lagging in both): no gap, no memorisation (issue 13 item 14).

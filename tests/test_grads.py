@@ -247,3 +247,55 @@ def test_huge_relative_norm_with_a_loss_fn_is_not_judged_without_the_output():
     report = run_checks(setup, ["grads"], {"overfit": {"steps": 5}}, device="cpu")
     assert "grad_norm_relative_init" not in report.checks[0].metrics
     assert report.findings == []
+
+
+class AttentionPooled(nn.Module):
+    """Query/key/value projections first, a token-wise body, a mean over the tokens, then a
+    pre-classifier (DistilBERT's layout): the vanishing comparison must not take the q/k
+    projections as its first layer nor the post-pooling pre-classifier as its last hidden one."""
+
+    def __init__(self, depth: int, act):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(8, 16)
+        body = []
+        for _ in range(depth):
+            body += [nn.Linear(16, 16), act()]
+        self.body = nn.Sequential(*body)
+        self.pre_classifier = nn.Linear(16, 16)
+        self.classifier = nn.Linear(16, 3)
+
+    def forward(self, x):
+        scores = torch.softmax(self.q(x) @ self.k(x).transpose(1, 2) / 4, dim=-1)
+        h = self.body(scores @ self.v(x)).mean(1)
+        return self.classifier(torch.relu(self.pre_classifier(h)))
+
+
+def _attention_pooled(depth: int, act, optimizer):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(64, 6, 8, generator=g)
+    model = AttentionPooled(depth, act)
+    setup = Setup(model=model, train_loader=seeded_loader(x, x[:, :, 0].sum(1).gt(0).long()),
+                  optimizer=optimizer(model.parameters()))
+    return run_checks(setup, ["grads"], {"overfit": {"steps": 30}}, device="cpu")
+
+
+def test_vanishing_compares_the_value_path_with_the_last_token_wise_layer():
+    report = _attention_pooled(2, nn.ReLU, torch.optim.AdamW)
+    assert report.findings == []
+    metrics = report.checks[0].metrics
+    assert metrics["vanishing_layers"] == ["v", "body.2"]
+    assert metrics["vanishing_ratio"] > 10 * grads.VANISHING_RATIO
+    # a vanishing body behind the same attention and pooling is still found, at the value path
+    report = _attention_pooled(14, nn.Sigmoid, lambda p: torch.optim.SGD(p, lr=0.1))
+    (finding,) = [f for f in report.findings if f.code == "vanishing-gradient"]
+    assert (finding.where, finding.evidence["last_layer"]) == ("v", "body.26")
+
+
+def test_compared_layers_without_positions_keep_the_order():
+    layers = [("attn.q_proj", [0]), ("attn.k_proj", [1]), ("attn.v_proj", [2]), ("fc1", [3]), ("pool_fc", [4])]
+    assert grads.compared_layers(layers, {}) == (layers[2], layers[4])  # positions unknown: kept
+    spread = {"attn.v_proj": 10, "fc1": 10, "pool_fc": 1}
+    assert grads.compared_layers(layers, spread) == (layers[2], layers[3])
+    flat = [("network.0", [0]), ("network.2", [1])]  # an MLP: every layer at one position
+    assert grads.compared_layers(flat, {"network.0": 1, "network.2": 1}) == (flat[0], flat[1])

@@ -366,6 +366,51 @@ def test_token_models_are_probed_through_the_embedding():
     assert finding.evidence["other_samples_leaking"] > 0
 
 
+class HeadsView(nn.Module):
+    """QANet's self-attention (bench/real_bugs/batch_mixing_heads_view.py): per-head Linears,
+    the heads stacked (heads, N, T, d) and merged with `view` (the bug) or permute + view."""
+
+    def __init__(self, permute: bool, heads=4, d=8):
+        super().__init__()
+        self.permute, self.heads, self.d = permute, heads, d
+        self.q = nn.ModuleList(nn.Linear(heads * d, d) for _ in range(heads))
+        self.v = nn.ModuleList(nn.Linear(heads * d, d) for _ in range(heads))
+
+    def forward(self, x):
+        n, t, _ = x.shape
+        stacked = torch.stack([torch.softmax(self.q[i](x) @ x[..., :self.d].transpose(1, 2), -1) @ self.v[i](x)
+                               for i in range(self.heads)])
+        if self.permute:
+            return stacked.permute(1, 2, 0, 3).reshape(n, t, -1)
+        return stacked.view(n, t, -1)  # sample b's row is head b*heads//N's, samples of other rows
+
+
+class HeadsReader(nn.Module):
+    def __init__(self, permute: bool):
+        super().__init__()
+        self.embed = nn.Linear(6, 32)
+        self.attention = HeadsView(permute)
+        self.out = nn.Linear(32, 2)
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.out((h + self.attention(h)).mean(1))
+
+
+def test_a_mix_inside_a_modules_forward_is_put_at_that_module_not_a_child():
+    """The probed sample's row comes from one head: the other heads' q/v Linears get no gradient
+    from it at all, and must not read as "only this sample comes out" (it named `attention.q.0`)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 5, 6), torch.randint(0, 2, (64,))
+    finding = only(run_on(HeadsReader(permute=False), x, y), "batch-dependency")
+    assert finding.where == "attention"
+    assert finding.evidence["after"].startswith("attention.")  # a head's Linear: the last seen mixed
+    torch.manual_seed(0)
+    healthy = run_on(HeadsReader(permute=True), x, y)
+    assert "batch-dependency" not in codes_of(healthy)
+    assert healthy.checks[0].metrics["batch_leak_ratio"] == 0
+
+
 class CausalMix(nn.Module):
     """An RNN run along the batch axis: sample i sees samples 0..i-1 only (item 7)."""
 

@@ -55,6 +55,9 @@ def test_case_is_well_formed(name):
         assert code in SPEC_CODES, f"{name}: {code!r} is not a SPEC §3 code"
         assert where is None or isinstance(where, str)
     assert callable(case.verify_fixed)
+    for code, why in RUNNER.true_on_fixed(case).items():  # a declared-true finding must be shown true
+        assert code in SPEC_CODES and why, name
+        assert callable(case.verify_true_on_fixed), name
 
 
 def _forward(setup: dict):
@@ -87,3 +90,50 @@ def test_runner_scores_where_none_as_any():
     assert RUNNER.score_buggy([("x", "m"), ("y", None)], result) == [True, False]
     assert RUNNER.alarms(result) == []
 
+
+
+def test_declared_true_findings_are_kept_apart_not_dropped():
+    result = {"findings": [{"code": "unscaled-targets", "where": "train_loader", "severity": "warning"},
+                           {"code": "cannot-overfit", "where": None, "severity": "error"}]}
+    declared = {"unscaled-targets": "why"}
+    assert [f["code"] for f in RUNNER.alarms(result, declared)] == ["cannot-overfit"]
+    assert [f["code"] for f in RUNNER.declared_true(result, declared)] == ["unscaled-targets"]
+    assert len(RUNNER.alarms(result)) == 2  # nothing declared: both count
+
+
+def test_program_seed_moves_the_cases_data_and_init():
+    """--program-seed N reaches the case through _common's environment variable; 0 is the port."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'bench/real_bugs'); import unscaled_targets_tanh as c; "
+            "s = c.buggy(); x, y = next(iter(s['train_loader'])); w = next(s['model'].parameters()); "
+            "print(round(float(x.sum()), 4), round(float(w.sum()), 4))")
+    def seen(seed):
+        env = dict(os.environ, **{RUNNER.PROGRAM_SEED_ENV: str(seed)})
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=True).stdout.split()
+    default = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                             check=True, env={k: v for k, v in os.environ.items()
+                                              if k != RUNNER.PROGRAM_SEED_ENV}).stdout.split()
+    zero, one = seen(0), seen(1)
+    assert zero == default
+    assert one[0] != zero[0] and one[1] != zero[1]  # other data, other weights
+    assert RUNNER.program_seed_of("run", 3) == 3 and RUNNER.program_seed_of("0", 3) == 0
+
+
+def test_render_merges_runs_of_several_seeds(tmp_path):
+    import json
+
+    def row(seed, program_seed, found):
+        return {"name": "c", "title": "t", "url": "http://x", "expected": [["x", None]], "true_on_fixed": {},
+                "buggy": {seed: {"findings": [{"code": "x", "where": None, "severity": "error"}] if found else []}},
+                "fixed": {seed: {"findings": []}}, "hits": {seed: [found]}, "program_seeds": {seed: program_seed}}
+    paths = []
+    for seed, found in (("0", True), ("1", False)):
+        paths.append(str(tmp_path / f"s{seed}.json"))
+        with open(paths[-1], "w") as fh:
+            json.dump([row(seed, int(seed), found)], fh)
+    rows, seeds, label = RUNNER.merge(paths)
+    assert seeds == ["0", "1"] and label == "run" and rows[0]["hits"] == {"0": [True], "1": [False]}
+    assert "recall 1/2 (50%)" in RUNNER.render(rows, seeds, "x", label)

@@ -8,11 +8,23 @@ judge a program with PyTorch alone.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-SEED = 0  # every case builds the same weights and data on every run
+# The program seed: the case's weights, data and loader order. 0 (the default) builds the same
+# programs on every run; `bench/real_bugs.py --program-seed run` sets it to each run's seed
+# through this variable, so the seeds vary the programs too, not only nndoctor's own sampling.
+PROGRAM_SEED_ENV = "NNDOCTOR_BENCH_PROGRAM_SEED"
+SEED = int(os.environ.get(PROGRAM_SEED_ENV, "0") or 0)
+DATA_SEED_STRIDE = 1000  # a case's data seed N becomes N + 1000 x SEED (N itself at SEED 0)
+
+
+def generator(seed: int) -> torch.Generator:
+    """A data generator for the case's own data seed `seed`, moved by the program seed."""
+    return torch.Generator().manual_seed(seed + DATA_SEED_STRIDE * SEED)
 
 
 def seeded(seed: int = SEED) -> torch.Generator:
@@ -25,9 +37,9 @@ def loader(*tensors, batch_size: int = 32, shuffle: bool = True, seed: int = SEE
     return DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=shuffle, generator=g)
 
 
-def teacher_classification(n: int, shape, classes: int, seed: int = SEED, scale: float = 1.0):
+def teacher_classification(n: int, shape, classes: int, seed: int = 0, scale: float = 1.0):
     """Inputs ~ N(0, scale²) of `shape`, labelled by a fixed random linear teacher: learnable."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
     x = torch.randn(n, *shape, generator=g) * scale
     w = torch.randn(x[0].numel(), classes, generator=g)
@@ -35,9 +47,9 @@ def teacher_classification(n: int, shape, classes: int, seed: int = SEED, scale:
     return x, y
 
 
-def teacher_regression(n: int, dim: int, outputs: int = 1, seed: int = SEED, noise: float = 0.05):
+def teacher_regression(n: int, dim: int, outputs: int = 1, seed: int = 0, noise: float = 0.05):
     """x ~ N(0, 1), y = a smooth nonlinear function of x with unit-scale spread (std ~ 1)."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     x = torch.randn(n, dim, generator=g)
     w1 = torch.randn(dim, 16, generator=g) / dim ** 0.5
     w2 = torch.randn(16, outputs, generator=g) / 4
@@ -46,9 +58,9 @@ def teacher_regression(n: int, dim: int, outputs: int = 1, seed: int = SEED, noi
     return x, (y - y.mean(0)) / y.std(0)
 
 
-def blob_images(n: int, channels: int, size: int, classes: int, seed: int = SEED):
+def blob_images(n: int, channels: int, size: int, classes: int, seed: int = 0):
     """Images in [0, 1] whose class is a bright square at a class-specific place, plus noise."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     y = torch.randint(0, classes, (n,), generator=g)
     x = 0.2 * torch.rand(n, channels, size, size, generator=g)
     cells = int(classes ** 0.5 + 0.999)

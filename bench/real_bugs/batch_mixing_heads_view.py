@@ -12,7 +12,7 @@ The fix (the maintainer's, as proposed in the issue):
 
 import torch
 import torch.nn as nn
-from _common import accuracy, learns, loader, seeded
+from _common import accuracy, generator, learns, loader, seeded
 
 EXPECTED = [("batch-dependency", "attention")]
 
@@ -53,7 +53,7 @@ class Reader(nn.Module):
 
 def _data():
     """Label 1 when the sequence holds token 3 (it does in half of them)."""
-    g = torch.Generator().manual_seed(20)
+    g = generator(20)
     tokens = torch.randint(4, VOCAB, (256, SEQ), generator=g)
     y = torch.randint(0, 2, (256,), generator=g)
     at = torch.randint(0, SEQ, (256,), generator=g)

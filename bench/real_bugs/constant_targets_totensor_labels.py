@@ -12,7 +12,7 @@ The fix (the repository's line): `label = (transforms_f.to_tensor(label) * 255).
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, seeded
+from _common import generator, learns, loader, seeded
 
 EXPECTED = [("constant-targets", None)]
 
@@ -26,7 +26,7 @@ def _to_tensor(label_uint8: torch.Tensor) -> torch.Tensor:
 
 def _data(times_255: bool):
     """Images with one square whose brightness gives its class (1 ... 3); background is 0."""
-    g = torch.Generator().manual_seed(27)
+    g = generator(27)
     n, size = 128, 8
     cls = torch.randint(1, CLASSES, (n,), generator=g)
     top, left = torch.randint(0, size - 4, (2, n), generator=g)

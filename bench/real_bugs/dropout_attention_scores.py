@@ -13,7 +13,7 @@ training=self.training)` (and likewise for the output dropout).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from _common import learns, loader, seeded
+from _common import generator, learns, loader, seeded
 
 EXPECTED = [("dropout-in-eval", None)]
 
@@ -50,7 +50,7 @@ class AttentionalFM(nn.Module):
 
 
 def _data():
-    g = torch.Generator().manual_seed(6)
+    g = generator(6)
     x = torch.randint(0, VOCAB, (512, FIELDS), generator=g)
     w = torch.randn(FIELDS, VOCAB, generator=g)
     logit = w[torch.arange(FIELDS), x].sum(1) / FIELDS ** 0.5

@@ -9,18 +9,30 @@ MSE. The large errors give large gradients, the weights overshoot and the loss i
 after the first steps.
 The fix (the tutorial's): gradient norm scaling, `clipnorm=1.0` on the optimizer — here an
 SGD that rescales the gradient to norm 1 before each step, as Keras's clipnorm does.
+
+The fixed program keeps the targets as they are (std 250, range -663 ... 695), and nndoctor
+warns `unscaled-targets` on it. That warning is true, not a false alarm: the tutorial's own
+first line names "the scale of the target variable" as a cause of the instability, issue 14
+asks for exactly this warning on targets up to 125, and `verify_true_on_fixed()` shows that
+standardising the targets alone, with the buggy program's plain SGD (lr 0.01, momentum 0.9)
+and no clipping, trains (R² 0.9996 after 100 epochs, MSE 1.19 -> 5e-4 in target-std units):
+clipping hides the symptom, the scale is still the cause. So the case declares it in
+TRUE_ON_FIXED (the benchmark lists it apart, it does not drop it); the fixed program stays the
+tutorial's fix rather than a better one we would have to invent.
 """
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, r2, seeded
+from _common import generator, learns, loader, r2, seeded
 
 EXPECTED = [("exploding-gradient", None), ("non-finite", None)]
+TRUE_ON_FIXED = {"unscaled-targets": "clipping keeps the targets at std 250; standardising them alone, "
+                                     "without clipping, trains the buggy program's SGD (verify_true_on_fixed)"}
 
 
 def _data():
     """sklearn's make_regression(n_samples=1000, n_features=20, noise=0.1), reimplemented."""
-    g = torch.Generator().manual_seed(23)
+    g = generator(23)
     x = torch.randn(1000, 20, generator=g)
     coef = 100 * torch.rand(20, generator=g)
     y = x @ coef + 0.1 * torch.randn(1000, generator=g)
@@ -67,5 +79,14 @@ def verify_fixed() -> dict:
     return learns(s, 100, lambda: r2(s["model"], s["train_loader"]), 0.95, "r2")
 
 
+def verify_true_on_fixed() -> dict:
+    """unscaled-targets is true: the buggy program (no clipping) with standardised targets learns."""
+    s = buggy()
+    x, y = _data()
+    s["train_loader"] = loader(x, (y - y.mean()) / y.std(), batch_size=32)
+    return learns(s, 100, lambda: r2(s["model"], s["train_loader"]), 0.95, "r2")
+
+
 if __name__ == "__main__":
     print(verify_fixed())
+    print(verify_true_on_fixed())

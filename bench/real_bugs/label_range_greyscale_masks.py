@@ -13,7 +13,7 @@ The fix (the maintainer's answer): load the masks as class indices 0 ... n_class
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, seeded
+from _common import generator, learns, loader, seeded
 
 EXPECTED = [("label-out-of-range", "outc")]
 
@@ -33,7 +33,7 @@ class TinyUNet(nn.Module):
 def _data(as_indices: bool):
     """Noisy images of bright discs; their masks as greyscale PNGs would hold them (0/255,
     anti-aliased edge pixels in between)."""
-    g = torch.Generator().manual_seed(12)
+    g = generator(12)
     n, size = 128, 16
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     cy, cx = torch.randint(4, 12, (2, n), generator=g)

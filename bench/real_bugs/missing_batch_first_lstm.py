@@ -14,7 +14,7 @@ The fix (the thread's answer): make the input layout and the LSTM agree
 
 import torch
 import torch.nn as nn
-from _common import accuracy, learns, loader, seeded
+from _common import accuracy, generator, learns, loader, seeded
 
 EXPECTED = [("batch-dependency", "lstm")]
 
@@ -34,7 +34,7 @@ class Tagger(nn.Module):
 
 def _data():
     """The class is which of three feature patterns dominates the sequence."""
-    g = torch.Generator().manual_seed(21)
+    g = generator(21)
     n = 384
     y = torch.randint(0, 3, (n,), generator=g)
     protos = torch.randn(3, F_IN, generator=g)

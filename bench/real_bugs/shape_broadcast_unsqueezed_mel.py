@@ -13,7 +13,7 @@ extra `unsqueeze(1)` so outputs and targets are both (B, 128, 80)).
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, seeded
+from _common import generator, learns, loader, seeded
 
 EXPECTED = [("shape-broadcast", None)]
 
@@ -22,7 +22,7 @@ T, MELS = 16, 20
 
 def _data():
     """Noisy 'spectrograms' whose clean version the model must reconstruct (denoising)."""
-    g = torch.Generator().manual_seed(8)
+    g = generator(8)
     n = 256
     basis = torch.randn(4, T, MELS, generator=g)
     clean = torch.einsum("nk,ktm->ntm", torch.randn(n, 4, generator=g), basis) / 2

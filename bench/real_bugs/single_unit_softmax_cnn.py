@@ -13,14 +13,14 @@ classification — in PyTorch, the raw logit into BCEWithLogitsLoss.
 
 import torch
 import torch.nn as nn
-from _common import accuracy, learns, loader, seeded
+from _common import accuracy, generator, learns, loader, seeded
 
 EXPECTED = [("single-unit-softmax", "head.2")]
 
 
 def _data():
     """(N, 2, 12, 8) inputs whose 3rd-axis channel 1 holds the boolean answer, as in the post."""
-    g = torch.Generator().manual_seed(3)
+    g = generator(3)
     n = 256
     y = (torch.rand(n, generator=g) < 0.5).float()
     x = torch.randn(n, 2, 12, 8, generator=g)

@@ -13,14 +13,14 @@ ReLU layers, as the course's `initialize_parameters_he`).
 
 import torch
 import torch.nn as nn
-from _common import accuracy, learns, loader, seeded
+from _common import accuracy, generator, learns, loader, seeded
 
 EXPECTED = [("symmetric-init", None)]
 
 
 def _data():
     """Two concentric circles (the course's 'flower'/circles data)."""
-    g = torch.Generator().manual_seed(14)
+    g = generator(14)
     n = 512
     radius = torch.where(torch.rand(n, generator=g) < 0.5, 1.0, 2.0)
     angle = 6.2832 * torch.rand(n, generator=g)

@@ -11,7 +11,7 @@ The fix (the maintainer's answer): `nn.ModuleList`.
 
 import torch
 import torch.nn as nn
-from _common import accuracy, learns, loader, seeded
+from _common import accuracy, generator, learns, loader, seeded
 
 EXPECTED = [("unregistered-module", "conv1d")]
 
@@ -32,7 +32,7 @@ class Net(nn.Module):
 
 def _data():
     """Label 1 when a fixed 3-word pattern occurs somewhere in the sequence."""
-    g = torch.Generator().manual_seed(11)
+    g = generator(11)
     n = 512
     x = torch.randn(n, WORD_VEC_SIZE, SEQ, generator=g)
     pattern = torch.randn(WORD_VEC_SIZE, 3, generator=g)

@@ -11,7 +11,7 @@ container (`nn.Sequential(*[...])`; here `nn.ModuleList`).
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, r2, seeded, teacher_regression
+from _common import generator, learns, loader, r2, seeded, teacher_regression
 
 EXPECTED = [("unregistered-module", "lstms")]
 
@@ -42,7 +42,7 @@ class StackedCells(nn.Module):
 def _data():
     """y: a smooth function of the sequence's summed steps (unit scale)."""
     x, y = teacher_regression(512, F_IN, seed=10)
-    g = torch.Generator().manual_seed(10)
+    g = generator(10)
     steps = x[:, None] / T + 0.1 * torch.randn(512, T, F_IN, generator=g)
     return steps, y
 

@@ -11,14 +11,14 @@ The fix (the answer): standardise every target dimension separately (mean 0, std
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, r2, seeded
+from _common import generator, learns, loader, r2, seeded
 
 EXPECTED = [("unscaled-targets", None)]
 
 
 def _data():
     """8x8 'images' whose 16 targets are linear-plus-tanh readouts at the post's scales."""
-    g = torch.Generator().manual_seed(18)
+    g = generator(18)
     n = 512
     x = torch.randn(n, 1, 8, 8, generator=g)
     w = torch.randn(64, 16, generator=g) / 8

@@ -13,13 +13,13 @@ initialise the output near the targets' mean.
 
 import torch
 import torch.nn as nn
-from _common import learns, loader, r2, seeded
+from _common import generator, learns, loader, r2, seeded
 
 EXPECTED = [("unscaled-targets", None)]
 
 
 def _data():
-    g = torch.Generator().manual_seed(17)
+    g = generator(17)
     x = torch.rand(512, 4, generator=g) * 2 - 1
     y = -2700 + 40 * torch.sin(2 * x[:, :1]) + 25 * x[:, 1:2] * x[:, 2:3]
     return x, y

@@ -274,7 +274,7 @@ def label_findings(session: Session, batches: list, metrics: dict) -> list:
     if not bad_batches:
         return []
     count = sum(out_of_range)
-    where = record.producer
+    where = record.score_layer  # the layer whose width is the class count, not a LogSoftmax after it
     return [make_finding(
         "label-out-of-range", NAME, where,
         f"{count} of {total} class targets in {len(bad_batches)} of {len(batches)} scanned batches lie "

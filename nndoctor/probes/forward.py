@@ -59,6 +59,12 @@ class ForwardRecord:
     # the activation was read from the output's values, the graph showing none (log(softmax(x)))
     activation_from_values: bool = False
     input_signal: dict = field(default_factory=dict)  # path -> the std over the batch of its input
+    # the innermost module whose output, through an activation and reshapes only, is the model's
+    # output: the layer whose width is the number of classes (a Linear before a LogSoftmax module)
+    score_layer: Optional[str] = None
+    # path -> the positions a weight layer's weights are applied at per sample (tokens, pixels;
+    # 1 after a global pooling or on a flat vector): its gradient sums over them
+    positions: dict = field(default_factory=dict)
 
 
 def forward_record(session: Session) -> ForwardRecord:
@@ -80,6 +86,7 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
     seen_weight_layers: set = set()
     signal: list = []
     input_signal: dict = {}  # path -> the per-unit std over the batch of a weight layer's input
+    positions: dict = {}  # path -> positions per sample of a weight layer's output
 
     def hook(module, inputs, output):
         path = paths.get(module)
@@ -96,6 +103,8 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
                 and tensor.is_floating_point() and tensor.dim() >= 2 and tensor.shape[0] >= 2:
             seen_weight_layers.add(module)
             signal.append((path, tensor.detach().float().std(dim=0).mean()))
+            channels = tensor.shape[-1] if isinstance(module, (nn.Linear, nn.Bilinear)) else tensor.shape[1]
+            positions[path] = tensor[0].numel() // max(int(channels), 1)
             x = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
             if x is not None and x.is_floating_point() and x.dim() >= 2 and x.shape[0] == tensor.shape[0]:
                 input_signal[path] = x.detach().float().std(dim=0).mean()
@@ -120,10 +129,12 @@ def record_forward(model: nn.Module, batch: Batch, loss_fn: Optional[Callable] =
                            signal=[(p, None if v is None else next(stds)) for p, v in signal],
                            input_readers=readers)
     record.input_signal = {p: next(stds) for p in input_signal}
+    record.positions = positions
     logits = primary_output(output) if output is not None else None
     if isinstance(logits, torch.Tensor):
         record.logits = logits.detach()
         record.final_activation, record.activation_where, record.producer = _output_origin(logits, calls)
+        record.score_layer = _score_layer(logits, calls) or record.producer
     return record
 
 
@@ -158,6 +169,30 @@ def _output_origin(logits: torch.Tensor, calls: list) -> tuple:
         activation = next((kind for cls, kind in _ACTIVATION_MODULES if isinstance(producer[1], cls)), None)
     where = (producer[0] or None) if producer is not None else None
     return activation, (where if activation else None), where
+
+
+def _score_layer(logits: torch.Tensor, calls: list) -> Optional[str]:
+    """The innermost module that made the output's values before its final activation: with
+    `nn.Sequential(..., nn.Linear(64, 1), nn.LogSoftmax(1))` the Linear (`net.2`), not the
+    LogSoftmax (`net.3`), since the Linear's width is the number of classes the user must change
+    (issue 13's single_unit_softmax_sparse_ce port). None when no module made them."""
+    node = _origin_node(logits)
+    while node is not None and type(node).__name__ in _ACTIVATION_NODES:
+        parents = [n for n, _ in node.next_functions if n is not None]
+        if len(parents) != 1:
+            return None
+        node = parents[0]
+        while node is not None and _SHAPE_ONLY_NODES.match(type(node).__name__):
+            up = [n for n, _ in node.next_functions if n is not None]
+            if len(up) != 1:
+                break
+            node = up[0]
+    if node is None:
+        return None
+    for path, _module, out in calls:  # completion order: the innermost module comes first
+        if out is not None and path and _origin_node(out) is node:
+            return path
+    return None
 
 
 # --------------------------------------------------------------------------- batch-dependency
@@ -293,10 +328,17 @@ class BatchProbe:
         return self.sample, leak, own, others
 
     def _leaks(self, t: Optional[torch.Tensor]) -> Optional[bool]:
+        """Whether other samples' values of `t` reach sample i's output; None when no value
+        of `t` reaches it at all (not on the path: it says nothing about where the mix is)."""
         grad = self.grads.get(id(t)) if t is not None else None
         if grad is None:
             return None
         per_sample = _per_sample(grad, self.size)
+        if not bool(per_sample.max() > 0):
+            # e.g. head 0's q projection when the mixing `view` fills sample i's row from
+            # head 2 only: before, its zero gradient read as "only sample i comes out", and the
+            # mix was put in that child instead of the parent whose forward does the view.
+            return None
         own = per_sample[self.sample].item()
         others = torch.cat([per_sample[:self.sample], per_sample[self.sample + 1:]])
         return bool(others.max() > self.tolerance * max(own, 1e-30))
