@@ -53,7 +53,9 @@ def test_check_runs_one_shared_training_run():
     calls = _count_forwards(setup)
     report = run_checks(setup, RUN_CHECKS, {"overfit": {"steps": 15}}, device="cpu")
     assert [c.name for c in report.checks if c.status in ("pass", "fail", "warning")] == RUN_CHECKS
-    assert len(calls) == 15  # one run of overfit.steps, not one per check
+    # one run of overfit.steps, not one per check; plus the one recorded forward that grads
+    # reads for the positions each layer is applied at (probes.forward_record, shared with init)
+    assert len(calls) == 15 + 1
     assert len(report.checks[2].metrics["losses"]) == 15
 
 
