@@ -311,6 +311,29 @@ def _accuracy_path(v: dict) -> str:
     return " → ".join(f"{a:.0%}" for a in picks)
 
 
+def merged_rows(results: list) -> list:
+    """A model and seed run again (a later file) replaces its earlier row, in the earlier row's
+    place. A rerun of some checks only (`--checks lr-find`, after a change to that check)
+    replaces just those checks' results and findings in the earlier full row."""
+    rows: dict = {}
+    for r in results:
+        key = (r["model"], r["seed"])
+        earlier = rows.get(key)
+        if earlier is None or "failure" in r or "failure" in earlier or \
+                set(earlier.get("checks", {})) <= set(r.get("checks", {})):
+            rows[key] = r
+            continue
+        rerun = set(r["checks"])
+        merged = dict(earlier)
+        merged["checks"] = {**earlier["checks"], **r["checks"]}
+        merged["findings"] = [f for f in earlier["findings"] if f.get("check") not in rerun] + r["findings"]
+        merged["reruns"] = earlier.get("reruns", []) + [sorted(rerun)]
+        if "vanishing" in r and "grads" in rerun:
+            merged["vanishing"] = r["vanishing"]
+        rows[key] = merged
+    return list(rows.values())
+
+
 def markdown(results: list, verified: list, entries: dict, skipped: list, command: str) -> str:
     lines = ["# The zoo: nndoctor on real healthy architectures", "",
              (f"Made by `{command}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
@@ -427,8 +450,7 @@ def main(argv=None) -> int:
             results += saved["results"]
             verified += saved["verified"]
             skipped += [n for n in saved["skipped"] if n not in skipped]
-        # a model and seed run again (a later file) replaces its earlier row, in the earlier row's place
-        results = list({(r["model"], r["seed"]): r for r in results}.values())
+        results = merged_rows(results)
         verified = list({(v["model"], v["seed"]): v for v in verified}.values())
         names = list(dict.fromkeys(r["model"] for r in results + verified))
         runnable = []
