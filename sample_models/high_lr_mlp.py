@@ -3,8 +3,8 @@
 Adam's step is about `lr` per weight whatever the gradient's scale, so lr=1.0 moves
 every weight by ~1 per step: the loss jumps up in the first steps and training never
 settles. The LR range test's loss bottoms out near 0.01-0.1 and rises beyond it.
-Expected: `lr-too-high` (the current LR is > 10x the suggested LR and above the LR
-where the range test's loss began to rise).
+Expected: `lr-too-high` (lr-find's race: trained from the same state on the same
+batches, the user's LR diverges or makes far less progress than the winner's).
 """
 
 import torch

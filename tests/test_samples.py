@@ -39,6 +39,8 @@ BROKEN = {
     "gru_batch_axis": ("batch-dependency", "rnn", 1, set()),
     # the too-high LR also kills ReLUs during the shared run (the dead scan after training)
     "high_lr_mlp": ("lr-too-high", None, 1, {"dead-neurons"}),
+    # an LR of exactly 0 (0.1 * (64 // 256)): no step moves the weights
+    "zero_lr_mlp": ("lr-too-low", None, 1, set()),
     # warning-severity bugs pass the default gate (SPEC §5); `--fail-on warning` gates them
     "hot_logits_mlp": ("init-loss", "head", 0, set()),
     # -1/+1 labels into BCELoss: found in the data; the checks that need the loss are skipped

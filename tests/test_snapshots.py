@@ -58,6 +58,16 @@ def test_masking_ignores_timings_only():
     assert snapshots.masked(a) != snapshots.masked(a.replace("pass", "fail"))
 
 
+def test_masking_drops_watchs_paced_observations_note_only():
+    """Whether watch's scans reached enough observations depends on the machine's speed (their
+    pacing), as timings do; every other note and line still counts."""
+    note = "note: dead-neurons: not enough observations for a verdict on `1`: fewer\nthan 299 per unit\n\n"
+    a = "finding\n\n" + note + "✗ 1 error — 1 check in 2.3s\n"
+    b = "finding\n\n✗ 1 error — 1 check in 2.0s\n"
+    assert snapshots.masked(a) == snapshots.masked(b)
+    assert snapshots.masked(a.replace("dead-neurons: not enough", "lr-collapsed: not enough")) != snapshots.masked(b)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", snapshots.sample_names())
 def test_sample_output_has_not_drifted(name, request):

@@ -228,8 +228,16 @@ def sample_names() -> list:
 _TIME = re.compile(r"\b\d+(?:\.\d+)?s\b|\"(?:time|seconds)\": ?\"?[\d.]+\"?|time=\"[\d.]+\"|\b\d+(?:\.\d+)? s\b")
 
 
+# watch's note that a rectifier had too few observations for a verdict: whether it appears
+# depends on how many activation scans ran, which the scans' pacing by their cost (2% of the
+# run's time, live.SCAN_BUDGET) sets from the machine's speed, as it does the timings
+_SCAN_NOTE = re.compile(r"note: dead-neurons: not enough observations.*?(?:\n\n|\Z)", re.S)
+
+
 def masked(text: str) -> str:
-    """The text with its timings (and the column spacing they shift) masked."""
+    """The text with its timings (and the column spacing they shift) masked, and watch's
+    timing-dependent observations note dropped."""
+    text = _SCAN_NOTE.sub("", text)
     text = _TIME.sub("T", text)
     return "\n".join(re.sub(r"[ ─]+", " ", line).rstrip() for line in text.splitlines())
 
