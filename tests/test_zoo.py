@@ -92,3 +92,15 @@ def test_rewriting_the_table_keeps_the_hand_written_notes(tmp_path):
     text = out.read_text()
     assert "old table" not in text and "exit 1: boom" in text
     assert text.count(zoo.NOTES_MARKER) == 1 and text.endswith("proved in plain PyTorch\n")
+
+
+def test_a_rerun_of_some_checks_replaces_only_their_results_in_the_row():
+    finding = {"code": "lr-too-low", "severity": "warning", "check": "lr-find", "where": None, "message": "m"}
+    full = {"model": "m", "seed": 0, "checks": {"grads": {"status": "pass"}, "lr-find": {"status": "warning"}},
+            "findings": [finding, {**finding, "code": "dead-neurons", "check": "grads"}]}
+    rerun = {"model": "m", "seed": 0, "checks": {"lr-find": {"status": "pass"}}, "findings": []}
+    (row,) = zoo.merged_rows([full, rerun])
+    assert row["checks"] == {"grads": {"status": "pass"}, "lr-find": {"status": "pass"}}
+    assert [f["code"] for f in row["findings"]] == ["dead-neurons"]
+    whole = {**full, "findings": []}
+    assert zoo.merged_rows([full, whole]) == [whole]  # a later whole run replaces the row
