@@ -15,7 +15,6 @@ tolerance in). Every hook is removed and the modes are restored in `finally`.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -23,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from ..engine.session import Batch, Session, output_loss, primary_output
-from .tracer import modes_kept
+from .tracer import modes_kept, origin_node, through_shape_ops
 
 # Layers whose output scale is set by their weights' init: the ones bad-init follows through depth.
 WEIGHT_LAYERS = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
@@ -32,9 +31,6 @@ NORMALIZING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNor
                       nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm) \
     + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
 
-# Autograd nodes that only move or copy values: looked through to find the op that made the output.
-_SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"
-                               r"Clone|Alias|Expand|ToCopy|Contiguous|Select|Slice)Backward\d*$")
 _ACTIVATION_NODES = {"SoftmaxBackward0": "softmax", "LogSoftmaxBackward0": "log_softmax",
                      "SigmoidBackward0": "sigmoid"}
 _ACTIVATION_MODULES = ((nn.Softmax, "softmax"), (nn.Softmax2d, "softmax"), (nn.LogSoftmax, "log_softmax"),
@@ -143,25 +139,14 @@ def _as_tensor(output: Any) -> Optional[torch.Tensor]:
     return out if isinstance(out, torch.Tensor) else None
 
 
-def _origin_node(t: torch.Tensor):
-    """The autograd node that made `t`'s values, looking through views/reshapes/copies."""
-    node = t.grad_fn
-    while node is not None and _SHAPE_ONLY_NODES.match(type(node).__name__):
-        parents = [n for n, _ in node.next_functions if n is not None]
-        if len(parents) != 1:
-            break
-        node = parents[0]
-    return node
-
-
 def _output_origin(logits: torch.Tensor, calls: list) -> tuple:
     """(final activation, the module that applied it, the innermost module producing the output)."""
-    origin = _origin_node(logits)
+    origin = origin_node(logits)
     producer = None
     for path, module, out in calls:  # completion order: the innermost module comes first
         if out is None:
             continue
-        if out is logits or (origin is not None and _origin_node(out) is origin):
+        if out is logits or (origin is not None and origin_node(out) is origin):
             producer = (path, module)
             break
     activation = _ACTIVATION_NODES.get(type(origin).__name__) if origin is not None else None
@@ -176,21 +161,16 @@ def _score_layer(logits: torch.Tensor, calls: list) -> Optional[str]:
     `nn.Sequential(..., nn.Linear(64, 1), nn.LogSoftmax(1))` the Linear (`net.2`), not the
     LogSoftmax (`net.3`), since the Linear's width is the number of classes the user must change
     (issue 13's single_unit_softmax_sparse_ce port). None when no module made them."""
-    node = _origin_node(logits)
+    node = origin_node(logits)
     while node is not None and type(node).__name__ in _ACTIVATION_NODES:
         parents = [n for n, _ in node.next_functions if n is not None]
         if len(parents) != 1:
             return None
-        node = parents[0]
-        while node is not None and _SHAPE_ONLY_NODES.match(type(node).__name__):
-            up = [n for n, _ in node.next_functions if n is not None]
-            if len(up) != 1:
-                break
-            node = up[0]
+        node = through_shape_ops(parents[0])
     if node is None:
         return None
     for path, _module, out in calls:  # completion order: the innermost module comes first
-        if out is not None and path and _origin_node(out) is node:
+        if out is not None and path and origin_node(out) is node:
             return path
     return None
 

@@ -19,7 +19,6 @@ the model's modes, gradients and the RNG as it found them, and removes its hooks
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,11 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..engine.session import primary_output, rng_state, set_rng_state, tensors_mb
-from .tracer import Tracer, modes_kept
-
-# Autograd nodes that only move or copy values: looked through to find the op that made a tensor.
-SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"
-                              r"Clone|Alias|Expand|ToCopy|Contiguous|Select|Slice|Flatten)Backward\d*$")
+from .tracer import Tracer, modes_kept, origin_node
 
 _SOFTMAXES = {F.softmax: "softmax", F.log_softmax: "log_softmax", torch.softmax: "softmax",
               torch.log_softmax: "log_softmax", torch.Tensor.softmax: "softmax",
@@ -50,17 +45,6 @@ _ELEMENTWISE = {torch.sub, torch.Tensor.sub, torch.Tensor.__sub__, torch.Tensor.
                 torch.div, torch.Tensor.div, torch.Tensor.__truediv__, torch.Tensor.__rtruediv__,
                 F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, torch.nn.functional.binary_cross_entropy,
                 F.binary_cross_entropy_with_logits}
-
-
-def origin_node(t: torch.Tensor):
-    """The autograd node that made `t`'s values, looking through views/reshapes/copies."""
-    node = t.grad_fn
-    while node is not None and SHAPE_ONLY_NODES.match(type(node).__name__):
-        parents = [n for n, _ in node.next_functions if n is not None]
-        if len(parents) != 1:
-            break
-        node = parents[0]
-    return node
 
 
 def _safe(fn, default):

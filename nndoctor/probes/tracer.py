@@ -1,5 +1,5 @@
-"""The probes' shared plumbing: one tracer (module path stack and op interception) and
-`modes_kept`.
+"""The probes' shared plumbing: one tracer (module path stack and op interception),
+`modes_kept`, and `origin_node` (the autograd node that made a tensor's values).
 
 `Tracer` is a `TorchFunctionMode` that also keeps the stack of the model's running
 modules, from a forward pre-hook and an `always_call` forward hook on every module of
@@ -31,11 +31,32 @@ NB: not reentrant, like every TorchFunctionMode: one tracer at a time.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any, Optional
 
+import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+
+# Autograd nodes that only move or copy values: looked through to find the op that made a tensor.
+SHAPE_ONLY_NODES = re.compile(r"^(View|UnsafeView|ReshapeAlias|T|Transpose|Permute|Squeeze|Unsqueeze|"
+                              r"Clone|Alias|Expand|ToCopy|Contiguous|Select|Slice|Flatten)Backward\d*$")
+
+
+def through_shape_ops(node):
+    """`node`, or the first node above it that is not a view/reshape/copy of a single input."""
+    while node is not None and SHAPE_ONLY_NODES.match(type(node).__name__):
+        parents = [n for n, _ in node.next_functions if n is not None]
+        if len(parents) != 1:
+            break
+        node = parents[0]
+    return node
+
+
+def origin_node(t: torch.Tensor):
+    """The autograd node that made `t`'s values, looking through views/reshapes/copies."""
+    return through_shape_ops(t.grad_fn)
 
 
 @contextlib.contextmanager
