@@ -401,6 +401,30 @@ def test_judging_a_range_of_steps_finds_what_judging_each_step_finds():
     assert [(f.code, f.where, f.message) for f in batched] == [(f.code, f.where, f.message) for f in one_by_one]
 
 
+def test_judging_a_healthy_range_screens_spikes_as_judging_each_step_does():
+    """The common range (no sampled step, nothing but the spike judge can fire) takes a short path
+    (Judge._spike_range): the same spike finding at the same step as on_step on every step, with
+    non-finite losses on and off the baseline's refresh steps."""
+    from nndoctor.live.judge import History, Judge
+
+    def history() -> History:
+        h = History(every=1000)
+        for step in range(400):
+            loss = 2.0 - step / 400 + (5.0 if step in (231, 236, 240) else 0.0)
+            h.losses.append(math.nan if step in (120, 125) else math.inf if step == 130 else loss)
+            h.grad_norms.append(None)
+            h.lrs.append(0.1)
+            h.skipped.append(False)
+        return h
+
+    each = Judge(history())
+    one_by_one = [f for step in range(400) for f in each.on_step(step)]
+    ranged = Judge(history())
+    batched = [f for first in range(0, 400, 10) for f in ranged.on_steps(first, min(first + 9, 399))]
+    assert [(f.code, f.evidence["step"]) for f in one_by_one] == [("loss-spike", 231)]
+    assert [(f.code, f.where, f.message) for f in batched] == [(f.code, f.where, f.message) for f in one_by_one]
+
+
 def test_rng_is_kept_per_step_only_when_the_step_draws_random_numbers():
     """A model without Dropout keeps no RNG state per step (the sampled steps see none drawn); one
     with Dropout does, and its non-finite step (not a sampled one) is still re-run and localised."""

@@ -144,6 +144,9 @@ class Judge:
         clip = bool(h.clip_scaled) and first <= h.clip_scaled[0] <= last
         eval_mode = bool(h.eval_modules)
         nonfinite = h.nonfinite is not None and first <= h.nonfinite.step <= last
+        if not (amp or lr or exploding or clip or eval_mode or nonfinite or first == 0) and not any(
+                step in h.layer_rms or step in h.unit_scans for step in range(first, stop)):
+            return self._spike_range(first, stop) if spike else []  # a healthy run's common range
         new: list = []
         for step in range(first, stop):
             found = [self._spike(step) if spike else None, self._amp(step) if amp else None,
@@ -169,6 +172,17 @@ class Judge:
             return False
         self._lr_peak, self._lr_zero_since, self._lr_alive_steps = peak, None, stop
         return True
+
+    def _spike_range(self, first: int, stop: int) -> list:
+        """`_spike` over steps first..stop-1, called only where it can do anything: where it
+        would refresh the baseline, or on a loss above the current bar (a NaN is above no bar)."""
+        losses, found = self.h.losses, []
+        for step in range(max(first, SPIKE_WINDOW), stop):
+            if self._baseline is None or step % SPIKE_REFRESH == 0 or losses[step] > self._baseline[1]:
+                finding = self._spike(step)
+                if finding is not None:
+                    found.append(finding)
+        return found
 
     # ---------------------------------------------------------------- per step
 

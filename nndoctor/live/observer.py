@@ -26,8 +26,10 @@ from .judge import History, Judge
 
 DEFAULT_EVERY = 50
 # Steps between two runs of the judges when no finding must stop the loop at once: their
-# Python (a few comparisons per code) costs ~5% of a tiny MLP's step when run every step.
-JUDGE_EVERY = 10
+# Python (a few comparisons per code) costs ~5% of a tiny MLP's step when run every step, and
+# a run over a range costs ~25 us cold whatever its length (bench/WATCH.md), so ranges are
+# long; each finding still carries its own step, and the report judges what is left.
+JUDGE_EVERY = 50
 
 _active: Optional[Watcher] = None
 
