@@ -8,6 +8,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import snapshots  # noqa: E402  (pins the CPU kernels: the same floats on every CI machine)
+
 SAMPLES = os.path.join(ROOT, "sample_models")
 HEALTHY = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck"]
 

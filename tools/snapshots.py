@@ -15,6 +15,10 @@ Two kinds of snapshot, both real runs:
   written from these files, never by hand (tests/test_snapshots.py checks they match).
 
 Timings differ run to run: drift is judged with them masked (and the spacing they shift).
+Float results differ between CPUs (torch's, MKL's and oneDNN's kernels are chosen by the
+instruction set, and a 100-step training run turns a last-bit difference into a different
+third digit): the snapshots are made, and compared, with those kernels pinned to AVX2
+(`pin_cpu_kernels`, also called by tests/conftest.py), which every x86-64 CI machine has.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Optional
+
+# The same float results on any x86-64 machine with AVX2, AVX-512 or not: torch's own CPU
+# kernels (ATen's dispatch by capability), MKL's BLAS (its conditional numerical
+# reproducibility) and oneDNN's convolutions, each held to its AVX2 code. Read when each
+# library first runs a kernel, so set before any tensor op. A variable the user set wins.
+CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def pin_cpu_kernels() -> None:
+    for name, value in CPU_KERNELS.items():
+        os.environ.setdefault(name, value)
+
+
+pin_cpu_kernels()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
