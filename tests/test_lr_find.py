@@ -100,6 +100,24 @@ def test_a_flat_curve_gives_a_reason_not_an_lr():
     assert "never descends" in found["reason"]
 
 
+def test_a_curve_lowest_at_its_start_brackets_around_the_user_lr():
+    """No descent and the lowest loss among the first points (an unmoved model's noise: a
+    BatchNorm CNN whose loss rises before it falls): the bracket is centred on the user's LR,
+    not the decades below 1e-7; with no user LR, or a lowest point later on, as before."""
+    lrs = [1e-7 * 10 ** (8 * i / 99) for i in range(100)]
+    rising = [1.45 + 0.002 * i for i in range(100)]
+    curve = Curve(lrs=lrs, losses=rising, num_iter=100)
+    found = lr_find.suggest(curve)
+    assert found["suggestions"]["valley"] is None
+    low, high = lr_find.bracket_of(curve, found, 1e-2)
+    assert high == pytest.approx(1e-2 * 10 ** 0.5) and low == pytest.approx(high / 1e3)
+    entrants = lr_find.entrants_from((low, high), {}, 1e-2)
+    assert min(e.lr for e in entrants) < 1e-2 < max(e.lr for e in entrants)
+    assert lr_find.bracket_of(curve, found, None) == pytest.approx((1e-10, 1e-7))
+    late = Curve(lrs=lrs, losses=[1.5] * 50 + [1.49] + [1.6] * 49, num_iter=100)
+    assert lr_find.bracket_of(late, lr_find.suggest(late), 1e-2) == pytest.approx((lrs[50] / 1e3, lrs[50]))
+
+
 def test_a_curve_that_diverges_at_once_gives_a_reason():
     lrs = [1e-7 * 1e8 ** (i / 99) for i in range(6)]
     found = suggest(Curve(lrs, [2.3, 2.5, 3.5, 6.0, 9.0, 12.0], 100, stop="diverged"), "valley")

@@ -118,6 +118,14 @@ BRACKET_START = 0.1
 # range test's LR grows 8 decades in 100 steps, so its lowest point lies at most a few
 # decades above where training works (its EMA lags ~1.6 decades, issue 13).
 BLIND_DECADES = 3
+# ... unless that lowest point lies among the curve's first STEEP_SKIP_START points, where the
+# LR is too small to move anything and the "lowest" loss is the noise of an unmoved model (a
+# BatchNorm CNN on SGD with momentum, whose loss rises before it falls, at 2 of 10 seeds of
+# bench/lr_bench.py: the race then tried 3e-9..3e-7 and "won" at 5.6e-8, 1.478 against a start
+# of 1.449). The curve says nothing about where training works there, and the user's LR is the
+# best guess: the bracket is then centred on it, its top BLIND_ABOVE decades above, the race's
+# dense points a quarter decade apart on both sides of it.
+BLIND_ABOVE = 0.5
 # Entrants closer than 0.2 decade (1.58x) are one entrant: the race's losses cannot tell
 # them apart in so few steps (its rules are all kept in that entrant's `rule`); under the
 # OFFSETS' quarter decade, so two of its points never merge.
@@ -551,19 +559,24 @@ def confirm(race: Race, user: Entrant, advance: Callable, budget: int) -> None:
         race.winner = user
 
 
-def bracket_of(curve: Curve, found: dict) -> Optional[tuple]:
+def bracket_of(curve: Curve, found: dict, current_lr: Optional[float] = None) -> Optional[tuple]:
     """The usable range the curve brackets: from where the smoothed loss has done
     BRACKET_START of its descent (or the valley, if lower) to the LR of its lowest point.
     The EMA lags (issue 13: ~20 steps, 1.6 decades at the default settings), so the real turn
     comes before that point, and the descent starts before the smoothed curve shows it:
     the race finds where in between training is best. A curve the rules cannot read (it
     barely descends before it diverges, as plain SGD's often does in 100 steps) still
-    brackets: the BLIND_DECADES below its lowest point. None without two finite points."""
+    brackets: the BLIND_DECADES below its lowest point, or, when that point is one of the
+    first STEEP_SKIP_START, the BLIND_DECADES from BLIND_ABOVE above the user's LR down (no
+    higher than the last LR the curve trained at). None without two finite points."""
     points = [(lr, v) for lr, v in zip(curve.lrs, curve.losses) if math.isfinite(v)]
     if len(points) < 2:
         return None
     low_i = min(range(len(points)), key=lambda i: points[i][1])
     if found["suggestions"]["valley"] is None:
+        if low_i < STEEP_SKIP_START and current_lr and current_lr > 0:
+            top = min(current_lr * 10 ** BLIND_ABOVE, max(current_lr, points[-1][0]))
+            return top / 10 ** BLIND_DECADES, top
         return points[low_i][0] / 10 ** BLIND_DECADES, points[low_i][0]
     peak = max(v for _, v in points[:low_i + 1])
     level = peak - BRACKET_START * (peak - points[low_i][1])
@@ -576,7 +589,7 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
     asked = settings.get("race_steps")
     budget = int(curve.num_iter if asked is None else asked)
     named = {rule: found["suggestions"][rule] for rule in RULES}
-    bracket = bracket_of(curve, found)
+    bracket = bracket_of(curve, found, current_lr)
     assert bracket is not None  # run() races only a curve with a bracket
     entrants = entrants_from(bracket, named, current_lr, entrants_for(budget))
     user = next((e for e in entrants if "current" in e.rules), None)
@@ -626,7 +639,7 @@ def run(session: Session, settings: dict) -> Outcome:
                    "the LR: the nan check says where it comes from")
     found = suggest(curve, "valley" if method == "race" else method)
     race = None
-    bracket = bracket_of(curve, found)
+    bracket = bracket_of(curve, found, current_lr)
     if bracket is not None and (race_steps is None or int(race_steps) > 0):
         race = race_session(session, curve, found, current_lr, settings)
     suggestions = {"race": race.winner.lr if race and race.winner else None, **found["suggestions"]}
