@@ -12,6 +12,10 @@ untimed warm-up run of each (torch's first-call costs, the script's imports). Th
 script's stdout is discarded. Both wall time and the process's CPU time are taken:
 on a shared machine the CPU time is the steadier of the two. The figure per script
 is the median ratio over the pairs; the target is <= 1.05 at the default period.
+Beside it, the same script under `Floor`: only what any watcher of the issue's design must
+do on every step (the global optimizer hooks, the backward wrapper, one host sync of the
+loss; `floor+norm`: of the loss and the total gradient norm), so that a script whose floor is
+already over the target shows it.
 
     OMP_NUM_THREADS=1 python bench/watch_bench.py --micro [--runs 9] [--widths 64,256,1024]
 
@@ -42,15 +46,67 @@ SCRIPTS = os.path.join(ROOT, "sample_scripts")
 HEALTHY = ["mlp", "cnn_bn_dropout", "lstm", "transformer", "amp_bf16", "cosine"]
 
 
-def _one(path: str, watched: bool, every: int) -> tuple:
+class Floor:
+    """The least any watcher of the issue's design costs: torch's global optimizer step hooks,
+    `Tensor.backward` wrapped to see the loss, and per step one host sync of the loss alone
+    (`norm=False`) or of the loss and the total gradient norm (`norm=True`, the issue's "every
+    step the loss and total gradient norm with one host sync"); nothing kept, nothing judged."""
+
+    def __init__(self, norm: bool):
+        self.norm = norm
+        self.losses: list = []
+        self.handles: list = []
+        self.original = None
+
+    def __enter__(self):
+        import torch
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        self.original = original = torch.Tensor.backward
+        losses = self.losses
+
+        def backward(tensor, *args, **kwargs):
+            if tensor.numel() == 1:
+                losses.append(tensor.detach())
+            return original(tensor, *args, **kwargs)
+
+        def pre(optimizer, args, kwargs):
+            if not losses:
+                return
+            if self.norm:
+                grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+                torch.stack([losses[-1].float()] + list(torch._foreach_norm(grads, 2))).tolist()
+            else:
+                losses[-1].item()
+            losses.clear()
+
+        torch.Tensor.backward = backward
+        self.handles = [register_optimizer_step_pre_hook(pre),
+                        register_optimizer_step_post_hook(lambda optimizer, args, kwargs: None)]
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.Tensor.backward = self.original
+        for handle in self.handles:
+            handle.remove()
+        return False
+
+
+MODES = ("bare", "floor", "floor_norm", "watched")
+
+
+def _one(path: str, mode: str, every: int) -> tuple:
     import runpy
 
     from nndoctor.live.observer import Watcher
 
-    watcher = Watcher(every=every) if watched else None
+    watcher = Watcher(every=every) if mode == "watched" else None
+    floor = Floor(norm=mode == "floor_norm") if mode.startswith("floor") else contextlib.nullcontext()
     sys.argv = [path]
     wall, cpu = time.perf_counter(), time.process_time()
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), floor:
         if watcher is not None:
             watcher.start()
         try:
@@ -67,20 +123,22 @@ def _one(path: str, watched: bool, every: int) -> tuple:
 def child(name: str, runs: int, every: int) -> dict:
     path = os.path.join(SCRIPTS, f"{name}.py")
     sys.path.insert(0, SCRIPTS)
-    _one(path, False, every)
-    _one(path, True, every)
-    pairs = []
-    for run in range(runs):
-        order = (False, True) if run % 2 == 0 else (True, False)
-        times = {watched: _one(path, watched, every) for watched in order}
-        pairs.append((times[False], times[True]))
-    return {
-        "script": name, "runs": runs, "every": every,
-        "bare_wall_s": statistics.median(b[0] for b, _ in pairs),
-        "watched_wall_s": statistics.median(w[0] for _, w in pairs),
-        "wall_ratio": statistics.median(w[0] / b[0] for b, w in pairs),
-        "cpu_ratio": statistics.median(w[1] / b[1] for b, w in pairs),
-    }
+    for mode in MODES:
+        _one(path, mode, every)
+    times: dict = {mode: [] for mode in MODES}
+    for run in range(runs):  # each run in another order, so that no mode always finds warm caches
+        order = MODES[run % len(MODES):] + MODES[:run % len(MODES)]
+        for mode in (order if run % 2 == 0 else order[::-1]):
+            times[mode].append(_one(path, mode, every))
+    bare = times["bare"]
+    row = {"script": name, "runs": runs, "every": every,
+           "bare_wall_s": statistics.median(b[0] for b in bare),
+           "watched_wall_s": statistics.median(w[0] for w in times["watched"])}
+    for mode in MODES[1:]:
+        prefix = "" if mode == "watched" else f"{mode}_"
+        row[f"{prefix}wall_ratio"] = statistics.median(w[0] / b[0] for b, w in zip(bare, times[mode]))
+        row[f"{prefix}cpu_ratio"] = statistics.median(w[1] / b[1] for b, w in zip(bare, times[mode]))
+    return row
 
 
 def micro(width: int, runs: int, every: int, steps: int = 1000) -> dict:
@@ -216,7 +274,8 @@ def main() -> None:
         return
     rows = []
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    print(f"{'script':16} {'bare s':>8} {'watched s':>10} {'wall x':>8} {'cpu x':>8}")
+    print(f"{'script':16} {'bare s':>8} {'watched s':>10} {'wall x':>8} {'cpu x':>8} "
+          f"{'floor x':>8} {'floor+norm x':>13}")
     for name in args.scripts.split(","):
         out = subprocess.run([sys.executable, __file__, "--child", name, "--runs", str(args.runs),
                               "--every", str(args.every)], env=env, capture_output=True, text=True)
@@ -225,7 +284,8 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"{name:16} {row['bare_wall_s']:8.2f} {row['watched_wall_s']:10.2f} "
-              f"{row['wall_ratio']:8.3f} {row['cpu_ratio']:8.3f}", flush=True)
+              f"{row['wall_ratio']:8.3f} {row['cpu_ratio']:8.3f} {row['floor_wall_ratio']:8.3f} "
+              f"{row['floor_norm_wall_ratio']:13.3f}", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=2)

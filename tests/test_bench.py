@@ -48,3 +48,31 @@ def test_bench_reports_every_ratio_and_the_lr_finder_floor(xor_bench):
     floor = res["lr_finder_floor"]
     assert floor["steps"] == 100 and floor["ratio"] > 0 and floor["bare_s"] > 0
     assert "TORCH-LR-FINDER ALONE" in stdout and "SUMMARY" in stdout
+
+
+@pytest.mark.slow
+def test_watch_bench_measures_every_mode_and_its_floor_leaves_the_run_as_it_was(tmp_path):
+    """bench/watch_bench.py's script run (watched, and the issue's per-step floor with and
+    without the norm) still runs; no timing asserted. The floor puts Tensor.backward back."""
+    import torch
+
+    backward = torch.Tensor.backward
+    out = tmp_path / "watch.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "watch_bench.py"), "--runs", "1",
+                           "--scripts", "cosine", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(out.read_text())[0]
+    for key in ("wall_ratio", "floor_wall_ratio", "floor_norm_wall_ratio"):
+        assert row[key] > 0
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import watch_bench
+
+    with watch_bench.Floor(norm=True) as floor:
+        model = torch.nn.Linear(3, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(torch.ones(2, 3)).sum().backward()
+        optimizer.step()
+        assert floor.losses == []  # read at the step, then let go
+    assert torch.Tensor.backward is backward
