@@ -9,7 +9,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-import snapshots  # noqa: E402  (pins the CPU kernels: the same floats on every CI machine)
+import snapshots  # noqa: E402
+
+snapshots.pin_cpu_kernels()  # the same floats on every CI machine (done on import too)
 
 SAMPLES = os.path.join(ROOT, "sample_models")
 HEALTHY = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck"]
