@@ -134,12 +134,15 @@ def test_far_too_high_lr_is_flagged():
     report = run_checks_on("high_lr_mlp", ["lr-find"])
     (finding,) = [f for f in report.findings if f.code == "lr-too-high"]
     ev = finding.evidence
-    assert ev["current_lr"] == 1.0 and ev["diverged"]
+    # LR 1 spikes past 5x the start loss and comes back, so it is trained on (the full
+    # confirmation) before the verdict: above its start after 141 steps, no progress at all
+    assert ev["current_lr"] == 1.0 and not ev["diverged"] and ev["how"] == "behind"
+    assert ev["steps"] > 100 and ev["race_loss"] > ev["start_loss"]
     section = report.sections["lr_find"]
     (user,) = [c for c in section["candidates"] if "current" in c["rule"]]
-    assert user["lr"] == 1.0 and user["loss"] is None  # raced, and diverged
+    assert user["lr"] == 1.0 and user["steps"] == ev["steps"]
     assert ev["suggested_lr"] == section["winner"] == section["suggested_lr"] < 0.1
-    assert "LR 1 diverged" in finding.message
+    assert "LR 1 reached loss" in finding.message and "made none" in finding.message
     assert finding.where is None and report.checks[0].status == "warning"
 
 
@@ -155,17 +158,23 @@ def test_healthy_samples_stay_silent(name, settings):
 
 
 @pytest.mark.slow
-def test_simple_cnn_sgd_005_is_legitimately_too_high_and_001_is_not():
-    # simple_cnn's SGD lr=0.05 (momentum 0.9) is flagged, rightly: trained at it, the loss
-    # sits at chance (ln 10) for 8 epochs while lr=0.01 reaches 0.02 (measured). At 0.01 its
-    # loss climbs above the start for ~20 steps before it falls (momentum): the race's
-    # confirmation keeps it from being called too high.
+def test_simple_cnn_sgd_001_is_not_too_high_and_a_spike_at_005_is_trained_on_before_a_verdict():
+    # At 0.01 simple_cnn's loss climbs above the start for ~20 steps before it falls
+    # (momentum): the race's confirmation keeps it from being called too high. At 0.05 the
+    # loss passes 5x its start within 4 steps and comes back, as ResNet-18's does at its
+    # standard SGD 0.1 (the zoo, seed 3, trains to ~0 by step 60): a spike is no divergence,
+    # so 0.05 trains on to the full confirmation and is compared there. It made 1/1.6 of the
+    # slow winner's progress after 141 steps: no verdict. (Trained for 8 epochs at 0.05 its
+    # loss sits at chance while 0.01 reaches 0.02: a miss the race's ~20 batches cannot show.)
     assert not codes_of(run_checks_on("simple_cnn", ["lr-find"])) & {"lr-too-high", "lr-too-low"}
     setup = load_sample("simple_cnn")
     assert setup.optimizer.param_groups[0]["lr"] == 0.01
     setup.optimizer.param_groups[0]["lr"] = 0.05
     report = run_checks(setup, ["lr-find"], {}, device="cpu")
-    assert "lr-too-high" in codes_of(report)
+    section = report.sections["lr_find"]
+    (user,) = [c for c in section["candidates"] if "current" in c["rule"]]
+    assert not user["diverged"] and user["steps"] > 100
+    assert section["comparison"]["how"] == "no"
 
 
 def test_too_low_lr_is_flagged():

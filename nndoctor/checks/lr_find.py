@@ -342,6 +342,9 @@ class Entrant:
     steps: int = 0  # steps it trained
     rounds: int = 0  # rounds it ran
     diverged: bool = False
+    # diverged only by passing RACE_DIVERGE x the start loss, every loss finite: a spike a
+    # BatchNorm net at a high LR can come back from (the user's LR is trained on before a verdict)
+    spiked: bool = False
     history: list = field(default_factory=list)  # every pre-step loss it recorded
 
     def loss_at(self, steps: int) -> float:
@@ -457,6 +460,8 @@ def _scored(entrant: Entrant, losses: list, steps: int, start_loss: float) -> in
     diverged = len(finite) < len(losses) or len(losses) < steps or (
         math.isfinite(start_loss) and bool(finite) and finite[-1] > RACE_DIVERGE * start_loss)
     if diverged or entrant.diverged:
+        overflowed = len(finite) < len(losses) or len(losses) < steps
+        entrant.spiked = (entrant.spiked or not entrant.diverged) and not overflowed
         entrant.diverged, entrant.loss = True, math.inf
     else:
         tail = finite[-SCORE_WINDOW:]
@@ -535,13 +540,16 @@ def behind_of(race: Race, entrant: Entrant) -> float:
     return BEHIND if entrant.lr > race.winner.lr else BEHIND_LOW
 
 
-def confirm(race: Race, user: Entrant, advance: Callable, budget: int) -> None:
+def confirm(race: Race, user: Entrant, advance: Callable, budget: int, full: bool = False) -> None:
     """Before a verdict: the user's LR looks clearly worse than the winner's after the race
     (`needs_confirming`). A short race favours LRs that start fast (SGD with momentum can
     climb above its start loss for its first ~20 steps and then win: simple_cnn at 0.01,
     measured; a lower LR catches up later), so both train on, doubling their steps, and are
     compared again at the same step count: until the comparison no longer looks worse, or
-    CONFIRM_SHARE x budget steps are spent. Costs nothing on a model with a good LR."""
+    CONFIRM_SHARE x budget steps are spent (`full`: all of them, for a user's LR whose loss
+    spiked past RACE_DIVERGE x the start: one that comes back can still be left at chance,
+    as simple_cnn at SGD 0.05 is, half the progress of a slow winner after 56 steps and a
+    sixth of it after 176). Costs nothing on a model with a good LR."""
     winner = race.winner
     assert winner is not None  # race_session confirms only against a winner
     while race.confirm_steps < CONFIRM_SHARE * budget:
@@ -552,7 +560,7 @@ def confirm(race: Race, user: Entrant, advance: Callable, budget: int) -> None:
             if more > 0 and not entrant.diverged:
                 race.steps += _scored(entrant, list(advance(entrant, more)), more, race.start_loss)
                 race.confirm_steps += more
-        if user.diverged or not needs_confirming(race, user):
+        if user.diverged or not (full or needs_confirming(race, user)):
             break
     race.final_steps = winner.steps
     if math.isfinite(user.loss) and user.loss < winner.loss:
@@ -609,10 +617,17 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
             return losses
 
         race = successive_halving(entrants, budget, advance, protect=user)
+        spiked = user is not None and user.diverged and user.spiked and race.winner is not None
+        if spiked:
+            # Its loss passed RACE_DIVERGE x the start but stayed finite: ResNet-18 at SGD 0.1
+            # (the zoo, seed 3) spikes to 5x within 12 steps and trains to ~0 by step 60.
+            # Judged only after training on (`confirm`), as a slow start is.
+            user.diverged = False
+            user.loss = user.loss_at(user.steps)
         if user is not None and race.winner is not None and user is not race.winner:
             race.baseline = trainer.baseline()  # forward passes only, one per batch
-            if needs_confirming(race, user):
-                confirm(race, user, advance, budget)
+            if spiked or needs_confirming(race, user):
+                confirm(race, user, advance, budget, full=spiked)
         return race
 
 
@@ -771,8 +786,10 @@ def verdict(current_lr: float, race: Optional[Race]) -> list:
     else:
         how = (f"reached loss {c['loss']:.4g} in {n} steps (the initial model: {c['reference']:.4g} "
                f"on the same batches)")
-        reached = (f"{c['winner_loss']:.4g} after the same steps, {c['ratio']:.1f}x the progress "
-                   f"(clearly worse: over {behind_of(race, user):g}x)")
+        gained = (f"{c['ratio']:.1f}x the progress" if math.isfinite(c["ratio"]) else
+                  "while the user's LR made none")
+        reached = (f"{c['winner_loss']:.4g} after the same steps, {gained} "
+                   f"(clearly worse: over {behind_of(race, user):g}x the progress)")
     code = "lr-too-high" if current_lr > winner.lr else "lr-too-low"
     return [make_finding(
         code, NAME, None,
