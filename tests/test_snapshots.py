@@ -68,6 +68,17 @@ def test_masking_drops_watchs_paced_observations_note_only():
     assert snapshots.masked(a.replace("dead-neurons: not enough", "lr-collapsed: not enough")) != snapshots.masked(b)
 
 
+def test_the_dropped_note_leaves_no_extra_blank_line_and_json_floats_allow_round_off_only():
+    fix = "   → Call scaler.unscale_(optimizer) first.\n\n"
+    note = "note: dead-neurons: not enough observations for a verdict on `1`, `3`: fewer\nthan 299 per unit\n\n"
+    end = "✗ 1 error — 1 check in 1.8s\n"
+    assert snapshots.masked(fix + note + end) == snapshots.masked(fix + "\n" + end.replace("1.8s", "2.0s"))
+    stored = '{"final": 0.13338494300842285, "mean": 2.613e-10, "steps": 80}'
+    assert not snapshots.drift(stored, '{"final": 0.13338492810726166, "mean": 2.765e-10, "steps": 80}', "a.json")
+    assert snapshots.drift(stored, '{"final": 0.1334, "mean": 2.613e-10, "steps": 80}', "a.json")
+    assert snapshots.drift(stored, '{"final": 0.13338494300842285, "mean": 2.613e-10, "steps": 81}', "a.json")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", snapshots.sample_names())
 def test_sample_output_has_not_drifted(name, request):

@@ -257,13 +257,42 @@ def masked(text: str) -> str:
     timing-dependent observations note dropped."""
     text = _SCAN_NOTE.sub("", text)
     text = _TIME.sub("T", text)
-    return "\n".join(re.sub(r"[ ─]+", " ", line).rstrip() for line in text.splitlines())
+    text = "\n".join(re.sub(r"[ ─]+", " ", line).rstrip() for line in text.splitlines())
+    return re.sub(r"\n{3,}", "\n\n", text)  # the dropped note's blank line, either side of it
+
+
+# JSON snapshots hold unrounded floats. The same kernels still differ in the last bits between
+# the snapshot tool's process and the suite's (another test ran before, in another thread
+# layout): 0.13338494 against 0.13338493 after 5 epochs, and a mean of gradients that cancel
+# to 2.6e-10 against 2.8e-10 (mlp.json, measured). Floats are equal within REL_TOLERANCE of
+# the larger, or ABS_TOLERANCE (float32's round-off on sums of O(1) terms); what a user reads,
+# the Rich text, is compared exactly.
+REL_TOLERANCE = 1e-5
+ABS_TOLERANCE = 1e-7
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= max(ABS_TOLERANCE, REL_TOLERANCE * max(abs(a), abs(b)))
+    if isinstance(a, str) and isinstance(b, str):
+        return masked(a) == masked(b)
+    return a == b
 
 
 def drift(stored: str, fresh: str, label: str) -> str:
-    """'' if equal up to timings, else a unified diff."""
+    """'' if equal up to timings (and, in JSON, float round-off), else a unified diff."""
     if masked(stored) == masked(fresh):
         return ""
+    if label.endswith(".json"):
+        try:
+            if _close(json.loads(stored), json.loads(fresh)):
+                return ""
+        except ValueError:
+            pass
     return "".join(difflib.unified_diff(stored.splitlines(True), fresh.splitlines(True),
                                         f"{label} (stored)", f"{label} (now)"))
 

@@ -617,8 +617,8 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
             return losses
 
         race = successive_halving(entrants, budget, advance, protect=user)
-        spiked = user is not None and user.diverged and user.spiked and race.winner is not None
-        if spiked:
+        spiked = bool(user is not None and user.diverged and user.spiked and race.winner is not None)
+        if user is not None and spiked:
             # Its loss passed RACE_DIVERGE x the start but stayed finite: ResNet-18 at SGD 0.1
             # (the zoo, seed 3) spikes to 5x within 12 steps and trains to ~0 by step 60.
             # Judged only after training on (`confirm`), as a slow start is.
