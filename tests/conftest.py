@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import snapshots  # noqa: E402
 
-snapshots.pin_cpu_kernels()  # the same floats on every CI machine (done on import too)
+snapshots.pin_cpu_kernels()  # the same floats on every CI machine
 
 SAMPLES = os.path.join(ROOT, "sample_models")
 HEALTHY = ["xor", "mlp", "simple_cnn", "text_classifier", "bottleneck"]

@@ -43,11 +43,10 @@ CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CP
 
 
 def pin_cpu_kernels() -> None:
+    """Called by `main` and by tests/conftest.py, before torch runs anything; the README's
+    examples, run in a shell, inherit it."""
     for name, value in CPU_KERNELS.items():
         os.environ.setdefault(name, value)
-
-
-pin_cpu_kernels()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -347,6 +346,7 @@ def write_readme() -> list:
 # --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
+    pin_cpu_kernels()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on drift")
     parser.add_argument("--only", help="comma-separated sample or README example names")

@@ -457,10 +457,10 @@ def _scored(entrant: Entrant, losses: list, steps: int, start_loss: float) -> in
     entrant.steps += len(losses)
     entrant.history += losses
     finite = [v for v in losses if math.isfinite(v)]
-    diverged = len(finite) < len(losses) or len(losses) < steps or (
+    overflowed = len(finite) < len(losses) or len(losses) < steps  # a NaN/Inf stopped it
+    diverged = overflowed or (
         math.isfinite(start_loss) and bool(finite) and finite[-1] > RACE_DIVERGE * start_loss)
     if diverged or entrant.diverged:
-        overflowed = len(finite) < len(losses) or len(losses) < steps
         entrant.spiked = (entrant.spiked or not entrant.diverged) and not overflowed
         entrant.diverged, entrant.loss = True, math.inf
     else:
@@ -617,12 +617,12 @@ def race_session(session: Session, curve: Curve, found: dict, current_lr: float,
             return losses
 
         race = successive_halving(entrants, budget, advance, protect=user)
-        spiked = bool(user is not None and user.diverged and user.spiked and race.winner is not None)
-        if user is not None and spiked:
+        spiked = False
+        if user is not None and user.diverged and user.spiked and race.winner is not None:
             # Its loss passed RACE_DIVERGE x the start but stayed finite: ResNet-18 at SGD 0.1
             # (the zoo, seed 3) spikes to 5x within 12 steps and trains to ~0 by step 60.
             # Judged only after training on (`confirm`), as a slow start is.
-            user.diverged = False
+            spiked, user.diverged = True, False
             user.loss = user.loss_at(user.steps)
         if user is not None and race.winner is not None and user is not race.winner:
             race.baseline = trainer.baseline()  # forward passes only, one per batch
