@@ -375,6 +375,49 @@ def test_watching_leaves_the_users_run_bit_for_bit_unchanged():
     assert torch.equal(bare[1], watched[1])  # the RNG stream goes on where it would have
 
 
+def test_a_model_copied_or_saved_mid_run_does_not_take_the_watcher_along():
+    """Scripts copy their model mid-run (the best one so far, SWA's AveragedModel) and save it
+    whole: the copy gets no hook of ours and the pickle names no nndoctor (it loads without it);
+    the watched model keeps its hook, and a subclass with its own `__getstate__` copies it as a
+    hook that does nothing."""
+    import copy
+    import io
+
+    import torch
+    from torch.optim.swa_utils import AveragedModel
+
+    import nndoctor
+
+    class OwnState(torch.nn.Sequential):
+        def __getstate__(self):
+            return dict(self.__dict__)
+
+    original_getstate = torch.nn.Module.__getstate__
+    for model in (_mlp(), OwnState(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x = torch.randn(32, 8)
+        with nndoctor.watch(model, opt, every=5) as doc:
+            for step in range(30):
+                opt.zero_grad()
+                model(x).pow(2).mean().backward()
+                opt.step()
+                if step == 12:
+                    best, swa, buffer = copy.deepcopy(model), AveragedModel(model), io.BytesIO()
+                    if type(model) is torch.nn.Sequential:  # a local class does not pickle
+                        torch.save(model, buffer)
+                if step > 12:
+                    swa.update_parameters(model)
+                    best(x), swa(x)
+        assert len(best._forward_pre_hooks) == (1 if isinstance(model, OwnState) else 0)
+        if type(model) is torch.nn.Sequential:
+            assert b"nndoctor" not in buffer.getvalue()
+            buffer.seek(0)
+            assert torch.equal(torch.load(buffer, weights_only=False)(x), best(x))
+        assert doc.report is not None
+        assert not model._forward_pre_hooks  # removed at the end, from the watched model
+    assert torch.nn.Module.__getstate__ is original_getstate
+
+
 def test_judging_a_range_of_steps_finds_what_judging_each_step_finds():
     """Watcher batches the judges (Judge.on_steps, with the judges that cannot fire screened out
     per range): the same findings, in the same order, as Judge.on_step on every step."""

@@ -253,6 +253,7 @@ class LiveProbe:
         for owner in (torch.nn.utils, clip):
             self._patch(owner, "clip_grad_norm_", self._wrap_clip)
             self._patch(owner, "clip_grad_value_", self._wrap_clip)
+        self._patch(nn.Module, "__getstate__", _wrap_getstate)
 
     def _wrap_backward(self, original):
         probe = self
@@ -678,7 +679,7 @@ class LiveProbe:
 
     def _hook_entry(self, module: nn.Module) -> None:
         self._entries.add(id(module))
-        self._handles.append(module.register_forward_pre_hook(self._keep_inputs, with_kwargs=True))
+        self._handles.append(module.register_forward_pre_hook(_InputKeeper(self), with_kwargs=True))
 
     def _within_roots(self, module) -> bool:
         return any(module is root or any(m is module for m in root.modules()) for root in self.roots)
@@ -801,6 +802,47 @@ def _rng_equal(a: tuple, b: tuple) -> bool:
     if not torch.equal(a[0], b[0]) or (a[1] is None) != (b[1] is None):
         return False
     return a[1] is None or (len(a[1]) == len(b[1]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1])))
+
+
+class _InputKeeper:
+    """The forward pre-hook that keeps a step's inputs (LiveProbe._keep_inputs), the one hook the
+    watcher leaves on the user's modules. Scripts copy and pickle their model mid-run
+    (`copy.deepcopy` for the best model so far, SWA's `AveragedModel`, an EMA made late,
+    `torch.save(model)`): the copy must not take the watcher along, which holds the run's history
+    and patched functions that do not pickle. `nn.Module.__getstate__`, wrapped while watching
+    (_wrap_getstate), leaves it out of the copied or pickled state; a subclass whose own
+    `__getstate__` does not call it still copies this hook as one that does nothing."""
+
+    __slots__ = ("probe",)
+
+    def __init__(self, probe: Optional["LiveProbe"]) -> None:
+        self.probe = probe
+
+    def __call__(self, module, args, kwargs) -> None:
+        if self.probe is not None:
+            self.probe._keep_inputs(module, args, kwargs)
+
+    def __deepcopy__(self, memo) -> "_InputKeeper":
+        return _InputKeeper(None)
+
+    def __reduce__(self) -> tuple:
+        return _InputKeeper, (None,)
+
+
+def _wrap_getstate(original):
+    def __getstate__(module):
+        state = original(module)
+        hooks = state.get("_forward_pre_hooks")
+        if hooks and any(isinstance(h, _InputKeeper) for h in hooks.values()):
+            ours = [k for k, h in hooks.items() if isinstance(h, _InputKeeper)]
+            state["_forward_pre_hooks"] = type(hooks)((k, h) for k, h in hooks.items() if k not in ours)
+            with_kwargs = state.get("_forward_pre_hooks_with_kwargs")
+            if with_kwargs is not None:
+                state["_forward_pre_hooks_with_kwargs"] = type(with_kwargs)(
+                    (k, v) for k, v in with_kwargs.items() if k not in ours)
+        return state
+    __getstate__.__wrapped__ = original
+    return __getstate__
 
 
 def _detached(loss: Any) -> torch.Tensor:
