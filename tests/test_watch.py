@@ -418,6 +418,130 @@ def test_a_model_copied_or_saved_mid_run_does_not_take_the_watcher_along():
     assert torch.nn.Module.__getstate__ is original_getstate
 
 
+def test_a_compiled_model_trains_as_unwatched_and_its_nan_is_placed_in_the_original():
+    """torch.compile traces the module hooks inside the compiled module into its graph: the
+    watcher's do nothing there, it keeps the inputs of the compiled module (whose hooks run
+    eagerly) and re-runs the original eagerly to place a NaN. backend="eager": dynamo's tracing,
+    without a C++ compiler."""
+    import torch
+
+    import nndoctor
+
+    class LogHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()
+            self.register_buffer("shift", torch.zeros(()))
+
+        def forward(self, x):
+            return torch.log(torch.nn.functional.softplus(self.body(x)) - self.shift)
+
+    def train(watched: bool, poison_at=None):
+        torch.manual_seed(0)
+        model = LogHead()
+        compiled = torch.compile(model, backend="eager")
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        losses = []
+        with (nndoctor.watch(every=10) if watched else contextlib.nullcontext()) as doc:
+            for step in range(60):
+                if step == poison_at:
+                    model.shift.fill_(1e6)  # log of a negative number from here on
+                x = torch.randn(32, 8)
+                opt.zero_grad()
+                loss = compiled(x).pow(2).mean()
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                if not math.isfinite(losses[-1]):
+                    break
+        return losses, doc
+
+    bare, _ = train(False)
+    watched, doc = train(True)
+    assert watched == bare
+    assert not [f for f in doc.report.findings if f.severity in ("warning", "error")]
+    _, doc = train(True, poison_at=45)
+    finding = next(f for f in doc.report.findings if f.code == "non-finite")
+    assert finding.evidence["step"] == 45
+    assert finding.evidence["kind"] == "forward" and finding.evidence["op"] in ("log", "sub")
+
+
+def test_a_loop_calling_autograd_directly_gets_no_false_non_finite():
+    """torch.autograd.backward(loss) is seen as loss.backward() is; a loop on torch.autograd.grad
+    shows no loss (a note says so) and is not taken for a NaN loss, while a NaN gradient there is
+    still found."""
+    import torch
+
+    import nndoctor
+
+    def train(how: str, poison_at=None):
+        model = _mlp()
+        params = list(model.parameters())
+        opt = torch.optim.SGD(params, lr=0.01)
+        with nndoctor.watch(every=10) as doc:
+            for step in range(40):
+                x = torch.randn(32, 8) * (math.inf if step == poison_at else 1.0)
+                loss = (model(x) - x.sum(1, keepdim=True)).pow(2).mean()
+                opt.zero_grad()
+                if how == "backward":
+                    torch.autograd.backward(loss)
+                else:
+                    for p, g in zip(params, torch.autograd.grad(loss, params)):
+                        p.grad = g
+                opt.step()
+        return doc
+
+    doc = train("backward")
+    assert not doc.report.findings and len(doc.history.losses) == 40
+    assert all(math.isfinite(v) for v in doc.history.losses)
+    doc = train("grad")
+    assert not doc.report.findings
+    assert any("the loss was not seen on 40 of 40 steps" in n for n in doc.report.notes)
+    # seen at the next step that reads the gradient norm (paced: no loss tells of it sooner)
+    finding = next(f for f in train("grad", poison_at=25).report.findings if f.code == "non-finite")
+    assert finding.evidence["step"] >= 25
+
+
+def test_a_gan_is_not_loss_not_decreasing_but_two_optimizers_on_one_loss_still_are():
+    """A GAN's discriminator loss hovers near its equilibrium: with another optimizer stepping on
+    a loss of its own the loss trend is not judged (a note says why). Two optimizers on one
+    loss (dense and embedding parameters) are one objective: a loss that does not fall is found."""
+    import torch
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    G = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    D = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.LeakyReLU(0.2), torch.nn.Linear(32, 1))
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = torch.nn.BCEWithLogitsLoss()
+    with nndoctor.watch() as doc:
+        for _ in range(250):
+            real, fake = torch.randn(64, 2) * 0.5 + 2, G(torch.randn(64, 4))
+            opt_d.zero_grad()
+            (bce(D(real), torch.ones(64, 1)) + bce(D(fake.detach()), torch.zeros(64, 1))).backward()
+            opt_d.step()
+            opt_g.zero_grad()
+            bce(D(fake), torch.ones(64, 1)).backward()
+            opt_g.step()
+    assert not doc.report.findings
+    assert any(n.startswith("loss-not-decreasing: not judged") for n in doc.report.notes)
+
+    model = _mlp()
+    first, second = list(model.parameters())[:2], list(model.parameters())[2:]
+    opts = [torch.optim.SGD(first, lr=0.0), torch.optim.SGD(second, lr=0.0)]  # lr 0: no progress
+    x = torch.randn(64, 8)
+    with nndoctor.watch() as doc:
+        for _ in range(250):
+            for opt in opts:
+                opt.zero_grad()
+            (model(x) - x.sum(1, keepdim=True)).pow(2).mean().backward()
+            for opt in opts:
+                opt.step()
+    assert [f.code for f in doc.report.findings] == ["loss-not-decreasing"]
+
+
 def test_judging_a_range_of_steps_finds_what_judging_each_step_finds():
     """Watcher batches the judges (Judge.on_steps, with the judges that cannot fire screened out
     per range): the same findings, in the same order, as Judge.on_step on every step."""

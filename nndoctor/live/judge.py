@@ -67,10 +67,14 @@ EXPLODING_NORM = 1e3
 # --- loss-not-decreasing: the median of the last LOSS_TREND_SHARE of the losses is not at
 # least MIN_RELATIVE_DROP below the median of the first share (the bar `overfit` uses on a
 # short run, checks/overfit.py). Judged only on runs of LOSS_TREND_MIN_STEPS steps or more:
-# a short watch (--max-steps 50 on a large model) may simply not have got there yet.
+# a short watch (--max-steps 50 on a large model) may simply not have got there yet. Nor on a
+# run where another optimizer steps on a loss of its own on OTHER_OBJECTIVE_SHARE of the steps
+# or more (a GAN, actor-critic): the primary's loss is one player's, which need not fall (a
+# healthy GAN's discriminator loss hovers near its equilibrium).
 LOSS_TREND_SHARE = 0.1
 MIN_RELATIVE_DROP = 0.1
 LOSS_TREND_MIN_STEPS = 200
+OTHER_OBJECTIVE_SHARE = 0.5
 
 # --- overfitting: the last logged validation loss more than OVERFIT_MARGIN above the lowest,
 # while the training loss went down over the same steps (the bar of `fit`, checks/fit.py).
@@ -126,7 +130,7 @@ class Judge:
         new = [self._spike(step), self._amp(step), self._lr(step), self._exploding(step),
                self._clip(step), self._eval_mode(step), self._nonfinite(step), self._vanishing(step)]
         new += self._dead(step)
-        if step == 0:
+        if step == 1:  # when every optimizer of the loop has stepped (probes/live._find_not_in_optimizer)
             new += self._not_in_optimizer()
         return [f for f in new if f is not None]
 
@@ -156,7 +160,7 @@ class Judge:
                      self._vanishing(step) if step in h.layer_rms else None]
             if step in h.unit_scans:
                 found += self._dead(step)
-            if step == 0:
+            if step == 1:
                 found += self._not_in_optimizer()
             new += [f for f in found if f is not None]
         return new
@@ -379,9 +383,13 @@ class Judge:
         new = [self._loss_trend(), self._overfitting()] + self._no_gradient()
         return [f for f in new if f is not None]
 
+    @property
+    def adversarial(self) -> bool:
+        return self.h.steps > 0 and self.h.other_objective_steps >= OTHER_OBJECTIVE_SHARE * self.h.steps
+
     def _loss_trend(self) -> Optional[Finding]:
         losses = [v for v in self.h.losses if math.isfinite(v)]
-        if len(losses) < LOSS_TREND_MIN_STEPS or self.h.nonfinite is not None:
+        if len(losses) < LOSS_TREND_MIN_STEPS or self.h.nonfinite is not None or self.adversarial:
             return None
         span = max(1, int(LOSS_TREND_SHARE * len(losses)))
         first, last = statistics.median(losses[:span]), statistics.median(losses[-span:])

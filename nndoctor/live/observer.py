@@ -125,11 +125,25 @@ class Watcher:
                             metrics={"steps": h.steps, "skipped_steps": sum(h.skipped),
                                      "every": self.every})
         report = Report(target=self.target, seconds=check.seconds, checks=[check],
-                        notes=list(self.notes) + list(self.probe.notes) + self._unjudged_note(),
+                        notes=list(self.notes) + list(self.probe.notes) + self._loss_notes()
+                        + self._unjudged_note(),
                         interrupted=self.interrupted)
         report.sections["watch"] = {"steps": h.steps, "skipped_steps": sum(h.skipped), "every": self.every,
                                     "losses": [sig(v, 6) for v in h.losses]}
         return report
+
+    def _loss_notes(self) -> list:
+        unseen, steps = self.probe.unseen_losses, self.history.steps
+        notes = []
+        if self.judge.adversarial:
+            notes.append(f"loss-not-decreasing: not judged: another optimizer steps on a loss of its own "
+                         f"(a GAN, actor-critic) on {self.history.other_objective_steps} of {steps} steps; "
+                         f"the loss watched is the first optimizer's")
+        if not unseen:
+            return notes
+        return notes + [f"the loss was not seen on {unseen} of {steps} steps (no backward() on a scalar before "
+                f"the step: torch.autograd.grad?): the loss judges read nothing there; pass it with "
+                f"doc.log(loss=...) in nndoctor.watch()"]
 
     def _unjudged_note(self) -> list:
         """What dead-neurons could not judge: rectifiers whose units the activation scans saw

@@ -12,8 +12,9 @@ works on any loop. What it attaches, all removed in `remove()`:
   The loss is read every step; the gradient norm every step while it costs at most
   NORM_BUDGET of the step's time (a real model's step), else every few steps (a tiny
   model on a CPU, where its fixed ~30 us is 5-10% of a step) and on every sampled step;
-- `torch.Tensor.backward`, wrapped: the scalar it is called on is the step's loss
-  (kept as a detached device tensor until the step's sync); a loss that
+- `torch.autograd.backward` (which `Tensor.backward` calls), wrapped: the scalar it is
+  called on is the step's loss (kept as a detached device tensor until the step's sync;
+  a loop on `torch.autograd.grad` shows none, which the report notes); a loss that
   `GradScaler.scale` made is replaced by the unscaled one;
 - `GradScaler.scale/unscale_/step`, wrapped: a `scaler.step` that did not reach the
   optimizer's step is a skipped step; `clip_grad_norm_` (wrapped too) while a scaled
@@ -47,8 +48,10 @@ each step's record and `on_step_end()` after the step; judging is the caller's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -140,6 +143,9 @@ class History:
     # sampled step -> [UnitScan] for each rectifier the step's forward went through
     unit_scans: dict = field(default_factory=dict)
     min_observations: int = 0  # the observations a unit needs to be called dead
+    # steps of another optimizer on a loss of its own (a backward since the primary's step: a GAN's
+    # generator, an actor-critic's actor), whose losses are not the primary's
+    other_objective_steps: int = 0
 
     @property
     def steps(self) -> int:
@@ -179,6 +185,8 @@ class LiveProbe:
         self._scaled: dict = {}  # id(scaled loss) -> unscaled loss
         self._scaled_pending = None  # the GradScaler of a scaled backward not yet unscaled
         self._busy = False  # our own re-run: ignore hooks
+        self._others: dict = {}  # id -> the optimizers other than the primary that stepped
+        self._warning_filter = None  # the warnings filter install() added
         self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
         self._candidates: list = []  # modules called at the top level on a sampled step
@@ -205,6 +213,7 @@ class LiveProbe:
         self._scan_credit = 0.0  # seconds of SCAN_BUDGET not spent yet (see _paced_scan)
         self._scan_pending = False  # a sampled step's scan waits for the next step's inputs
         self.scans = 0  # activation scans run
+        self.unseen_losses = 0  # steps taken with no loss seen (torch.autograd.grad, no backward call)
         self._last_scan: Optional[int] = None  # the step of the last activation scan
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,6 +236,11 @@ class LiveProbe:
         for obj, attr, original in reversed(self._undo):
             setattr(obj, attr, original)
         self._undo = []
+        if self._warning_filter is not None:
+            with contextlib.suppress(ValueError):  # the user's code reset the filters
+                warnings.filters.remove(self._warning_filter)
+                getattr(warnings, "_filters_mutated", lambda: None)()  # its caches (CPython 3.8-3.12)
+            self._warning_filter = None
 
     def log_loss(self, loss: Any) -> None:
         """The step's loss as the user gives it (overrides the one seen through backward)."""
@@ -244,7 +258,8 @@ class LiveProbe:
 
         self._handles.append(register_optimizer_step_pre_hook(self._pre_step))
         self._handles.append(register_optimizer_step_post_hook(self._post_step))
-        self._patch(torch.Tensor, "backward", self._wrap_backward)
+        # torch.autograd.backward, which Tensor.backward calls: a loop calling it directly is seen too
+        self._patch(torch.autograd, "backward", self._wrap_backward)
         scaler = torch.amp.GradScaler
         self._patch(scaler, "scale", self._wrap_scale)
         self._patch(scaler, "unscale_", self._wrap_unscale)
@@ -254,19 +269,27 @@ class LiveProbe:
             self._patch(owner, "clip_grad_norm_", self._wrap_clip)
             self._patch(owner, "clip_grad_value_", self._wrap_clip)
         self._patch(nn.Module, "__getstate__", _wrap_getstate)
+        # torch warns at each compiled module's call while global module hooks are on (the sampled
+        # steps'): that they fire for the compiled module too, which _enter expects; the user has
+        # no hooks to change. Left out while watching, the filter removed in remove().
+        warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks",
+                                category=UserWarning)
+        self._warning_filter = warnings.filters[0]
 
     def _wrap_backward(self, original):
         probe = self
 
-        def backward(tensor, *args, **kwargs):
-            if not probe._busy and tensor.numel() == 1:
+        def backward(tensors, *args, **kwargs):
+            tensor = tensors if isinstance(tensors, torch.Tensor) else \
+                tensors[0] if isinstance(tensors, (list, tuple)) and len(tensors) == 1 else None
+            if not probe._busy and tensor is not None and tensor.numel() == 1:
                 if probe._scaled and id(tensor) in probe._scaled:  # a loss GradScaler.scale made
                     tensor_seen, probe._scaled_pending = probe._scaled.pop(id(tensor))
                     probe.history.scaler_seen = True
                     probe._losses.append(_detached(tensor_seen))
                 else:
                     probe._losses.append(tensor.detach())
-            return original(tensor, *args, **kwargs)
+            return original(tensors, *args, **kwargs)
         backward.__wrapped__ = original
         return backward
 
@@ -321,7 +344,13 @@ class LiveProbe:
     # The two hooks run on every step: kept to a few attribute reads on a step without a closure.
 
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        if self._busy or (optimizer is not self.optimizer and not self._is_primary(optimizer)):
+        if self._busy:
+            return
+        if optimizer is not self.optimizer and not self._is_primary(optimizer):
+            self._others[id(optimizer)] = optimizer
+            if self._losses:  # it steps on a loss backwarded since the primary's step: its own
+                self.history.other_objective_steps += 1
+                self._losses = []
             return
         self._stepped = True
         self._closure_step = bool(args or kwargs) and (
@@ -384,6 +413,8 @@ class LiveProbe:
         h.grad_norms.append(norm)
         h.lrs.append(lr)
         h.skipped.append(skipped)
+        if step == 1 and self.roots:
+            self._find_not_in_optimizer()
         if not skipped:
             if sampled:
                 self._check_rng()
@@ -400,8 +431,10 @@ class LiveProbe:
                     break
             # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
             # judged as amp-skipped-steps, never as non-finite.
+            # A step whose loss was not seen (torch.autograd.grad, no backward) records a NaN loss:
+            # only its gradient norm can say it went non-finite.
             if h.nonfinite is None and not h.scaler_seen and not (
-                    math.isfinite(loss) and (norm is None or math.isfinite(norm))):
+                    (math.isfinite(loss) or not losses) and (norm is None or math.isfinite(norm))):
                 h.nonfinite = self._localise(step, loss, norm, self._params(optimizer)[0])
         self.on_step(step)
 
@@ -436,6 +469,8 @@ class LiveProbe:
             loss = known[0]
         else:
             loss = values.pop(0) if losses else math.nan
+            if not losses and not skipped:
+                self.unseen_losses += 1
             if not with_norm and not skipped and losses and self._loss_jumped(loss):
                 # a loss far above the last one that came with a norm, or non-finite: the norm too
                 return self._read(optimizer, [], skipped, sampled, step, now, known=(loss,))
@@ -499,14 +534,16 @@ class LiveProbe:
         self._sampled_handles = []
 
     def _enter(self, module, args) -> None:
-        if self._busy or not torch.is_grad_enabled():
+        # Under torch.compile the hooks of the modules inside the compiled one are traced into
+        # its graph: they do nothing there (the compiled module itself is seen, eagerly).
+        if _compiling() or self._busy or not torch.is_grad_enabled():
             return
         if not self._stack and module not in self._candidates:
             self._candidates.append(module)
             if self._call is None and id(module) not in self._entries:
                 # a module this step's forward enters by, not hooked yet: its positional inputs
                 # (keyword ones are kept from the next step on, by the pre-hook added in _sample)
-                self._call = {"module": module, "args": args, "kwargs": None, "rng": _rng_state()}
+                self._call = {"module": _eager(module), "args": args, "kwargs": None, "rng": _rng_state()}
         self._stack.append(module)
         if id(module) not in self._order:
             self._order[id(module)] = len(self._order)
@@ -514,7 +551,7 @@ class LiveProbe:
             self._mode_modules[module] = None  # named when the roots are known
 
     def _leave(self, module, args, output) -> None:
-        if self._stack and self._stack[-1] is module:
+        if not _compiling() and self._stack and self._stack[-1] is module:
             self._stack.pop()
 
     def _sample(self, step: int, params: list, norms: list) -> None:
@@ -528,7 +565,7 @@ class LiveProbe:
             if roots:
                 self._adopt_roots(roots)
         for module in self._candidates:  # keep the inputs of the modules the forward enters by
-            if id(module) not in self._entries and self._within_roots(module):
+            if id(module) not in self._entries and self._within_roots(_eager(module)):
                 self._hook_entry(module)
         self._candidates = []
         h.samples += 1
@@ -665,17 +702,22 @@ class LiveProbe:
             self.history.eval_modules[step] = in_eval
 
     def _adopt_roots(self, roots: list) -> None:
-        self.roots = roots
-        for root in roots:
+        self.roots = [_eager(root) for root in roots]
+        for called, root in zip(roots, self.roots):
             prefix = "" if len(roots) == 1 else f"{type(root).__name__}."
             for name, p in root.named_parameters():
                 self._names.setdefault(id(p), prefix + name)
-            self._hook_entry(root)
-        if self.optimizer is not None:
-            in_optimizer = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-            self.history.not_in_optimizer = [
-                self._names[id(p)] for root in roots for p in root.parameters()
-                if p.requires_grad and id(p) not in in_optimizer]
+            self._hook_entry(called)
+
+    def _find_not_in_optimizer(self) -> None:
+        """At the second step, when every optimizer of the loop has stepped once (two optimizers
+        for one model: dense and sparse parameters, one per part): the roots' trainable
+        parameters that none of them updates."""
+        optimizers = [self.optimizer] + list(self._others.values())
+        in_optimizer = {id(p) for o in optimizers for g in o.param_groups for p in g["params"]}
+        self.history.not_in_optimizer = [
+            self._names[id(p)] for root in self.roots for p in root.parameters()
+            if p.requires_grad and id(p) not in in_optimizer]
 
     def _hook_entry(self, module: nn.Module) -> None:
         self._entries.add(id(module))
@@ -695,11 +737,13 @@ class LiveProbe:
         # The first call of a step: its inputs (references, no copy) and, while the step is
         # seen to draw random numbers (see _check_rng), the RNG state, so that a non-finite
         # step can be re-run exactly.
+        if _compiling():
+            return
         call = self._call
         if self._busy or (call is not None and call["kwargs"] is not None) or not torch.is_grad_enabled():
             return
         rng = _rng_state() if self._rng_used is not False or self._sampled_handles else None
-        self._call = {"module": module, "args": args, "kwargs": kwargs, "rng": rng}
+        self._call = {"module": _eager(module), "args": args, "kwargs": kwargs, "rng": rng}
 
     def _check_rng(self) -> None:
         """On a sampled step: did the step draw random numbers between its forward's start and
@@ -802,6 +846,18 @@ def _rng_equal(a: tuple, b: tuple) -> bool:
     if not torch.equal(a[0], b[0]) or (a[1] is None) != (b[1] is None):
         return False
     return a[1] is None or (len(a[1]) == len(b[1]) and all(torch.equal(x, y) for x, y in zip(a[1], b[1])))
+
+
+_compiling = torch.compiler.is_compiling
+
+
+def _eager(module: nn.Module) -> nn.Module:
+    """The module `torch.compile` wrapped, for a compiled one: the watcher keeps the inputs of
+    the compiled module (its hooks run eagerly) but names, judges and re-runs the original, whose
+    mode the user sets and whose forward runs eagerly under the tracer and the scan."""
+    if type(module).__name__ == "OptimizedModule":
+        return getattr(module, "_orig_mod", module)
+    return module
 
 
 class _InputKeeper:
