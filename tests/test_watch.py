@@ -542,6 +542,32 @@ def test_a_gan_is_not_loss_not_decreasing_but_two_optimizers_on_one_loss_still_a
     assert [f.code for f in doc.report.findings] == ["loss-not-decreasing"]
 
 
+@pytest.mark.parametrize("every", [50, 10])
+def test_heads_trained_on_alternate_steps_are_not_no_gradient_but_a_detached_one_is(every):
+    """A multi-task loop alternating its heads by step never trains head 1 on a sampled step
+    (all even): the steps off the sampled ones that look again find its gradient. A head cut
+    off by .detach() has none on any step."""
+    import torch
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU())
+    heads = torch.nn.ModuleList([torch.nn.Linear(32, 1), torch.nn.Linear(32, 1), torch.nn.Linear(32, 1)])
+    model = torch.nn.ModuleDict({"body": body, "heads": heads})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt, every=every) as doc:
+        for step in range(300):
+            x = torch.randn(32, 8)
+            h = body(x)
+            out = heads[step % 2](h) + 0 * heads[2](h.detach()).detach()  # head 2: never trained
+            opt.zero_grad()
+            (out - x.sum(1, keepdim=True)).pow(2).mean().backward()
+            opt.step()
+    found = {f.where for f in doc.report.findings if f.code == "no-gradient"}
+    assert found == {"heads.2.weight", "heads.2.bias"}
+
+
 def test_judging_a_range_of_steps_finds_what_judging_each_step_finds():
     """Watcher batches the judges (Judge.on_steps, with the judges that cannot fire screened out
     per range): the same findings, in the same order, as Judge.on_step on every step."""

@@ -431,7 +431,8 @@ class Judge:
             "no-gradient", CHECK, name,
             f"The parameter `{name}` got no gradient (None or all zeros) on any of the "
             f"{self.h.samples} sampled steps.", {"step": 0, "sampled_steps": self.h.samples}))
-            for name, count in self.h.no_grad_samples.items() if count >= self.h.samples]
+            for name, count in self.h.no_grad_samples.items()
+            if count >= self.h.samples and name not in self.h.grad_seen]
 
 
 def _dead_needed(judged: int) -> int:

@@ -53,7 +53,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn as nn
@@ -83,6 +83,10 @@ NORM_GROWTH = 2.0
 # ~1% there, but ~11 forwards of a tiny MLP (1.9 ms against a 0.4 ms step): there it runs on
 # the sampled steps that a credit of SCAN_BUDGET of the run's time pays for (see _paced_scan).
 SCAN_BUDGET = 0.02
+# The step within each period at which parameters without a gradient on the sampled steps are
+# looked at again moves by this much a period (coprime with the periods a loop cycles its tasks
+# by, 2-6): the offsets 1, 8, 15, ... reach every residue.
+GRAD_PROBE_STRIDE = 7
 
 
 @dataclass
@@ -146,6 +150,7 @@ class History:
     # steps of another optimizer on a loss of its own (a backward since the primary's step: a GAN's
     # generator, an actor-critic's actor), whose losses are not the primary's
     other_objective_steps: int = 0
+    grad_seen: set = field(default_factory=set)  # param names with a gradient on some step off the sampled ones
 
     @property
     def steps(self) -> int:
@@ -186,7 +191,9 @@ class LiveProbe:
         self._scaled_pending = None  # the GradScaler of a scaled backward not yet unscaled
         self._busy = False  # our own re-run: ignore hooks
         self._others: dict = {}  # id -> the optimizers other than the primary that stepped
-        self._warning_filter = None  # the warnings filter install() added
+        self._gradless: list = []  # (name, param) without a gradient on every sampled step so far
+        self._grad_probe_step: Optional[int] = None  # the step that looks at them again (_sample)
+        self._warning_filter: Optional[tuple] = None  # the warnings filter install() added
         self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
         self._candidates: list = []  # modules called at the top level on a sampled step
@@ -238,7 +245,7 @@ class LiveProbe:
         self._undo = []
         if self._warning_filter is not None:
             with contextlib.suppress(ValueError):  # the user's code reset the filters
-                warnings.filters.remove(self._warning_filter)
+                cast(list, warnings.filters).remove(self._warning_filter)  # typed a Sequence, a list
                 getattr(warnings, "_filters_mutated", lambda: None)()  # its caches (CPython 3.8-3.12)
             self._warning_filter = None
 
@@ -413,6 +420,8 @@ class LiveProbe:
         h.grad_norms.append(norm)
         h.lrs.append(lr)
         h.skipped.append(skipped)
+        if step == self._grad_probe_step and not skipped:
+            self._probe_gradless()
         if step == 1 and self.roots:
             self._find_not_in_optimizer()
         if not skipped:
@@ -571,16 +580,36 @@ class LiveProbe:
         h.samples += 1
         with_grad = [p for p in params if p.grad is not None]
         grad_norm = {id(p): n for p, n in zip(with_grad, norms)}
+        gradless = []
         for i, p in enumerate(params):
             if p.requires_grad and grad_norm.get(id(p), 0.0) == 0.0:
                 name = self._names.get(id(p)) or f"param{i}"
                 h.no_grad_samples[name] = h.no_grad_samples.get(name, 0) + 1
+                if h.no_grad_samples[name] == h.samples and name not in h.grad_seen:
+                    gradless.append((name, p))
+        # Parameters with no gradient on every sampled step so far are looked at once more in
+        # each period, at a step that moves through the period (GRAD_PROBE_STRIDE): a loop that
+        # alternates its heads or tasks by step (a multi-task model, task = step % 2) trains
+        # them on the steps that are never sampled.
+        self._gradless = gradless
+        self._grad_probe_step = (step + 1 + (h.samples * GRAD_PROBE_STRIDE) % (self.every - 1)
+                                 if gradless and self.every > 1 else None)
         for module in list(self._mode_modules):
             if self._mode_modules[module] is None:
                 self._mode_modules[module] = self._module_name(module)
         self._layer_rms(step, grad_norm)
         if self.scan_units:
             self._paced_scan(step)
+
+    def _probe_gradless(self) -> None:
+        """A step off the sampled ones: which of the parameters without a gradient on every
+        sampled step have a nonzero one now (one small norm kernel and sync, once a period, only
+        while some are left)."""
+        with_grad = [(name, p.grad) for name, p in self._gradless if p.grad is not None]
+        if with_grad:
+            grads = [g.coalesce().values() if g.is_sparse else g for _, g in with_grad]
+            norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]).tolist()
+            self.history.grad_seen.update(name for (name, _), n in zip(with_grad, norms) if n > 0)
 
     def _paced_scan(self, step: int) -> None:
         """The activation scan on a sampled step while its cost stays within SCAN_BUDGET of the
@@ -871,14 +900,14 @@ class _InputKeeper:
 
     __slots__ = ("probe",)
 
-    def __init__(self, probe: Optional["LiveProbe"]) -> None:
+    def __init__(self, probe: Optional[LiveProbe]) -> None:
         self.probe = probe
 
     def __call__(self, module, args, kwargs) -> None:
         if self.probe is not None:
             self.probe._keep_inputs(module, args, kwargs)
 
-    def __deepcopy__(self, memo) -> "_InputKeeper":
+    def __deepcopy__(self, memo) -> _InputKeeper:
         return _InputKeeper(None)
 
     def __reduce__(self) -> tuple:
