@@ -502,6 +502,39 @@ def test_a_loop_calling_autograd_directly_gets_no_false_non_finite():
     assert finding.evidence["step"] >= 25
 
 
+def test_a_closure_steps_loss_is_its_first_evaluation_at_its_own_step():
+    """optimizer.step(closure) (LBFGS, positionally or as closure=): the forward and backward run
+    inside step(), so the step is measured after it, on its first closure's loss (LBFGS's line
+    search evaluates it again at other weights). Step 0 has a loss, every loss is the loss
+    at the weights the step began from."""
+    import torch
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    x = torch.randn(128, 8)
+    y = x[:, :2].sum(1, keepdim=True).tanh()
+    for keyword in (False, True):
+        model = _mlp()
+        opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+        before = []
+
+        def closure():
+            opt.zero_grad()
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            return loss
+
+        with nndoctor.watch(every=3) as doc:
+            for _ in range(6):
+                with torch.no_grad():
+                    before.append(float((model(x) - y).pow(2).mean()))
+                opt.step(closure=closure) if keyword else opt.step(closure)
+        assert doc.history.losses == pytest.approx(before, rel=1e-5)
+        assert not doc.report.findings
+        assert not any("not seen" in n for n in doc.report.notes)
+
+
 def test_a_gan_is_not_loss_not_decreasing_but_two_optimizers_on_one_loss_still_are():
     """A GAN's discriminator loss hovers near its equilibrium: with another optimizer stepping on
     a loss of its own the loss trend is not judged (a note says why). Two optimizers on one

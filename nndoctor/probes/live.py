@@ -360,8 +360,8 @@ class LiveProbe:
                 self._losses = []
             return
         self._stepped = True
-        self._closure_step = bool(args or kwargs) and (
-            bool(args and callable(args[0])) or callable(kwargs.get("closure")))
+        # args holds the optimizer itself first (torch's step wrapper passes its own *args)
+        self._closure_step = len(args) > 1 and callable(args[1]) or callable(kwargs.get("closure"))
         if not self._closure_step:  # the gradients are there now, before the update
             self._record(optimizer, skipped=False)
 
@@ -369,6 +369,9 @@ class LiveProbe:
         if self._busy or optimizer is not self.optimizer:
             return
         if self._closure_step:  # forward and backward ran inside step(): measured after it
+            # The first closure's loss is the step's, at the weights it began from: LBFGS's line
+            # search and SAM's second pass evaluate it again at other weights.
+            del self._losses[1:]
             self._record(optimizer, skipped=False)
         self._end_step()
 
