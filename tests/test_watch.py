@@ -575,6 +575,51 @@ def test_a_gan_is_not_loss_not_decreasing_but_two_optimizers_on_one_loss_still_a
     assert [f.code for f in doc.report.findings] == ["loss-not-decreasing"]
 
 
+def test_a_resumed_run_is_not_loss_not_decreasing_but_a_fresh_one_at_chance_is():
+    """A run resumed from a checkpoint (the optimizer's state loaded) starts where it had got
+    to: its loss falls by a few percent in 300 steps, healthy (a note says loss-not-decreasing
+    was not judged). A fresh run on labels it cannot learn is still found, on Adagrad too,
+    whose state exists from __init__ at step 0."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    W = torch.randn(8, 4)
+
+    def batch(learnable=True):
+        x = torch.randn(64, 8)
+        return x, (x @ W).argmax(1) if learnable else torch.randint(0, 4, (64,))
+
+    def train(model, opt, steps, learnable=True):
+        for _ in range(steps):
+            x, y = batch(learnable)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train(model, opt, 2000)
+    checkpoint = {"model": model.state_dict(), "optimizer": opt.state_dict()}
+    model.load_state_dict(checkpoint["model"])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt.load_state_dict(checkpoint["optimizer"])
+    with nndoctor.watch(model, opt) as doc:
+        train(model, opt, 300)
+    assert not doc.report.findings and doc.history.resumed
+    assert any(n.startswith("loss-not-decreasing: not judged: the run resumed") for n in doc.report.notes)
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    opt = torch.optim.Adagrad(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt) as doc:
+        train(model, opt, 300, learnable=False)
+    assert not doc.history.resumed
+    assert [f.code for f in doc.report.findings] == ["loss-not-decreasing"]
+
+
 @pytest.mark.parametrize("every", [50, 10])
 def test_heads_trained_on_alternate_steps_are_not_no_gradient_but_a_detached_one_is(every):
     """A multi-task loop alternating its heads by step never trains head 1 on a sampled step

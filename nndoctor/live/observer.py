@@ -22,7 +22,7 @@ from ..report.codes import SEVERITY_ORDER
 from ..report.findings import CheckResult, Report, status_from_findings
 from ..report.numbers import sig
 from .errors import StopWatching, TrainingBug
-from .judge import History, Judge
+from .judge import LOSS_TREND_MIN_STEPS, History, Judge
 
 DEFAULT_EVERY = 50
 # Steps between two runs of the judges when no finding must stop the loop at once: their
@@ -139,6 +139,9 @@ class Watcher:
             notes.append(f"loss-not-decreasing: not judged: another optimizer steps on a loss of its own "
                          f"(a GAN, actor-critic) on {self.history.other_objective_steps} of {steps} steps; "
                          f"the loss watched is the first optimizer's")
+        if self.history.resumed and steps >= LOSS_TREND_MIN_STEPS:
+            notes.append("loss-not-decreasing: not judged: the run resumed (the optimizer had trained "
+                         "state at the first step watched), so its loss starts where it had got to")
         if not unseen:
             return notes
         return notes + [f"the loss was not seen on {unseen} of {steps} steps (no backward() on a scalar before "

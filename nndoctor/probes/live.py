@@ -150,6 +150,9 @@ class History:
     # steps of another optimizer on a loss of its own (a backward since the primary's step: a GAN's
     # generator, an actor-critic's actor), whose losses are not the primary's
     other_objective_steps: int = 0
+    # the primary optimizer had trained state at the first step watched: the run resumed from a
+    # checkpoint (load_state_dict) or the watch began mid-run; its loss starts where it had got to
+    resumed: bool = False
     grad_seen: set = field(default_factory=set)  # param names with a gradient on some step off the sampled ones
 
     @property
@@ -195,6 +198,7 @@ class LiveProbe:
         self._grad_probe_step: Optional[int] = None  # the step that looks at them again (_sample)
         self._warning_filter: Optional[tuple] = None  # the warnings filter install() added
         self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
+        self._resume_checked = False  # History.resumed was read, at the primary's first step
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
         self._candidates: list = []  # modules called at the top level on a sampled step
         self._entries: set = set()  # ids of the modules whose inputs are kept (forward pre-hook)
@@ -360,6 +364,9 @@ class LiveProbe:
                 self._losses = []
             return
         self._stepped = True
+        if not self._resume_checked:
+            self._resume_checked = True
+            self.history.resumed = _trained(optimizer)
         # args holds the optimizer itself first (torch's step wrapper passes its own *args)
         self._closure_step = len(args) > 1 and callable(args[1]) or callable(kwargs.get("closure"))
         if not self._closure_step:  # the gradients are there now, before the update
@@ -931,6 +938,16 @@ def _wrap_getstate(original):
         return state
     __getstate__.__wrapped__ = original
     return __getstate__
+
+
+def _trained(optimizer) -> bool:
+    """Whether the optimizer has state from steps already taken: torch's optimizers create it
+    at their first step, except Adagrad, which creates it in __init__ at step 0."""
+    state = next((s for s in optimizer.state.values() if s), None)
+    if state is None:
+        return False
+    step = state.get("step")
+    return step is None or float(step) > 0
 
 
 def _detached(loss: Any) -> torch.Tensor:
