@@ -519,7 +519,7 @@ def test_a_closure_steps_loss_is_its_first_evaluation_at_its_own_step():
         opt = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
         before = []
 
-        def closure():
+        def closure(model=model, opt=opt):
             opt.zero_grad()
             loss = (model(x) - y).pow(2).mean()
             loss.backward()
