@@ -259,23 +259,31 @@ def test_api_localises_a_forward_nan_to_module_and_op_and_restores_the_user_stat
 
 
 def test_api_logged_validation_losses_feed_overfitting():
+    """A validation loss that turns and climbs back is overfitting; one that drifts up near
+    its floor (the zoo's DistilBERT at 99% accuracy: 0.028 -> 0.050, 4% of its gain given
+    back) is not, as in `fit`."""
     import torch
 
     import nndoctor
 
-    model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x, y = torch.randn(64, 8), torch.randn(64, 1)
-    with nndoctor.watch(model, opt) as doc:
-        for step in range(200):
-            opt.zero_grad()
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            opt.step()
-            if step % 40 == 39:
-                doc.log(val_loss=[1.0, 0.8, 0.9, 1.1, 1.3][step // 40])
+    def train(val_losses):
+        model = _mlp()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        x, y = torch.randn(64, 8), torch.randn(64, 1)
+        with nndoctor.watch(model, opt) as doc:
+            for step in range(200):
+                opt.zero_grad()
+                torch.nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+                if step % 40 == 39:
+                    doc.log(val_loss=val_losses[step // 40])
+        return doc
+
+    doc = train([1.0, 0.8, 0.9, 1.1, 1.3])
     found = [f for f in doc.report.findings if f.code == "overfitting"]
     assert found and found[0].evidence["step"] == 79, [f.code for f in doc.report.findings]
     assert doc.report.sections["watch"]["steps"] == 200
+    assert not train([0.552, 0.0282, 0.040, 0.0453, 0.0499]).report.findings
 
 
 def test_api_not_in_optimizer_and_grad_accumulation_counts_one_step():
