@@ -260,8 +260,8 @@ def test_api_localises_a_forward_nan_to_module_and_op_and_restores_the_user_stat
 
 def test_api_logged_validation_losses_feed_overfitting():
     """A validation loss that turns and climbs back is overfitting; one that drifts up near
-    its floor (the zoo's DistilBERT at 99% accuracy: 0.028 -> 0.050, 4% of its gain given
-    back) is not, as in `fit`."""
+    its floor (the zoo's DistilBERT: 0.552, then 0.028 -> 0.050, 4% of its gain given back)
+    is not, as in `fit`."""
     import torch
 
     import nndoctor

@@ -73,8 +73,8 @@ EXPLODING_NORM = 1e3
 # or more (a GAN, actor-critic): the primary's loss is one player's, which need not fall (a
 # healthy GAN's discriminator loss hovers near its equilibrium). Nor on a run that resumed
 # (the optimizer had trained state at its first step: a checkpoint loaded, or the watch began
-# mid-run): its loss starts near where it had got to and may fall by 1% in 300 steps, healthy
-# (measured: an MLP resumed after 3,000 AdamW steps, 300 more watched: 3% down).
+# mid-run): its loss starts near where it had got to and falls by a few percent in 300 steps,
+# healthy (measured: an MLP resumed after 3,000 AdamW steps, 300 more watched: 3% down).
 LOSS_TREND_SHARE = 0.1
 MIN_RELATIVE_DROP = 0.1
 LOSS_TREND_MIN_STEPS = 200
@@ -84,7 +84,7 @@ OTHER_OBJECTIVE_SHARE = 0.5
 # while the training loss went down over the same steps, and the rise gives back at least
 # OVERFIT_GIVEN_BACK of what validation had gained since its first logged loss (the bars of
 # `fit`, checks/fit.py). Measured on the zoo (bench/WATCH_ZOO.md, 300 steps): DistilBERT's val
-# loss drifts 0.028 -> 0.050 at 99% accuracy, 4% of its gain given back, quiet; the LSTM
+# loss drifts 0.028 -> 0.050 after falling from 0.552, 4% of its gain given back, quiet; the LSTM
 # classifier's climbs 0.091 -> 0.150 over 6 epochs while its training loss reaches 0.0016,
 # 10.3% given back: overfitting, found.
 OVERFIT_MARGIN = 0.10

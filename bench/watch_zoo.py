@@ -1,0 +1,235 @@
+"""Does `watch` stay quiet on healthy real architectures? (issue 16)
+
+Run from the repo root:
+
+    python bench/watch_zoo.py [--models bert,gpt2] [--seeds 0,1] [--steps 300] [--out bench/WATCH_ZOO.md]
+
+The zoo's entries (`bench/zoo_models.py`: real architectures from their libraries' configs,
+random init, learnable synthetic data, the optimizer their recipes use), each trained by a
+plain PyTorch loop over its train loader under `nndoctor.watch(model, optimizer)` at the
+default period, its validation loss logged after every epoch (`doc.log(val_loss=...)`, which
+feeds `overfitting`), for `--steps` optimizer steps. Every finding on these healthy runs is a
+false alarm. One subprocess per model and seed; the entries whose package is not installed
+are listed as skipped. The table gives each run's findings, notes and loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TIMEOUT = 900  # seconds a run may take (2 shared cores)
+
+
+# Bugs put into the healthy loop (`--bugs`), each as a user writes it, and the codes that name it.
+BUGS = {
+    # the validation function's model.eval() never undone: every epoch after the first trains
+    # with Dropout and BatchNorm in eval mode (a model with neither has nothing to find)
+    "eval_left_on": ("eval-mode-in-training",),
+    # StepLR(step_size=20, gamma=0.1), meant per epoch, stepped per batch: the LR is 1e-5 of its
+    # start by step 100
+    "lr_per_batch": ("lr-collapsed",),
+    # every group's LR x1000 from step 150 (a warm-up's peak mistyped): the run diverges
+    "lr_blowup": ("non-finite", "loss-spike", "exploding-gradient"),
+}
+BLOWUP_STEP, BLOWUP_FACTOR = 150, 1000.0
+
+
+def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, ROOT)
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(1)
+    import zoo_models
+    from zoo import loss_of
+
+    import nndoctor
+
+    target = zoo_models.build(name, seed)
+    model, optimizer = target["model"], target["optimizer"]
+
+    def val_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            losses = [float(loss_of(target, b)) for b in target["val_loader"]]
+        if bug != "eval_left_on":
+            model.train()
+        return sum(losses) / len(losses)
+
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=20, gamma=0.1) \
+        if bug == "lr_per_batch" else None
+
+    started = time.perf_counter()
+    model.train()
+    taken = 0
+    with nndoctor.watch(model, optimizer) as doc:
+        while taken < steps:
+            for batch in target["train_loader"]:
+                optimizer.zero_grad(set_to_none=True)
+                loss_of(target, batch).backward()
+                optimizer.step()
+                taken += 1
+                if scheduler is not None:
+                    scheduler.step()
+                if bug == "lr_blowup" and taken == BLOWUP_STEP:
+                    for group in optimizer.param_groups:
+                        group["lr"] *= BLOWUP_FACTOR
+                if taken >= steps:
+                    break
+            doc.log(val_loss=val_loss())
+    report = doc.report
+    losses = [v for v in doc.history.losses if v == v]
+    has_modes = any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm)) or
+                    "Dropout" in type(m).__name__ for m in model.modules())
+    return {"model": name, "seed": seed, "bug": bug, "has_modes": has_modes, "steps": taken, "seconds": time.perf_counter() - started,
+            "findings": [{"code": f.code, "where": f.where, "message": f.message} for f in report.findings],
+            "notes": list(report.notes), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "val_losses": [v for _, v in doc.history.val_losses]}
+
+
+def spawn(name: str, seed: int, steps: int, bug: str = "") -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    try:
+        done = subprocess.run([sys.executable, __file__, "--child", name, "--seeds", str(seed),
+                               "--steps", str(steps), "--bugs", bug], capture_output=True, text=True, env=env,
+                              timeout=TIMEOUT, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "seed": seed, "error": f"over {TIMEOUT} s"}
+    if done.returncode != 0:
+        return {"model": name, "seed": seed, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def available(family: str) -> bool:
+    if family == "torch":
+        return True
+    try:
+        __import__(family)
+        return True
+    except Exception:  # a package that fails to import (torchvision beside another torch) is absent too
+        return False
+
+
+NOTES_MARKER = "<!-- written by hand: kept when bench/watch_zoo.py rewrites the table above -->"
+
+
+def kept_notes(path: str) -> str:
+    """The hand-written part of an existing file (from NOTES_MARKER on), or ""."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    at = text.find(NOTES_MARKER)
+    return "\n" + text[at:] if at >= 0 else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(results: list, skipped: list, command: str) -> str:
+    out = ["# watch on the zoo: healthy real architectures, trained by a plain loop", "",
+           f"Generated by `{command}`. Each run: the entry's own optimizer, its train loader looped "
+           "for the steps given, under `nndoctor.watch(model, optimizer)` at the default period (50), "
+           "the validation loss logged after each epoch. The runs are healthy: a finding is a false "
+           "alarm unless the run shows the fault it names (the notes below say which).", "",
+           "| model | seed | steps | loss first → last | val first → last | findings | notes | s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['seed']} | | | | ERROR {_cell(str(r['error']))} | | |")
+            continue
+        findings = "; ".join(f"**{f['code']}** `{f['where']}`: {f['message']}" for f in r["findings"]) or "none"
+        notes = "; ".join(r["notes"]) or ""
+        val = r["val_losses"]
+        out.append(f"| {r['model']} | {r['seed']} | {r['steps']} | {r['first_loss']:.3g} → {r['last_loss']:.3g} | "
+                   + (f"{val[0]:.3g} → {val[-1]:.3g} ({len(val)})" if val else "") + f" | {_cell(findings)} | "
+                   f"{_cell(notes)} | {r['seconds']:.0f} |")
+    runs = [r for r in results if "error" not in r]
+    flagged = sum(1 for r in runs if r["findings"])
+    out += ["", f"Runs with a finding: {flagged} of {len(runs)}." + (
+        f" Skipped (package not installed): {', '.join(skipped)}." if skipped else ""), ""]
+    return "\n".join(out)
+
+
+def bug_table(results: list) -> str:
+    """The runs with a bug put in: what was found, and whether a code that names it was."""
+    if not results:
+        return ""
+    out = ["## The same loops with a bug put in", "",
+           "Each bug as a user writes it (`BUGS` in the script): `eval_left_on`, the validation "
+           "function's `model.eval()` never undone (only models with Dropout or BatchNorm have "
+           "something to find); `lr_per_batch`, a per-epoch `StepLR(step_size=20, gamma=0.1)` stepped "
+           f"per batch; `lr_blowup`, every LR x{BLOWUP_FACTOR:g} from step {BLOWUP_STEP}.", "",
+           "| model | seed | bug | found | findings |", "|---|---|---|---|---|"]
+    found = expected = 0
+    for r in results:
+        if "error" in r:
+            out.append(f"| {r['model']} | {r['seed']} | {r.get('bug', '')} | ERROR | {_cell(str(r['error']))} |")
+            expected += 1
+            continue
+        applies = r["bug"] != "eval_left_on" or r["has_modes"]
+        hit = any(f["code"] in BUGS[r["bug"]] for f in r["findings"])
+        expected += applies
+        found += applies and hit
+        verdict = ("yes" if hit else "**MISSED**") if applies else ("n/a" + (", yet found" if hit else ""))
+        cells = "; ".join(f"**{f['code']}** `{f['where']}`: {f['message']}" for f in r["findings"]) or "none"
+        out.append(f"| {r['model']} | {r['seed']} | {r['bug']} | {verdict} | {_cell(cells)} |")
+    out += ["", f"Found: {found} of {expected} runs where the bug applies.", ""]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=None, help="comma-separated zoo entries (default: all installed)")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--out", default=os.path.join(HERE, "WATCH_ZOO.md"))
+    parser.add_argument("--bugs", default="",
+                        help=f"comma-separated bugs to put into the loop as well ({', '.join(BUGS)}), or all")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, int(args.seeds), args.steps, args.bugs)))
+        return 0
+    bugs = list(BUGS) if args.bugs == "all" else [b for b in args.bugs.split(",") if b]
+    sys.path.insert(0, HERE)
+    import zoo_models
+
+    names = args.models.split(",") if args.models else list(zoo_models.ENTRIES)
+    skipped = [n for n in names if not available(zoo_models.ENTRIES[n].family)]
+    results: list = []
+    bugged: list = []
+    for name in names:
+        if name in skipped:
+            continue
+        for seed in map(int, args.seeds.split(",")):
+            result = spawn(name, seed, args.steps)
+            results.append(result)
+            codes = [f["code"] for f in result.get("findings", [])]
+            print(f"{name} seed {seed}: {result.get('error') or codes or 'quiet'}", file=sys.stderr, flush=True)
+            for bug in bugs:
+                result = spawn(name, seed, args.steps, bug)
+                bugged.append(result)
+                codes = [f["code"] for f in result.get("findings", [])]
+                print(f"{name} seed {seed} {bug}: {result.get('error') or codes or 'quiet'}", file=sys.stderr, flush=True)
+    command = "python bench/watch_zoo.py" + "".join(
+        f" --{k} {v}" for k, v in (("seeds", args.seeds), ("steps", args.steps), ("bugs", args.bugs))
+        if v not in ("0", 300, ""))
+    notes = kept_notes(args.out)
+    with open(args.out, "w") as f:
+        f.write(markdown(results, skipped, command) + bug_table(bugged) + notes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
