@@ -283,8 +283,9 @@ def _close(a, b) -> bool:
     return a == b
 
 
-# The kernels pinned to AVX2 give the same floats on any Intel CPU, but not on an AMD one
-# (measured, 2026-12-03, AMD EPYC against the Intel-made snapshots: 25 of 66 differ, every one
+# The kernels pinned to AVX2 gave the same floats on the Intel machines the snapshots were made
+# and checked on, but not on an AMD one (measured, 2026-12-03, an AMD EPYC against the
+# Intel-made snapshots: 25 of 86 differ (21 samples, 4 README examples), every one
 # in numbers and plot points only: a gradient norm 0.033 against 0.034, a range test stopping
 # at 97 steps against 96; not one code, finding or line of text). On a CPU of another vendor
 # than the snapshots' (CPU_FILE) they are compared `loosely`: every number and plot point
