@@ -45,13 +45,13 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
     sys.path.insert(0, HERE)
     sys.path.insert(0, ROOT)
     import torch
-    import torch.nn as nn
 
     torch.set_num_threads(1)
     import zoo_models
     from zoo import loss_of
 
     import nndoctor
+    from nndoctor.probes.live import _mode_dependent
 
     target = zoo_models.build(name, seed)
     model, optimizer = target["model"], target["optimizer"]
@@ -87,8 +87,7 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
             doc.log(val_loss=val_loss())
     report = doc.report
     losses = [v for v in doc.history.losses if v == v]
-    has_modes = any(isinstance(m, (nn.Dropout, nn.modules.batchnorm._BatchNorm)) or
-                    "Dropout" in type(m).__name__ for m in model.modules())
+    has_modes = any(_mode_dependent(m) for m in model.modules())  # what eval mode changes
     return {"model": name, "seed": seed, "bug": bug, "has_modes": has_modes, "steps": taken, "seconds": time.perf_counter() - started,
             "findings": [{"code": f.code, "where": f.where, "message": f.message} for f in report.findings],
             "notes": list(report.notes), "first_loss": losses[0] if losses else None,
@@ -167,8 +166,8 @@ def bug_table(results: list) -> str:
         return ""
     out = ["## The same loops with a bug put in", "",
            "Each bug as a user writes it (`BUGS` in the script): `eval_left_on`, the validation "
-           "function's `model.eval()` never undone (only models with Dropout or BatchNorm have "
-           "something to find); `lr_per_batch`, a per-epoch `StepLR(step_size=20, gamma=0.1)` stepped "
+           "function's `model.eval()` never undone (only models with dropout modules, an RNN's "
+           "dropout between layers included, or BatchNorm have something to find); `lr_per_batch`, a per-epoch `StepLR(step_size=20, gamma=0.1)` stepped "
            f"per batch; `lr_blowup`, every LR x{BLOWUP_FACTOR:g} from step {BLOWUP_STEP}.", "",
            "| model | seed | bug | found | findings |", "|---|---|---|---|---|"]
     found = expected = 0

@@ -510,6 +510,44 @@ def test_a_loop_calling_autograd_directly_gets_no_false_non_finite():
     assert finding.evidence["step"] >= 25
 
 
+def test_an_lstm_with_dropout_between_layers_left_in_eval_mode_is_found():
+    """nn.LSTM(num_layers=2, dropout=0.2) drops out between its layers in train mode only: left
+    in eval mode after a validation it is eval-mode-in-training, named; a 1-layer LSTM without
+    dropout computes the same in either mode: nothing to find."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    class Tagger(torch.nn.Module):
+        def __init__(self, layers):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(8, 16, num_layers=layers, dropout=0.2 if layers > 1 else 0.0,
+                                      batch_first=True)
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0][:, -1])
+
+    for layers, expected in ((2, ["eval-mode-in-training"]), (1, [])):
+        torch.manual_seed(0)
+        model = Tagger(layers)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        with nndoctor.watch(model, opt, every=10) as doc:
+            for step in range(120):
+                x = torch.randn(16, 5, 8)
+                loss = F.cross_entropy(model(x), (x.sum((1, 2)) > 0).long())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step == 40:
+                    model.eval()  # validation, never undone
+        found = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+        assert [f.code for f in found] == expected
+        if found:
+            assert "lstm" in found[0].message
+
+
 def test_a_closure_steps_loss_is_its_first_evaluation_at_its_own_step():
     """optimizer.step(closure) (LBFGS, positionally or as closure=): the forward and backward run
     inside step(), so the step is measured after it, on its first closure's loss (LBFGS's line

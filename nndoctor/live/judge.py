@@ -311,7 +311,8 @@ class Judge:
         return self._add(make_finding(
             "eval-mode-in-training", CHECK, None,
             f"At step {step + 1} the optimizer stepped while the model was in eval mode: {shown} "
-            "(Dropout/BatchNorm) trained earlier but are now in eval mode.",
+            f"(dropout or BatchNorm, which compute differently in eval mode) trained earlier and "
+            f"{'is' if len(modules) == 1 else 'are'} now in eval mode.",
             {"step": step, "modules": modules}))
 
     def _nonfinite(self, step: int) -> Optional[Finding]:

@@ -65,6 +65,13 @@ from .train_run import _kind_of, _nonfinite_leaf, _Tracer
 # Modules whose train/eval mode changes what the forward computes: the ones that make
 # eval-mode-in-training a bug rather than a no-op.
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
+def _mode_dependent(module: nn.Module) -> bool:
+    """A module that computes differently in eval mode: Dropout, BatchNorm, and an RNN/LSTM/GRU
+    with dropout between its layers (its `dropout` applies in train mode only)."""
+    return isinstance(module, MODE_DEPENDENT) or (
+        isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1)
 # The share of the user's step time the per-step gradient norm may take. Reading it costs a
 # fixed ~20-40 us on a CPU (one norm kernel per parameter, a stack, the sync): nothing against a
 # real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
@@ -566,7 +573,7 @@ class LiveProbe:
         self._stack.append(module)
         if id(module) not in self._order:
             self._order[id(module)] = len(self._order)
-        if module.training and isinstance(module, MODE_DEPENDENT) and module not in self._mode_modules:
+        if module.training and module not in self._mode_modules and _mode_dependent(module):
             self._mode_modules[module] = None  # named when the roots are known
 
     def _leave(self, module, args, output) -> None:
