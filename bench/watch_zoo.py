@@ -2,15 +2,17 @@
 
 Run from the repo root:
 
-    python bench/watch_zoo.py [--models bert,gpt2] [--seeds 0,1] [--steps 300] [--out bench/WATCH_ZOO.md]
+    python bench/watch_zoo.py [--models bert,gpt2] [--seeds 0,1] [--steps 300] [--bugs all]
+        [--out bench/WATCH_ZOO.md]
 
 The zoo's entries (`bench/zoo_models.py`: real architectures from their libraries' configs,
 random init, learnable synthetic data, the optimizer their recipes use), each trained by a
 plain PyTorch loop over its train loader under `nndoctor.watch(model, optimizer)` at the
 default period, its validation loss logged after every epoch (`doc.log(val_loss=...)`, which
-feeds `overfitting`), for `--steps` optimizer steps. Every finding on these healthy runs is a
-false alarm. One subprocess per model and seed; the entries whose package is not installed
-are listed as skipped. The table gives each run's findings, notes and loss.
+feeds `overfitting`), for `--steps` optimizer steps: a finding on these healthy runs is a
+false alarm unless the run shows the fault it names. With `--bugs`, the same loops with a
+bug put in (BUGS), and whether a code that names it was found. One subprocess per model and
+seed; the entries whose package is not installed are listed as skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ TIMEOUT = 900  # seconds a run may take (2 shared cores)
 # Bugs put into the healthy loop (`--bugs`), each as a user writes it, and the codes that name it.
 BUGS = {
     # the validation function's model.eval() never undone: every epoch after the first trains
-    # with Dropout and BatchNorm in eval mode (a model with neither has nothing to find)
+    # with dropout and BatchNorm in eval mode (a model with neither has nothing to find)
     "eval_left_on": ("eval-mode-in-training",),
     # StepLR(step_size=20, gamma=0.1), meant per epoch, stepped per batch: the LR is 1e-5 of its
     # start by step 100
