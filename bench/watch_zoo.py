@@ -53,7 +53,7 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
     from zoo import loss_of
 
     import nndoctor
-    from nndoctor.probes.live import _mode_dependent
+    from nndoctor.probes.live import mode_dependent
 
     target = zoo_models.build(name, seed)
     model, optimizer = target["model"], target["optimizer"]
@@ -89,7 +89,7 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
             doc.log(val_loss=val_loss())
     report = doc.report
     losses = [v for v in doc.history.losses if v == v]
-    has_modes = any(_mode_dependent(m) for m in model.modules())  # what eval mode changes
+    has_modes = any(mode_dependent(m) for m in model.modules())  # what eval mode changes
     return {"model": name, "seed": seed, "bug": bug, "has_modes": has_modes, "steps": taken, "seconds": time.perf_counter() - started,
             "findings": [{"code": f.code, "where": f.where, "message": f.message} for f in report.findings],
             "notes": list(report.notes), "first_loss": losses[0] if losses else None,

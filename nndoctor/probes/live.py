@@ -67,7 +67,7 @@ from .train_run import _kind_of, _nonfinite_leaf, _Tracer
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
 
 
-def _mode_dependent(module: nn.Module) -> bool:
+def mode_dependent(module: nn.Module) -> bool:
     """A module that computes differently in eval mode: Dropout, BatchNorm, and an RNN/LSTM/GRU
     with dropout between its layers (its `dropout` applies in train mode only)."""
     return isinstance(module, MODE_DEPENDENT) or (
@@ -573,7 +573,7 @@ class LiveProbe:
         self._stack.append(module)
         if id(module) not in self._order:
             self._order[id(module)] = len(self._order)
-        if module.training and module not in self._mode_modules and _mode_dependent(module):
+        if module.training and module not in self._mode_modules and mode_dependent(module):
             self._mode_modules[module] = None  # named when the roots are known
 
     def _leave(self, module, args, output) -> None:
