@@ -391,13 +391,13 @@ def markdown(results: list, verified: list, entries: dict, skipped: list, comman
 NOTES_MARKER = "<!-- written by hand: kept when bench/zoo.py rewrites the tables above -->"
 
 
-def kept_notes(path: str) -> str:
-    """The hand-written part of an existing table file (from NOTES_MARKER on), or ""."""
+def kept_notes(path: str, marker: str = NOTES_MARKER) -> str:
+    """The hand-written part of an existing table file (from `marker` on), or ""."""
     if not os.path.exists(path):
         return ""
     with open(path) as f:
         text = f.read()
-    at = text.find(NOTES_MARKER)
+    at = text.find(marker)
     return "\n" + text[at:] if at >= 0 else ""
 
 

@@ -407,9 +407,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", help="comma-separated sample or README example names")
     args = parser.parse_args(argv)
     chosen = set(args.only.split(",")) if args.only else None
-    loose = bool(args.check and other_cpu())
-    if loose:
-        print(f"snapshots made on {read(CPU_FILE).strip()}, this CPU is {other_cpu()}: numbers and "
+    other = other_cpu() if args.check else None
+    loose = bool(other)
+    if other:
+        print(f"snapshots made on {read(CPU_FILE).strip()}, this CPU is {other}: numbers and "
               "plots compared loosely", file=sys.stderr)
     drifted = []
     for name in sample_names():

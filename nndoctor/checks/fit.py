@@ -272,6 +272,12 @@ def _best_epoch(losses) -> Optional[int]:
     return min(range(len(losses)), key=lambda i: losses[i]) + 1 if losses else None
 
 
+def given_back_share(start: float, lowest: float, last: float) -> float:
+    """The share of what validation had gained (start -> lowest) that its rise to `last` gave
+    back; inf when it had gained nothing (compared with OVERFIT_GIVEN_BACK, here and live)."""
+    return (last - lowest) / (start - lowest) if start > lowest else math.inf
+
+
 def overfitting(train_losses, val_losses, baseline: Optional[float] = None):
     """`train_losses`: the eval-mode loss on training data, the same mode as `val_losses`;
     `baseline`: the trivial predictor's loss, the start of what validation gained."""
@@ -285,7 +291,7 @@ def overfitting(train_losses, val_losses, baseline: Optional[float] = None):
     if not train_losses[-1] < train_losses[best]:
         return None  # both rising: training itself went wrong (the LR), not memorisation
     start = baseline if baseline is not None and baseline > lowest else val_losses[0]
-    given_back = (last - lowest) / (start - lowest) if start > lowest else math.inf
+    given_back = given_back_share(start, lowest, last)
     if given_back < OVERFIT_GIVEN_BACK:
         return None  # a wobble near the floor, not a turn (see OVERFIT_GIVEN_BACK)
     gap = (last - train_losses[-1]) / abs(last) if last else 0.0

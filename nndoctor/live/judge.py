@@ -15,7 +15,7 @@ from typing import Optional
 
 from ..checks.dead import DEFAULTS as DEAD_DEFAULTS
 from ..checks.dead import MIN_UNITS
-from ..checks.fit import OVERFIT_GIVEN_BACK
+from ..checks.fit import OVERFIT_GIVEN_BACK, given_back_share
 from ..checks.grads import VANISHING_RATIO
 from ..probes.live import History, NonFiniteEvent
 from ..report.findings import Finding, make_finding
@@ -420,8 +420,7 @@ class Judge:
         (best_step, best_val), (last_step, last_val) = vals[best], vals[-1]
         if best == len(vals) - 1 or last_val <= best_val * (1 + OVERFIT_MARGIN):
             return None
-        first_val = vals[0][1]
-        if first_val > best_val and (last_val - best_val) < OVERFIT_GIVEN_BACK * (first_val - best_val):
+        if given_back_share(vals[0][1], best_val, last_val) < OVERFIT_GIVEN_BACK:
             return None  # a drift near the floor, not a turn (fit's bar; the zoo's DistilBERT: 4%)
         train_then, train_now = self._train_near(best_step), self._train_near(last_step)
         if train_then is None or train_now is None or train_now >= train_then:

@@ -72,6 +72,8 @@ def mode_dependent(module: nn.Module) -> bool:
     with dropout between its layers (its `dropout` applies in train mode only)."""
     return isinstance(module, MODE_DEPENDENT) or (
         isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1)
+
+
 # The share of the user's step time the per-step gradient norm may take. Reading it costs a
 # fixed ~20-40 us on a CPU (one norm kernel per parameter, a stack, the sync): nothing against a
 # real model's step of milliseconds, where it is read every step, but 5-10% of the tiny
