@@ -42,8 +42,42 @@ BUGS = {
     "lr_per_batch": ("lr-collapsed",),
     # every group's LR x1000 from step 150 (a warm-up's peak mistyped): the run diverges
     "lr_blowup": ("non-finite", "loss-spike", "exploding-gradient"),
+    # one batch at step 150 whose every label is -100 (an SFT batch whose answers were truncated
+    # away): cross-entropy's mean over no targets is 0/0 = NaN (pytorch#70348, #116349;
+    # OpenRLHF#583, cosmos-rl#155 guard it)
+    "labels_all_ignored": ("non-finite",),
+    # one NaN in one float input of the batch at step 150 (a corrupt audio file or image); only
+    # models with float inputs
+    "nan_input": ("non-finite",),
 }
 BLOWUP_STEP, BLOWUP_FACTOR = 150, 1000.0
+NAN_STEP = 150  # the corrupt batch's step (0-based: the 151st), for the two data bugs
+DATA_BUGS = ("labels_all_ignored", "nan_input")
+
+
+def corrupt(batch, bug: str):
+    """The batch with `bug` put in (a copy), or None when it has nothing the bug can touch."""
+    import torch
+
+    if isinstance(batch, dict):
+        inputs, labels = {k: v for k, v in batch.items() if k != "labels"}, batch.get("labels")
+    else:
+        inputs, labels = batch
+    if bug == "labels_all_ignored":
+        if labels is None or labels.is_floating_point():
+            return None
+        labels = torch.full_like(labels, -100)
+    else:
+        floats = [k for k, v in (inputs.items() if isinstance(inputs, dict) else [(0, inputs)])
+                  if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        if not floats:
+            return None
+        inputs = dict(inputs) if isinstance(inputs, dict) else {0: inputs}
+        bad = inputs[floats[0]].clone()
+        bad.view(-1)[bad.numel() // 2] = float("nan")
+        inputs[floats[0]] = bad
+        inputs = inputs if isinstance(batch, dict) else inputs[0]
+    return {**inputs, "labels": labels} if isinstance(batch, dict) else (inputs, labels)
 
 
 def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
@@ -73,9 +107,13 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
     started = time.perf_counter()
     model.train()
     taken = 0
+    applies = bug != "eval_left_on" or any(mode_dependent(m) for m in model.modules())  # eval mode changes
     with nndoctor.watch(model, optimizer) as doc:
         while taken < steps:
             for batch in target["train_loader"]:
+                if bug in DATA_BUGS and taken == NAN_STEP:
+                    bad = corrupt(batch, bug)
+                    applies, batch = bad is not None, batch if bad is None else bad
                 optimizer.zero_grad(set_to_none=True)
                 loss_of(target, batch).backward()
                 optimizer.step()
@@ -90,9 +128,10 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
             doc.log(val_loss=val_loss())
     report = doc.report
     losses = [v for v in doc.history.losses if v == v]
-    has_modes = any(mode_dependent(m) for m in model.modules())  # what eval mode changes
-    return {"model": name, "seed": seed, "bug": bug, "has_modes": has_modes, "steps": taken, "seconds": time.perf_counter() - started,
-            "findings": [{"code": f.code, "where": f.where, "message": f.message} for f in report.findings],
+    return {"model": name, "seed": seed, "bug": bug, "applies": applies, "steps": taken,
+            "seconds": time.perf_counter() - started,
+            "findings": [{"code": f.code, "where": f.where, "message": f.message, "step": f.evidence.get("step"),
+                          "kind": f.evidence.get("kind")} for f in report.findings],
             "notes": list(report.notes), "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
             "val_losses": [v for _, v in doc.history.val_losses]}
@@ -136,7 +175,7 @@ def markdown(results: list, skipped: list, command: str) -> str:
         if "error" in r:
             out.append(f"| {r['model']} | {r['seed']} | | | | ERROR {_cell(str(r['error']))} | | |")
             continue
-        findings = "; ".join(f"**{f['code']}** `{f['where']}`: {f['message']}" for f in r["findings"]) or "none"
+        findings = "; ".join(f"**{f['code']}**{_where(f)}: {f['message']}" for f in r["findings"]) or "none"
         notes = "; ".join(r["notes"]) or ""
         val = r["val_losses"]
         out.append(f"| {r['model']} | {r['seed']} | {r['steps']} | {r['first_loss']:.3g} → {r['last_loss']:.3g} | "
@@ -149,6 +188,19 @@ def markdown(results: list, skipped: list, command: str) -> str:
     return "\n".join(out)
 
 
+def _names(finding: dict, bug: str) -> bool:
+    """The finding names the bug: its code, and for a corrupt batch its step and its kind."""
+    if finding["code"] not in BUGS[bug]:
+        return False
+    if bug not in DATA_BUGS:
+        return True
+    return finding["step"] == NAN_STEP and (finding["kind"] == "input") == (bug == "nan_input")
+
+
+def _where(finding: dict) -> str:
+    return f" `{finding['where']}`" if finding["where"] else ""
+
+
 def bug_table(results: list) -> str:
     """The runs with a bug put in: what was found, and whether a code that names it was."""
     if not results:
@@ -157,7 +209,11 @@ def bug_table(results: list) -> str:
            "Each bug as a user writes it (`BUGS` in the script): `eval_left_on`, the validation "
            "function's `model.eval()` never undone (only models with dropout modules, an RNN's "
            "dropout between layers included, or BatchNorm have something to find); `lr_per_batch`, a per-epoch `StepLR(step_size=20, gamma=0.1)` stepped "
-           f"per batch; `lr_blowup`, every LR x{BLOWUP_FACTOR:g} from step {BLOWUP_STEP}.", "",
+           f"per batch; `lr_blowup`, every LR x{BLOWUP_FACTOR:g} from step {BLOWUP_STEP}; "
+           f"`labels_all_ignored`, one batch (step {NAN_STEP + 1}) whose every label is -100; `nan_input`, "
+           f"one NaN in one float input of the batch at step {NAN_STEP + 1} (only models with float "
+           "inputs). A corrupt batch is found when `non-finite` names its step and whether the inputs "
+           "held the NaN.", "",
            "| model | seed | bug | found | findings |", "|---|---|---|---|---|"]
     found = expected = 0
     for r in results:
@@ -165,12 +221,12 @@ def bug_table(results: list) -> str:
             out.append(f"| {r['model']} | {r['seed']} | {r.get('bug', '')} | ERROR | {_cell(str(r['error']))} |")
             expected += 1
             continue
-        applies = r["bug"] != "eval_left_on" or r["has_modes"]
-        hit = any(f["code"] in BUGS[r["bug"]] for f in r["findings"])
+        applies = r["applies"]
+        hit = any(_names(f, r["bug"]) for f in r["findings"])
         expected += applies
         found += applies and hit
         verdict = ("yes" if hit else "**MISSED**") if applies else ("n/a" + (", yet found" if hit else ""))
-        cells = "; ".join(f"**{f['code']}** `{f['where']}`: {f['message']}" for f in r["findings"]) or "none"
+        cells = "; ".join(f"**{f['code']}**{_where(f)}: {f['message']}" for f in r["findings"]) or "none"
         out.append(f"| {r['model']} | {r['seed']} | {r['bug']} | {verdict} | {_cell(cells)} |")
     out += ["", f"Found: {found} of {expected} runs where the bug applies.", ""]
     return "\n".join(out)

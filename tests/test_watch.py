@@ -221,7 +221,39 @@ def test_api_fail_on_raises_at_the_step_before_its_update():
     finding = caught.value.finding
     assert finding.code == "non-finite" and finding.evidence["step"] == 7
     assert finding.evidence["kind"] == "input"
+    assert finding.evidence["input"] == "args[0]" and finding.evidence["input_nonfinite"] == 32 * 8
+    assert "(`args[0]`: 256 of 256)" in finding.message
+    from nndoctor.report.codes import CODES
+
+    assert finding.fix == CODES["data-non-finite"].fix  # the data's fix, not a lower LR
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())  # no NaN update applied
+
+
+def test_api_names_a_loss_whose_every_target_is_ignored():
+    """A batch whose every label is ignore_index: cross-entropy's mean over no targets is 0/0
+    (pytorch#70348), the model's output and gradients finite; found at its step, placed in the
+    loss (computed outside the model), with the loss's fix."""
+    import torch
+
+    import nndoctor
+    from nndoctor.checks.nan import LOSS_FIX
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    criterion = torch.nn.CrossEntropyLoss()
+    with nndoctor.watch(model, opt) as doc:
+        for step in range(20):
+            opt.zero_grad()
+            labels = torch.full_like(y, -100) if step == 12 else y
+            criterion(model(x), labels).backward()
+            opt.step()
+    (finding,) = [f for f in doc.report.findings if f.code == "non-finite"]
+    assert finding.evidence["step"] == 12 and finding.evidence["kind"] == "loss"
+    assert finding.evidence["loss_op"] == "nll_loss" and finding.where is None
+    assert "ignore_index (-100)" in finding.message and "gradients are all zero" in finding.message
+    assert finding.fix == LOSS_FIX
 
 
 def test_api_localises_a_forward_nan_to_module_and_op_and_restores_the_user_state():

@@ -11,10 +11,12 @@ non-finite.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from ..engine.session import Session
 from ..probes.train_run import NonFinite, TrainRun, shared_run
+from ..report.codes import CODES
 from ..report.findings import make_finding
 from . import Outcome
 
@@ -40,8 +42,31 @@ def run(session: Session, settings: dict) -> Outcome:
          "value": event.value, "loss": event.loss, "scope": event.scope,
          "parameters": event.params, "reproduced": event.reproduced,
          "last_finite_losses": run_.losses[-5:]},
-        source=event.source))
+        source=event.source, fix=nonfinite_fix(event)))
     return outcome
+
+
+# A NaN the model did not make needs another fix than the code's (a lower LR, eps in the model).
+LOSS_FIX = ("Guard the loss: skip or zero a batch with no valid target (every label ignored), and put "
+            "eps in its logs and denominators (log(x + eps), a count clamped to >= 1).")
+
+
+def nonfinite_fix(event) -> Optional[str]:
+    """The fix for where the NaN came from: the data's for corrupt inputs, the loss's for a
+    loss that made a NaN of a finite output; None (the code's own) otherwise."""
+    if event.kind == "input":
+        return CODES["data-non-finite"].fix
+    if loss_made_nan(event):
+        return LOSS_FIX
+    return None
+
+
+def loss_made_nan(event) -> bool:
+    """The loss function turned finite values into NaN: its own arithmetic (0/0, log of a
+    negative), not an overflow, whose inf comes from too large an output (the LR's doing)."""
+    value = event.value if event.value is not None else \
+        "nan" if event.loss is not None and math.isnan(event.loss) else None
+    return event.scope == "loss" and event.kind in ("loss", "forward") and value == "nan"
 
 
 def describe(event: NonFinite, run_: TrainRun) -> str:

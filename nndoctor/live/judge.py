@@ -323,9 +323,10 @@ class Judge:
             "non-finite", CHECK, event.where, describe_nonfinite(event),
             {"step": step, "kind": event.kind, "op": event.op, "value": event.value, "loss": event.loss,
              "grad_norm": event.grad_norm, "scope": event.scope, "parameters": event.params,
-             "reproduced": event.reproduced,
+             "reproduced": event.reproduced, "input": event.input_name, "input_nonfinite": event.input_count,
+             "loss_op": event.loss_op,
              "last_finite_losses": [v for v in self.h.losses[:step] if math.isfinite(v)][-5:]},
-            source=event.source))
+            source=event.source, fix=_nonfinite_fix(event)))
 
     def _vanishing(self, step: int) -> Optional[Finding]:
         layers = self.h.layer_rms.get(step)
@@ -448,6 +449,12 @@ class Judge:
             if count >= self.h.samples and name not in self.h.grad_seen]
 
 
+def _nonfinite_fix(event: NonFiniteEvent) -> Optional[str]:
+    from ..checks.nan import nonfinite_fix  # lazy, as describe_nonfinite
+
+    return nonfinite_fix(event)
+
+
 def _dead_needed(judged: int) -> int:
     """The fewest dead units among `judged` that make a finding: more than DEAD_THRESHOLD
     percent of them, or all of a layer below checks/dead.MIN_UNITS units (dead._over's rule)."""
@@ -458,15 +465,30 @@ def _dead_needed(judged: int) -> int:
 
 def describe_nonfinite(event: NonFiniteEvent) -> str:
     """One sentence: when, what, where, which op (`check`'s wording, nan.describe_located)."""
-    from ..checks.nan import describe_located  # lazy: it imports torch, the judges need not
+    from ..checks.nan import describe_located, loss_made_nan  # lazy: it imports torch, the judges need not
 
     when = f"At step {event.step + 1}"
-    told = describe_located(event, when)
-    if told is not None:
-        return told
     loss = "unknown" if event.loss is None else f"{event.loss:.4g}"
-    if event.kind == "loss":
-        return f"{when} the loss is {loss} while the model's output is finite."
+    if event.kind == "input" and event.input_name:
+        return (f"{when} the batch's inputs hold {event.value} values (`{event.input_name}`: "
+                f"{event.input_count:,} of {event.input_size:,}), so the loss is {loss}.")
+    told = describe_located(event, when)
+    if told is None and event.kind == "loss":
+        op = f" (its last op `{event.loss_op}`)" if event.loss_op else ""
+        told = f"{when} the loss is {loss} while the model's output is finite: the loss function{op} made it."
+    if told is None or event.scope != "loss":
+        return told if told is not None else _unplaced(event, when, loss)
+    if event.ignore_index is not None and loss_made_nan(event):
+        told += (f" If every target of the batch is ignore_index ({event.ignore_index}), the mean is over "
+                 "no targets: 0/0.")
+    if event.grad_norm == 0:
+        told += " The gradients are all zero: nothing reached the model."
+    elif event.grad_norm is not None and math.isfinite(event.grad_norm):
+        told += f" The gradients are finite (norm {event.grad_norm:.4g})."
+    return told
+
+
+def _unplaced(event: NonFiniteEvent, when: str, loss: str) -> str:
     norm = "unknown" if event.grad_norm is None else f"{event.grad_norm:.4g}"
     return (f"{when} the loss ({loss}) or the gradient norm ({norm}) went non-finite, and a re-run of "
             "the step could not place it (a nondeterministic op, or the model's inputs were not seen).")

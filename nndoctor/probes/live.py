@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class NonFiniteEvent:
     grad_norm: Optional[float] = None
     params: list = field(default_factory=list)
     reproduced: bool = True
+    input_name: Optional[str] = None  # kind "input": the argument that holds them (`input_values`, `args[0]`)
+    input_count: int = 0  # ... how many of its values are non-finite
+    input_size: int = 0
+    loss_op: Optional[str] = None  # kind "loss": the loss's last op, from its autograd node (`nll_loss`)
+    ignore_index: Optional[int] = None  # ... nll_loss's, when it averages (reduction "mean")
 
 
 @dataclass
@@ -199,6 +205,7 @@ class LiveProbe:
         self._handles: list = []  # hook handles for the whole run
         self._sampled_handles: list = []  # global module hooks of the current sampled step
         self._losses: list = []  # detached loss tensors since the last step
+        self._loss_node = None  # the last backwarded loss's grad_fn (names the loss's op on a NaN)
         self._scaled: dict = {}  # id(scaled loss) -> unscaled loss
         self._scaled_pending = None  # the GradScaler of a scaled backward not yet unscaled
         self._busy = False  # our own re-run: ignore hooks
@@ -307,8 +314,10 @@ class LiveProbe:
                     tensor_seen, probe._scaled_pending = probe._scaled.pop(id(tensor))
                     probe.history.scaler_seen = True
                     probe._losses.append(_detached(tensor_seen))
+                    probe._loss_node = getattr(tensor_seen, "grad_fn", None)
                 else:
                     probe._losses.append(tensor.detach())
+                    probe._loss_node = tensor.grad_fn
             return original(tensors, *args, **kwargs)
         backward.__wrapped__ = original
         return backward
@@ -541,6 +550,7 @@ class LiveProbe:
         if self._scaled:
             self._scaled.clear()
         self._call = None
+        self._loss_node = None  # the step's graph is not kept beyond it
         if self.on_step_end is not None:
             self.on_step_end()
         self._begin_step()
@@ -823,9 +833,11 @@ class LiveProbe:
         call = self._call
         if call is None or call["kwargs"] is None:
             return event
-        bad_input = _nonfinite_leaf((call["args"], call["kwargs"]))
+        bad_input = _nonfinite_argument(call["args"], call["kwargs"])
         if bad_input is not None:
-            event.kind, event.value, event.reproduced = "input", _kind_of(bad_input), True
+            event.input_name, tensor = bad_input
+            event.kind, event.value, event.reproduced = "input", _kind_of(tensor), True
+            event.input_count, event.input_size = int((~torch.isfinite(tensor)).sum()), tensor.numel()
             return event
         module = call["module"]
         saved_grads = [(p, p.grad) for p in module.parameters()]
@@ -864,6 +876,8 @@ class LiveProbe:
                 event.where = found["module"] or None
                 event.scope = "model" if found["module"] else "loss"
                 event.op, event.source, event.value = found["op"], found["source"], found["value"]
+            if event.scope == "loss":
+                event.loss_op, event.ignore_index = _loss_op(self._loss_node)
         except Exception as exc:  # the re-run must never break the user's run
             self.notes.append(f"the non-finite step could not be re-run: {type(exc).__name__}: {exc}")
         finally:
@@ -876,6 +890,31 @@ class LiveProbe:
             _set_rng_state(rng)
             self._busy = False
         return event
+
+
+def _nonfinite_argument(args: tuple, kwargs: dict) -> Optional[tuple]:
+    """(the argument's name, its first non-finite tensor) of a forward's inputs, or None."""
+    named = [(f"args[{i}]", a) for i, a in enumerate(args)] + [(k, v) for k, v in kwargs.items()]
+    for name, value in named:
+        tensor = _nonfinite_leaf(value)
+        if tensor is not None:
+            return name, tensor
+    return None
+
+
+def _loss_op(node) -> tuple:
+    """(the op of an autograd node, as its functional name: NllLossBackward0 -> nll_loss, and
+    nll_loss's ignore_index when it averages), or (None, None)."""
+    if node is None:
+        return None, None
+    name = re.sub(r"Backward\d*$", "", type(node).__name__)
+    op = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() or None
+    ignore_index = None
+    if op == "nll_loss" and getattr(node, "_saved_reduction", None) == 1:  # 1: "mean"
+        index = getattr(node, "_saved_ignore_index", None)  # an int64 read back as unsigned
+        if isinstance(index, int):
+            ignore_index = index - 2 ** 64 if index >= 2 ** 63 else index
+    return op, ignore_index
 
 
 def _rng_state() -> tuple:
