@@ -116,6 +116,32 @@ def test_intended_infinities_of_an_attention_mask_are_not_blamed():
     assert finding.evidence["op"] == "log" and finding.where is None  # log is in the root's forward
 
 
+class _BucketsThenSqrt(nn.Module):
+    """T5's relative-position buckets: log(0) = -inf for the distance 0, cast to an integer and
+    discarded by a where (by design); later a sqrt of a negative, the real NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.buckets = nn.Embedding(8, 4)
+        self.body = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        distance = torch.arange(x.shape[1]).abs()
+        large = (torch.log(distance.float()) * 2).to(torch.long).clamp(0, 7)  # -inf at 0: dropped
+        bucket = torch.where(distance < 2, distance, large)
+        h = self.body(x + self.buckets(bucket))
+        return self.head(torch.sqrt(h - 10).mean(1))  # the NaN that reaches the loss
+
+
+def test_a_non_finite_value_every_later_op_drops_is_not_blamed():
+    torch.manual_seed(0)
+    setup = Setup(model=_BucketsThenSqrt(), train_loader=seeded_loader(torch.randn(16, 5, 4),
+                                                                 torch.randint(0, 3, (16,))))
+    finding = _nonfinite(run_checks(setup, ["nan"], {"overfit": {"steps": 3}}, device="cpu"))
+    assert finding.evidence["op"] == "sqrt" and finding.evidence["kind"] == "forward"
+
+
 def test_non_finite_inputs_are_named_as_such():
     x = torch.randn(16, 4)
     x[3, 1] = float("nan")

@@ -662,9 +662,13 @@ class _Tracer(Tracer):
     """One forward/backward of exact localisation (slow: a sync per op; one step only).
 
     - the module stack (`Tracer`) notes the first module whose output is non-finite;
-    - the function mode notes the first op that turned finite inputs into a NaN/Inf,
-      with the innermost running module and the user's line that called it, and
-      which module/op created each autograd node;
+    - the function mode notes the ops that turned finite inputs into a NaN/Inf (the
+      sources), with the innermost running module and the user's line that called it,
+      follows their NaN/Inf through the ops that take it, and notes which module/op
+      created each autograd node; `first_op` is the first source whose NaN/Inf reached a
+      module's output or is the loss's own: one whose values every later op dropped is
+      by design (T5's relative-position buckets take log(0) = -inf, then cast it to an
+      integer bucket that a `where` discards);
     - `hook_backward` hooks every node of the loss's graph: the first node (in
       backward order) whose incoming gradients are finite and outgoing are not is
       where the gradient went non-finite.
@@ -677,22 +681,36 @@ class _Tracer(Tracer):
         self.order: list = []
         self.first_module: Optional[str] = None
         self.first_module_value: Optional[str] = None
-        self.first_op: Optional[dict] = None
+        self.sources: list = []  # the ops that turned finite inputs into NaN/Inf, in order
         self.first_backward: Optional[dict] = None
         self.created: dict = {}  # id(node) -> (node, info): who made each autograd node
         self._op = ""  # the running call's op name and whether its inputs were all finite
         self._inputs_finite = False
+        self._taint: dict = {}  # id(non-finite tensor) -> (the tensor, the sources it comes from)
+        self._in_sources: frozenset = frozenset()  # the running call's inputs' sources
+        self._reached: set = set()  # sources whose NaN/Inf reached a module's output
         self.install()
+
+    @property
+    def first_op(self) -> Optional[dict]:
+        """The first source that reached a module's output, or is the loss's (no module)."""
+        return next((source for i, source in enumerate(self.sources)
+                     if i in self._reached or source["module"] is None), None)
 
     def remove(self) -> None:
         super().remove()
-        self.created = {}
+        self.created, self._taint = {}, {}
 
     def on_enter(self, module, path, args):
         if path not in self.order:
             self.order.append(path)
 
     def on_exit(self, module, path, args, output):
+        if self._taint:
+            for t in tree_leaves(output):
+                made = self._taint.get(id(t)) if isinstance(t, torch.Tensor) else None
+                if made is not None and made[0] is t:
+                    self._reached |= made[1]
         if self.first_module is None:
             with torch._C.DisableTorchFunction():
                 bad = _nonfinite_leaf(output)
@@ -701,18 +719,32 @@ class _Tracer(Tracer):
 
     def before_call(self, func, args, kwargs):
         self._op = name = _op_name(func)
-        watch = self.first_op is None and name not in _INTENDED_INF \
-            and not any(isinstance(a, float) and math.isinf(a) for a in tree_leaves((args, kwargs)))
+        leaves = tree_leaves((args, kwargs))
+        sources: frozenset = frozenset()
+        if self._taint:
+            for t in leaves:
+                made = self._taint.get(id(t)) if isinstance(t, torch.Tensor) else None
+                if made is not None and made[0] is t:
+                    sources |= made[1]
+        self._in_sources = sources
+        watch = not sources and name not in _INTENDED_INF \
+            and not any(isinstance(a, float) and math.isinf(a) for a in leaves)
         self._inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
 
     def on_call(self, func, args, kwargs, out, module_path):
         name = self._op
         info = None
-        if self._inputs_finite:
-            bad = _nonfinite_leaf(out)
-            if bad is not None:
+        if self._inputs_finite or self._in_sources:
+            bad = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
+                   and t.numel() and not bool(torch.isfinite(t).all())]
+            if bad and self._inputs_finite:  # a new source
                 info = self._info(name, module_path)
-                self.first_op = dict(info, value=_kind_of(bad))
+                self.sources.append(dict(info, value=_kind_of(bad[0])))
+                made = frozenset((len(self.sources) - 1,))
+            else:  # the NaN/Inf of earlier sources, carried on (or, all finite now, dropped)
+                made = self._in_sources
+            for t in bad:
+                self._taint[id(t)] = (t, made)
         for t in tree_leaves(out):
             node = getattr(t, "grad_fn", None) if isinstance(t, torch.Tensor) else None
             if node is not None and id(node) not in self.created:
