@@ -16,7 +16,7 @@ from typing import Optional
 from ..checks.dead import DEFAULTS as DEAD_DEFAULTS
 from ..checks.dead import MIN_UNITS
 from ..checks.fit import OVERFIT_GIVEN_BACK, given_back_share
-from ..checks.grads import VANISHING_RATIO
+from ..checks.grads import VANISHING_RATIO, compared_layers
 from ..probes.live import History, NonFiniteEvent
 from ..report.findings import Finding, make_finding
 
@@ -333,9 +333,14 @@ class Judge:
         if not layers:
             return None
         hidden = layers[:-1]  # the output layer aside (see checks/grads.VANISHING_RATIO)
-        if len(hidden) < 2 or not hidden[-1][1] > 0:
+        if len(hidden) < 2:
             return None
-        (first, first_rms), (last, last_rms) = hidden[0], hidden[-1]
+        # check's pair: the first layer that is not an attention query/key projection (small
+        # under near-uniform attention: a tiny BART's layer-0 q_proj reads 1.5e-5 of its last
+        # FFN), by order alone (the positions per sample are not recorded live)
+        (first, first_rms), (last, last_rms) = compared_layers(hidden, {})
+        if not last_rms > 0:
+            return None
         self._ratios.append((step, first_rms / last_rms, first, last))
         window = [r for r in self._ratios[-VANISH_WINDOW:] if r[2] == first and r[3] == last]
         if len(window) < VANISH_MIN_SAMPLES or ("vanishing-gradient", first) in self._seen:
