@@ -613,6 +613,43 @@ def test_a_closure_steps_loss_is_its_first_evaluation_at_its_own_step():
         assert not any("not seen" in n for n in doc.report.notes)
 
 
+@pytest.mark.parametrize("optimizer", ["lbfgs", "sgd"])
+def test_a_closure_steps_nan_is_caught_before_its_update(optimizer):
+    """A NaN made inside step(closure) is measured when the closure returns, before the
+    optimizer applies its NaN gradient: with fail_on the weights are still finite, and the step
+    is placed in the forward's op (after the update it read as an overflowed weight)."""
+    import torch
+
+    import nndoctor
+
+    class LogAt(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _mlp()
+
+        def forward(self, x, shift):
+            return torch.sqrt(self.body(x).abs() + 1 - shift)  # sqrt of a negative: NaN, its gradient too
+
+    torch.manual_seed(0)
+    model = LogAt()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=3) if optimizer == "lbfgs" \
+        else torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(32, 8)
+    with pytest.raises(nndoctor.TrainingBug) as caught:
+        with nndoctor.watch(model, opt, fail_on="error"):
+            for step in range(10):
+                def closure(shift=100.0 if step == 6 else 0.0):
+                    opt.zero_grad()
+                    loss = model(x, shift).mean()
+                    loss.backward()
+                    return loss
+                opt.step(closure)
+    finding = caught.value.finding
+    assert finding.code == "non-finite" and finding.evidence["step"] == 6
+    assert finding.evidence["kind"] == "forward" and finding.evidence["op"] == "sqrt"
+    assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
 def test_a_gan_is_not_loss_not_decreasing_but_two_optimizers_on_one_loss_still_are():
     """A GAN's discriminator loss hovers near its equilibrium: with another optimizer stepping on
     a loss of its own the loss trend is not judged (a note says why). Two optimizers on one

@@ -8,7 +8,8 @@ works on any loop. What it attaches, all removed in `remove()`:
   optimizer (the one given, else the first that steps), so gradient accumulation
   counts once. At the pre-hook (before the update) the step's loss and total
   gradient norm are read with ONE host sync; with a closure (LBFGS, Lightning's
-  automatic optimisation runs forward and backward inside `step`), at the post-hook.
+  automatic optimisation runs forward and backward inside `step`), when the closure's
+  first evaluation returns, before the update (the pre-hook hands step() it wrapped).
   The loss is read every step; the gradient norm every step while it costs at most
   NORM_BUDGET of the step's time (a real model's step), else every few steps (a tiny
   model on a CPU, where its fixed ~30 us is 5-10% of a step) and on every sampled step;
@@ -224,6 +225,7 @@ class LiveProbe:
         self._params_cache: tuple = (None, None, [])
         self._names: dict = {}  # id(param) -> name within the roots
         self._closure_step = False
+        self._closure_recorded = False  # this closure step was measured (see _watch_closure)
         self._layers: Optional[list] = None  # [(path, [params])] weight layers, in the order they ran
         self._nonzero: set = set()  # ids of params with a nonzero gradient on some sampled step
         self._sites: dict = {}  # where -> _SiteState
@@ -372,15 +374,15 @@ class LiveProbe:
 
     # The two hooks run on every step: kept to a few attribute reads on a step without a closure.
 
-    def _pre_step(self, optimizer, args, kwargs) -> None:
+    def _pre_step(self, optimizer, args, kwargs) -> Optional[tuple]:
         if self._busy:
-            return
+            return None
         if optimizer is not self.optimizer and not self._is_primary(optimizer):
             self._others[id(optimizer)] = optimizer
             if self._losses:  # it steps on a loss backwarded since the primary's step: its own
                 self.history.other_objective_steps += 1
                 self._losses = []
-            return
+            return None
         self._stepped = True
         if not self._resume_checked:
             self._resume_checked = True
@@ -389,15 +391,41 @@ class LiveProbe:
         self._closure_step = len(args) > 1 and callable(args[1]) or callable(kwargs.get("closure"))
         if not self._closure_step:  # the gradients are there now, before the update
             self._record(optimizer, skipped=False)
+            return None
+        return self._watch_closure(optimizer, args, kwargs)
+
+    def _watch_closure(self, optimizer, args: tuple, kwargs: dict) -> tuple:
+        """step(closure)'s forward and backward run inside step() (LBFGS, SGD's closure form,
+        Lightning's automatic optimisation): the closure, wrapped, measures the step when its
+        first evaluation returns, before the optimizer updates the weights with it (a step
+        hook may hand step() new arguments), so that a NaN is re-run at the weights that made
+        it. Its loss is the first seen since the last step: the first closure's (LBFGS's line
+        search evaluates it again at other weights), or one backwarded before step() (SAM's
+        first pass, whose closure is the second, at perturbed weights)."""
+        keyword = callable(kwargs.get("closure"))
+        closure = kwargs["closure"] if keyword else args[1]
+        probe = self
+        self._closure_recorded = False
+
+        def closure_watched(*a, **k):
+            loss = closure(*a, **k)
+            if not probe._closure_recorded:
+                probe._closure_recorded = True
+                del probe._losses[1:]
+                probe._record(optimizer, skipped=False)
+            return loss
+        if keyword:
+            return args, {**kwargs, "closure": closure_watched}
+        return (args[0], closure_watched, *args[2:]), kwargs
 
     def _post_step(self, optimizer, args, kwargs) -> None:
         if self._busy or optimizer is not self.optimizer:
             return
-        if self._closure_step:  # forward and backward ran inside step(): measured after it
-            # The first closure's loss is the step's, at the weights it began from: LBFGS's line
-            # search and SAM's second pass evaluate it again at other weights.
-            del self._losses[1:]
-            self._record(optimizer, skipped=False)
+        if self._closure_step:
+            if not self._closure_recorded:  # a step that never evaluated its closure
+                del self._losses[1:]
+                self._record(optimizer, skipped=False)
+            self._losses = []  # the closure's later evaluations: not the next step's
         self._end_step()
 
     def _is_primary(self, optimizer) -> bool:
