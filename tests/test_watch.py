@@ -580,6 +580,172 @@ def test_an_lstm_with_dropout_between_layers_left_in_eval_mode_is_found():
             assert "lstm" in found[0].message
 
 
+def _functional_dropout_net(mode: str):
+    """Dropout as Hugging Face's BART/Whisper layers and timm's heads write it:
+    F.dropout(x, p, training=self.training) in the forward, no nn.Dropout module; and, as a
+    control, the same with the rate passed alone (always on) or 0 (nothing to turn off)."""
+    import torch
+    import torch.nn.functional as F
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 32)
+
+        def forward(self, x):
+            h = F.relu(self.fc(x))
+            if mode == "sdpa":  # attention dropout as HF's attention modules pass it
+                self.dropout = 0.1
+                q = h.view(len(h), 4, 8)
+                return F.scaled_dot_product_attention(q, q, q, dropout_p=self.dropout if self.training else 0.0
+                                                      ).reshape(len(h), 32)
+            if mode == "self.training":
+                return F.dropout(h, 0.2, training=self.training)
+            return F.dropout(h, 0.2) if mode == "always" else F.dropout(h, 0.0, self.training)
+
+    return torch.nn.Sequential(Block(), torch.nn.Linear(32, 3))
+
+
+@pytest.mark.parametrize("mode, found", [("self.training", True), ("sdpa", True), ("always", False),
+                                         ("rate 0", False)])
+def test_a_functional_dropout_turned_off_by_eval_mode_is_found(mode, found):
+    """Left in eval mode after a validation, F.dropout(training=self.training) is off: found at
+    the next sampled step, named by the module whose forward calls it; a dropout that eval mode
+    does not change (always on, or rate 0) is nothing to find. F is put back after each step."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    original = F.dropout
+    torch.manual_seed(0)
+    model = _functional_dropout_net(mode)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(60):
+            x = torch.randn(16, 8)
+            loss = F.cross_entropy(model(x), (x.sum(1) > 0).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            assert F.dropout is original
+            if step == 24:
+                model.eval()  # validation, never undone
+                with torch.no_grad():
+                    model(x)
+    codes = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+    assert bool(codes) == found
+    if found:
+        assert codes[0].evidence["step"] == 30  # the first sampled step in eval mode
+        op = "scaled_dot_product_attention" if mode == "sdpa" else "dropout"
+        assert codes[0].evidence["modules"] == [f"0:{op}"]
+        assert f"F.{op} in `0`" in codes[0].message
+
+
+def test_a_healthy_functional_dropout_loop_never_wraps_F():
+    """A correct train/eval toggle: the functional dropouts are never wrapped (the wrapping
+    happens only in a run already in eval mode after training), nothing found."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    original = F.dropout
+    calls = []
+    torch.manual_seed(0)
+    model = _functional_dropout_net("self.training")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(60):
+            x = torch.randn(16, 8)
+            calls.append(F.dropout is original)
+            loss = F.cross_entropy(model(x), (x.sum(1) > 0).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 20 == 19:
+                model.eval()
+                with torch.no_grad():
+                    model(x)
+                model.train()
+    assert all(calls) and not doc.report.findings
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("left_on", [True, False])
+def test_bart_left_in_eval_mode_is_found_through_its_functional_dropout(left_on):
+    """A real architecture with no nn.Dropout module: transformers' BART drops out with
+    nn.functional.dropout(..., training=self.training) in its layers (config dropout 0.1, the
+    default). Validation's model.eval() never undone is found, named by those layers; the
+    correct toggle is quiet."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    import nndoctor
+    from nndoctor.probes.live import mode_dependent
+
+    torch.manual_seed(0)
+    config = transformers.BartConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1,
+                                     encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+                                     decoder_ffn_dim=64, max_position_embeddings=32)
+    model = transformers.BartForConditionalGeneration(config)
+    assert not any(mode_dependent(m) for m in model.modules())  # nothing a module check could see
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(3, 64, (8, 12), generator=torch.Generator().manual_seed(0))
+    model.train()
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(40):
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step == 14:
+                model.eval()
+                with torch.no_grad():
+                    model(input_ids=ids, labels=ids)
+                if not left_on:
+                    model.train()
+    # nothing else either: its layer-0 q_proj, tiny under near-uniform attention, is not
+    # vanishing-gradient's first layer (compared_layers)
+    assert [f.code for f in doc.report.findings] == (["eval-mode-in-training"] if left_on else [])
+    found = doc.report.findings
+    if left_on:
+        assert found[0].evidence["step"] == 20
+        assert "model.encoder.layers.0:dropout" in found[0].evidence["modules"]
+
+
+def test_multihead_attention_dropout_left_in_eval_mode_is_found():
+    """nn.MultiheadAttention(dropout=0.1) drops attention weights in train mode only."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    class Attend(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(8, 2, dropout=0.1, batch_first=True)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.attn(x, x, x)[0].mean(1))
+
+    torch.manual_seed(0)
+    model = Attend()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(60):
+            x = torch.randn(16, 4, 8)
+            loss = F.cross_entropy(model(x), (x.sum((1, 2)) > 0).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step == 24:
+                model.eval()
+    (finding,) = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+    assert finding.evidence["modules"] == ["attn"]
+
+
 def test_a_closure_steps_loss_is_its_first_evaluation_at_its_own_step():
     """optimizer.step(closure) (LBFGS, positionally or as closure=): the forward and backward run
     inside step(), so the step is measured after it, on its first closure's loss (LBFGS's line

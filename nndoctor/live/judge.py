@@ -306,13 +306,21 @@ class Judge:
         modules = self.h.eval_modules.get(step)
         if not modules or ("eval-mode-in-training", None) in self._seen:
             return None
-        shown = ", ".join(f"`{m}`" for m in modules[:5]) + (f" and {len(modules) - 5} more"
-                                                           if len(modules) > 5 else "")
+        layers = [m for m in modules if ":" not in m]
+        functional = [m.rsplit(":", 1) for m in modules if ":" in m]  # path:op, see LiveProbe._eval_mode
+        told = []
+        if layers:
+            told.append(f"{_listed([f'`{m}`' for m in layers])} (dropout or BatchNorm, which compute "
+                        f"differently in eval mode) trained earlier and {'is' if len(layers) == 1 else 'are'} "
+                        "now in eval mode")
+        if functional:
+            calls = [f"F.{op} in " + (f"`{path}`" if path else "the model's own forward") for path, op in functional]
+            told.append(f"{_listed(calls)} {'is' if len(calls) == 1 else 'are'} called with "
+                        "training=self.training (or a rate that is 0 in eval mode) and so "
+                        f"{'is' if len(calls) == 1 else 'are'} off")
         return self._add(make_finding(
             "eval-mode-in-training", CHECK, None,
-            f"At step {step + 1} the optimizer stepped while the model was in eval mode: {shown} "
-            f"(dropout or BatchNorm, which compute differently in eval mode) trained earlier and "
-            f"{'is' if len(modules) == 1 else 'are'} now in eval mode.",
+            f"At step {step + 1} the optimizer stepped while the model was in eval mode: {'; '.join(told)}.",
             {"step": step, "modules": modules}))
 
     def _nonfinite(self, step: int) -> Optional[Finding]:
@@ -458,6 +466,10 @@ def _nonfinite_fix(event: NonFiniteEvent) -> Optional[str]:
     from ..checks.nan import nonfinite_fix  # lazy, as describe_nonfinite
 
     return nonfinite_fix(event)
+
+
+def _listed(items: list, shown: int = 5) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 def _dead_needed(judged: int) -> int:

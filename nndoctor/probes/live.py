@@ -50,6 +50,7 @@ each step's record and `on_step_end()` after the step; judging is the caller's
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import time
@@ -59,6 +60,7 @@ from typing import Any, Callable, Optional, cast
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
 from .activations import RECTIFIER, scan_activations
@@ -70,10 +72,26 @@ MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm
 
 
 def mode_dependent(module: nn.Module) -> bool:
-    """A module that computes differently in eval mode: Dropout, BatchNorm, and an RNN/LSTM/GRU
-    with dropout between its layers (its `dropout` applies in train mode only)."""
+    """A module that computes differently in eval mode: Dropout, BatchNorm, an RNN/LSTM/GRU
+    with dropout between its layers and a MultiheadAttention with attention dropout (their
+    `dropout` applies in train mode only)."""
     return isinstance(module, MODE_DEPENDENT) or (
-        isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1)
+        isinstance(module, nn.RNNBase) and module.dropout > 0 and module.num_layers > 1) or (
+        isinstance(module, nn.MultiheadAttention) and module.dropout > 0)
+
+
+# Functional dropouts that a forward turns off in eval mode (`F.dropout(x, p, training=self.training)`:
+# Hugging Face's BART/Whisper/Marian/OPT layers, timm's classifier heads, PyG's GNNs) -> (the
+# positional index of the rate `p`, that of the flag `training`, the flag's default); seen on
+# the sampled steps of a run whose root is in eval mode after training, only then (see
+# _watch_functional).
+FUNCTIONAL_DROPOUTS = {
+    "dropout": (1, 2, True), "dropout1d": (1, 2, True), "dropout2d": (1, 2, True),
+    "dropout3d": (1, 2, True), "alpha_dropout": (1, 2, False), "feature_alpha_dropout": (1, 2, False),
+}
+# scaled_dot_product_attention takes a rate alone (`dropout_p=self.p if self.training else 0.0`):
+# in eval mode its module's own rate attribute, one of these, says what it turned off.
+ATTENTION_RATE_NAMES = ("attention_dropout", "attn_dropout", "dropout_p", "dropout_prob", "dropout")
 
 
 # The share of the user's step time the per-step gradient norm may take. Reading it costs a
@@ -205,6 +223,7 @@ class LiveProbe:
         self._undo: list = []  # (object, attribute, original) patches
         self._handles: list = []  # hook handles for the whole run
         self._sampled_handles: list = []  # global module hooks of the current sampled step
+        self._functional_patches: list = []  # (name, original) of F's dropouts wrapped this step
         self._losses: list = []  # detached loss tensors since the last step
         self._loss_node = None  # the last backwarded loss's grad_fn (names the loss's op on a NaN)
         self._scaled: dict = {}  # id(scaled loss) -> unscaled loss
@@ -217,6 +236,9 @@ class LiveProbe:
         self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
         self._resume_checked = False  # History.resumed was read, at the primary's first step
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
+        self._root_trained = False  # a root was in train mode at some step
+        self._functional_off: dict = {}  # module -> its functional dropouts turned off by eval mode
+        self._functional_names: dict = {}  # module -> its path, for those
         self._candidates: list = []  # modules called at the top level on a sampled step
         self._entries: set = set()  # ids of the modules whose inputs are kept (forward pre-hook)
         self._order: dict = {}  # id(module) -> when it first ran a forward (sampled steps)
@@ -494,6 +516,9 @@ class LiveProbe:
                 if not root.training:
                     self._eval_mode(step)
                     break
+            else:
+                if not self._root_trained:
+                    self._root_trained = bool(self.roots)
             # Under a GradScaler inf/NaN gradients are its business (it skips the step): those are
             # judged as amp-skipped-steps, never as non-finite.
             # A step whose loss was not seen (torch.autograd.grad, no backward) records a NaN loss:
@@ -598,12 +623,50 @@ class LiveProbe:
         for handle in self._sampled_handles:
             handle.remove()
         self._sampled_handles = []
+        for name, original in self._functional_patches:
+            setattr(F, name, original)
+        self._functional_patches = []
+
+    def _watch_functional(self) -> None:
+        """For the rest of this sampled step, from a forward with gradient that enters in eval
+        mode after the root trained (a healthy run never gets here): torch.nn.functional's
+        dropouts wrapped to see which modules' forwards turn theirs off because of the mode."""
+        for name, spec in [*FUNCTIONAL_DROPOUTS.items(), ("scaled_dot_product_attention", None)]:
+            original = getattr(F, name, None)
+            if original is not None:
+                self._functional_patches.append((name, original))
+                setattr(F, name, self._functional_wrapper(name, original, spec))
+
+    def _functional_wrapper(self, name: str, original, spec):
+        probe = self
+
+        @functools.wraps(original)
+        def functional(*args, **kwargs):
+            if probe._stack and not probe._busy and torch.is_grad_enabled() and not _compiling():
+                module = probe._stack[-1]
+                if not module.training and not isinstance(module, MODE_DEPENDENT):
+                    if spec is None:  # attention: its rate is 0 now, the module's own one is not
+                        rate = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
+                        own = next((v for v in (getattr(module, a, None) for a in ATTENTION_RATE_NAMES)
+                                    if isinstance(v, float)), 0.0)
+                        off = rate == 0 and own > 0
+                    else:
+                        at_rate, at_flag, default = spec
+                        rate = args[at_rate] if len(args) > at_rate else kwargs.get("p", 0.5)
+                        on = args[at_flag] if len(args) > at_flag else kwargs.get("training", default)
+                        off = not on and isinstance(rate, float) and rate > 0
+                    if off:
+                        probe._functional_off.setdefault(module, set()).add(name)
+            return original(*args, **kwargs)
+        return functional
 
     def _enter(self, module, args) -> None:
         # Under torch.compile the hooks of the modules inside the compiled one are traced into
         # its graph: they do nothing there (the compiled module itself is seen, eagerly).
         if _compiling() or self._busy or not torch.is_grad_enabled():
             return
+        if not self._stack and not module.training and self._root_trained and not self._functional_patches:
+            self._watch_functional()  # a forward in eval mode after training, with gradient
         if not self._stack and module not in self._candidates:
             self._candidates.append(module)
             if self._call is None and id(module) not in self._entries:
@@ -784,6 +847,13 @@ class LiveProbe:
         step; a model that freezes its BatchNorm on purpose keeps its root in train mode."""
         in_eval = [name for module, name in self._mode_modules.items()
                    if name is not None and not module.training]
+        for module, ops in self._functional_off.items():  # the functional dropouts turned off
+            if not module.training:
+                name = self._functional_names.get(module)
+                if name is None:
+                    name = self._functional_names[module] = \
+                        "" if module in self.roots else self._module_name(module)
+                in_eval += [f"{name}:{op}" for op in sorted(ops)]
         if in_eval:
             self.history.eval_modules[step] = in_eval
 
