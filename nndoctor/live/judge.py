@@ -376,18 +376,21 @@ class Judge:
             if scan.dead < needed:
                 continue
             died_by = scan.died_steps[needed - 1]  # by then more than the threshold were silent
+            after = scan.died_after_steps[needed - 1] if scan.died_after_steps else -1
             pct = 100.0 * scan.dead / scan.judged
             of = f"{scan.judged} judged units" if scan.judged < scan.units else f"{scan.units} units"
             name = f"{scan.kind} `{scan.where}`" + (f" (after `{scan.after}`)" if ":" in scan.where
                                                      and scan.after else "")
+            window = f"after step {after + 1} and by step {died_by + 1}" if after >= 0 else f"by step {died_by + 1}"
             died = (f" {scan.fired_before} of them fired on an earlier sampled step: they died during "
-                    f"training, by step {died_by + 1}." if scan.fired_before else "")
+                    f"training, {window}." if scan.fired_before else "")
             found.append(self._add(make_finding(
                 "dead-neurons", CHECK, scan.where,
                 f"At step {step + 1} {scan.dead} of the {of} ({pct:.1f}%) of {name} have not fired on "
                 f"their last {scan.observations} or more observations each (sampled every "
                 f"{self.h.every} steps; threshold {DEAD_THRESHOLD:g}%).{died}",
-                {"step": died_by, "died_by_step": died_by, "judged_at_step": step, "scan_period": scan.period,
+                {"step": died_by, "died_by_step": died_by, "died_after_step": after if after >= 0 else None,
+                 "judged_at_step": step, "scan_period": scan.period,
                  "dead_pct": round(pct, 2), "dead_units": scan.dead, "judged_units": scan.judged,
                  "total_units": scan.units, "observations_per_unit": scan.observations,
                  "min_observations": self.h.min_observations, "died_during_training": scan.fired_before,

@@ -155,7 +155,10 @@ class UnitScan:
     died_steps: list  # per dead unit, sorted: the first sampled step of its silent streak
     fired_before: int  # of the dead units, those that fired on an earlier sampled step
     observations: int  # the fewest silent observations among the dead units (0: none dead)
-    period: int = 0  # steps since the scan before this one (0: the first): died_steps' precision
+    period: int = 0  # steps since the scan before this one (0: the first)
+    # per dead unit, in died_steps' order: the scan before its streak began (-1: none), so it
+    # died after that step and by its died_steps one (scans are paced: the gap can be periods)
+    died_after_steps: list = field(default_factory=list)
 
 
 @dataclass
@@ -201,6 +204,7 @@ class _SiteState:
         self.seen = torch.zeros(units, dtype=torch.int64)  # finite observations since the start
         self.silent = torch.zeros(units, dtype=torch.int64)  # finite observations since it last fired
         self.since = torch.zeros(units, dtype=torch.int64)  # the sampled step its silence began
+        self.before = torch.full((units,), -1, dtype=torch.int64)  # the scan before that (-1: none)
         self.fired = torch.zeros(units, dtype=torch.bool)  # fired on some sampled step
 
 
@@ -815,19 +819,23 @@ class LiveProbe:
             site.seen += finite
             streak_starts = ~fired & (site.silent == 0)  # silent now, fired last time (or never seen)
             site.since = torch.where(streak_starts, torch.full_like(site.since, step), site.since)
+            previous = self._last_scan if self._last_scan is not None else -1
+            site.before = torch.where(streak_starts, torch.full_like(site.before, previous), site.before)
             site.silent = torch.where(fired, torch.zeros_like(site.silent), site.silent + finite)
             earlier = site.fired.clone()
             site.fired |= fired
             needed = max(self.min_observations, 1)
             judged = site.seen >= needed
             dead = judged & (site.silent >= needed)
-            died = sorted(int(s) for s in site.since[dead].tolist())
+            died_pairs = sorted(zip(site.since[dead].tolist(), site.before[dead].tolist()))
+            died = [int(since) for since, _ in died_pairs]
             after = f"{prefix}.{stats.after}" if prefix and stats.after else stats.after
             scans.append(UnitScan(where=where, kind=stats.kind, after=after, units=stats.units,
                                   judged=int(judged.sum()), dead=int(dead.sum()), died_steps=died,
                                   fired_before=int((dead & earlier).sum()),
                                   observations=int(site.silent[dead].min()) if died else 0,
-                                  period=step - self._last_scan if self._last_scan is not None else 0))
+                                  period=step - self._last_scan if self._last_scan is not None else 0,
+                                  died_after_steps=[int(before) for _, before in died_pairs]))
         self._last_scan = step
         self.scans += 1
         if scans:
