@@ -545,14 +545,37 @@ def test_a_loop_calling_autograd_directly_gets_no_false_non_finite():
     assert finding.evidence["step"] >= 25
 
 
+def _train_leaving_eval_on(model, shape: tuple, steps: int, eval_after: int, after_step=None):
+    """Adam on the sign of a random batch's sum, watched at period 10; after step `eval_after`
+    a validation (model.eval(), a forward without gradient) whose mode is never undone;
+    `after_step()` after every step. The watch's report."""
+    import torch
+    import torch.nn.functional as F
+
+    import nndoctor
+
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with nndoctor.watch(model, opt, every=10) as doc:
+        for step in range(steps):
+            x = torch.randn(*shape)
+            loss = F.cross_entropy(model(x), (x.flatten(1).sum(1) > 0).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step()
+            if step == eval_after:
+                model.eval()  # validation, never undone
+                with torch.no_grad():
+                    model(x)
+    return doc.report
+
+
 def test_an_lstm_with_dropout_between_layers_left_in_eval_mode_is_found():
     """nn.LSTM(num_layers=2, dropout=0.2) drops out between its layers in train mode only: left
     in eval mode after a validation it is eval-mode-in-training, named; a 1-layer LSTM without
     dropout computes the same in either mode: nothing to find."""
     import torch
-    import torch.nn.functional as F
-
-    import nndoctor
 
     class Tagger(torch.nn.Module):
         def __init__(self, layers):
@@ -566,18 +589,8 @@ def test_an_lstm_with_dropout_between_layers_left_in_eval_mode_is_found():
 
     for layers, expected in ((2, ["eval-mode-in-training"]), (1, [])):
         torch.manual_seed(0)
-        model = Tagger(layers)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        with nndoctor.watch(model, opt, every=10) as doc:
-            for step in range(120):
-                x = torch.randn(16, 5, 8)
-                loss = F.cross_entropy(model(x), (x.sum((1, 2)) > 0).long())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if step == 40:
-                    model.eval()  # validation, never undone
-        found = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+        report = _train_leaving_eval_on(Tagger(layers), (16, 5, 8), steps=120, eval_after=40)
+        found = [f for f in report.findings if f.code == "eval-mode-in-training"]
         assert [f.code for f in found] == expected
         if found:
             assert "lstm" in found[0].message
@@ -618,25 +631,15 @@ def test_a_functional_dropout_turned_off_by_eval_mode_is_found(mode, found):
     import torch
     import torch.nn.functional as F
 
-    import nndoctor
-
     original = F.dropout
+
+    def put_back():
+        assert F.dropout is original
+
     torch.manual_seed(0)
-    model = _functional_dropout_net(mode)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with nndoctor.watch(model, opt, every=10) as doc:
-        for step in range(60):
-            x = torch.randn(16, 8)
-            loss = F.cross_entropy(model(x), (x.sum(1) > 0).long())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            assert F.dropout is original
-            if step == 24:
-                model.eval()  # validation, never undone
-                with torch.no_grad():
-                    model(x)
-    codes = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+    report = _train_leaving_eval_on(_functional_dropout_net(mode), (16, 8), steps=60, eval_after=24,
+                                    after_step=put_back)
+    codes = [f for f in report.findings if f.code == "eval-mode-in-training"]
     assert bool(codes) == found
     if found:
         assert codes[0].evidence["step"] == 30  # the first sampled step in eval mode
@@ -720,9 +723,6 @@ def test_bart_left_in_eval_mode_is_found_through_its_functional_dropout(left_on)
 def test_multihead_attention_dropout_left_in_eval_mode_is_found():
     """nn.MultiheadAttention(dropout=0.1) drops attention weights in train mode only."""
     import torch
-    import torch.nn.functional as F
-
-    import nndoctor
 
     class Attend(torch.nn.Module):
         def __init__(self):
@@ -734,18 +734,8 @@ def test_multihead_attention_dropout_left_in_eval_mode_is_found():
             return self.head(self.attn(x, x, x)[0].mean(1))
 
     torch.manual_seed(0)
-    model = Attend()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    with nndoctor.watch(model, opt, every=10) as doc:
-        for step in range(60):
-            x = torch.randn(16, 4, 8)
-            loss = F.cross_entropy(model(x), (x.sum((1, 2)) > 0).long())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step == 24:
-                model.eval()
-    (finding,) = [f for f in doc.report.findings if f.code == "eval-mode-in-training"]
+    report = _train_leaving_eval_on(Attend(), (16, 4, 8), steps=60, eval_after=24)
+    (finding,) = [f for f in report.findings if f.code == "eval-mode-in-training"]
     assert finding.evidence["modules"] == ["attn"]
 
 

@@ -17,6 +17,7 @@ from ..checks.dead import DEFAULTS as DEAD_DEFAULTS
 from ..checks.dead import MIN_UNITS
 from ..checks.fit import OVERFIT_GIVEN_BACK, given_back_share
 from ..checks.grads import VANISHING_RATIO, compared_layers
+from ..checks.nan import describe_located, loss_made_nan, nonfinite_fix
 from ..probes.live import History, NonFiniteEvent
 from ..report.findings import Finding, make_finding
 
@@ -334,7 +335,7 @@ class Judge:
              "reproduced": event.reproduced, "input": event.input_name, "input_nonfinite": event.input_count,
              "loss_op": event.loss_op,
              "last_finite_losses": [v for v in self.h.losses[:step] if math.isfinite(v)][-5:]},
-            source=event.source, fix=_nonfinite_fix(event)))
+            source=event.source, fix=nonfinite_fix(event)))
 
     def _vanishing(self, step: int) -> Optional[Finding]:
         layers = self.h.layer_rms.get(step)
@@ -465,12 +466,6 @@ class Judge:
             if count >= self.h.samples and name not in self.h.grad_seen]
 
 
-def _nonfinite_fix(event: NonFiniteEvent) -> Optional[str]:
-    from ..checks.nan import nonfinite_fix  # lazy, as describe_nonfinite
-
-    return nonfinite_fix(event)
-
-
 def _listed(items: list, shown: int = 5) -> str:
     return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
@@ -485,8 +480,6 @@ def _dead_needed(judged: int) -> int:
 
 def describe_nonfinite(event: NonFiniteEvent) -> str:
     """One sentence: when, what, where, which op (`check`'s wording, nan.describe_located)."""
-    from ..checks.nan import describe_located, loss_made_nan  # lazy: it imports torch, the judges need not
-
     when = f"At step {event.step + 1}"
     loss = "unknown" if event.loss is None else f"{event.loss:.4g}"
     if event.kind == "input" and event.input_name:

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch.utils._pytree import tree_leaves
 
 from .activations import RECTIFIER, scan_activations
-from .train_run import _kind_of, _nonfinite_leaf, _Tracer
+from .train_run import _kind_of, _nonfinite_leaf, _Tracer, node_name
 
 # Modules whose train/eval mode changes what the forward computes: the ones that make
 # eval-mode-in-training a bug rather than a no-op.
@@ -436,9 +436,7 @@ class LiveProbe:
         def closure_watched(*a, **k):
             loss = closure(*a, **k)
             if not probe._closure_recorded:
-                probe._closure_recorded = True
-                del probe._losses[1:]
-                probe._record(optimizer, skipped=False)
+                probe._record_closure_step(optimizer)
             return loss
         if keyword:
             return args, {**kwargs, "closure": closure_watched}
@@ -449,10 +447,14 @@ class LiveProbe:
             return
         if self._closure_step:
             if not self._closure_recorded:  # a step that never evaluated its closure
-                del self._losses[1:]
-                self._record(optimizer, skipped=False)
+                self._record_closure_step(optimizer)
             self._losses = []  # the closure's later evaluations: not the next step's
         self._end_step()
+
+    def _record_closure_step(self, optimizer) -> None:
+        self._closure_recorded = True
+        del self._losses[1:]  # the first loss seen since the last step (see _watch_closure)
+        self._record(optimizer, skipped=False)
 
     def _is_primary(self, optimizer) -> bool:
         if self.optimizer is None:
@@ -806,6 +808,7 @@ class LiveProbe:
             _set_rng_state(rng)
             self._busy = False
         prefix = self._module_name(module) if module not in self.roots else ""
+        previous = self._last_scan if self._last_scan is not None else -1  # where a new silence began after
         scans = []
         for stats in scan.layers:
             if stats.family != RECTIFIER:
@@ -819,7 +822,6 @@ class LiveProbe:
             site.seen += finite
             streak_starts = ~fired & (site.silent == 0)  # silent now, fired last time (or never seen)
             site.since = torch.where(streak_starts, torch.full_like(site.since, step), site.since)
-            previous = self._last_scan if self._last_scan is not None else -1
             site.before = torch.where(streak_starts, torch.full_like(site.before, previous), site.before)
             site.silent = torch.where(fired, torch.zeros_like(site.silent), site.silent + finite)
             earlier = site.fired.clone()
@@ -1013,8 +1015,7 @@ def _loss_op(node) -> tuple:
     nll_loss's ignore_index when it averages), or (None, None)."""
     if node is None:
         return None, None
-    name = re.sub(r"Backward\d*$", "", type(node).__name__)
-    op = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() or None
+    op = re.sub(r"(?<!^)(?=[A-Z])", "_", node_name(node)).lower() or None
     ignore_index = None
     if op == "nll_loss" and getattr(node, "_saved_reduction", None) == 1:  # 1: "mean"
         index = getattr(node, "_saved_ignore_index", None)  # an int64 read back as unsigned

@@ -619,12 +619,16 @@ def _kind_of(t: torch.Tensor) -> str:
     return "inf" if bool((t == math.inf).any()) else "-inf"
 
 
-def _nonfinite_leaf(obj: Any) -> Optional[torch.Tensor]:
+def _nonfinite_leaves(obj: Any) -> Iterator[torch.Tensor]:
+    """The floating tensors in `obj` that hold a NaN/Inf, lazily (a sync each)."""
     for t in tree_leaves(obj):
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) \
                 and t.numel() and not bool(torch.isfinite(t).all()):
-            return t
-    return None
+            yield t
+
+
+def _nonfinite_leaf(obj: Any) -> Optional[torch.Tensor]:
+    return next(_nonfinite_leaves(obj), None)
 
 
 _DUNDER_OPS = {"__truediv__": "/", "__rtruediv__": "/", "__itruediv__": "/=", "__div__": "/",
@@ -705,12 +709,18 @@ class _Tracer(Tracer):
         if path not in self.order:
             self.order.append(path)
 
+    def _sources_of(self, leaves: list) -> frozenset:
+        """The sources whose NaN/Inf the tensors among `leaves` carry."""
+        sources: frozenset = frozenset()
+        for t in leaves:
+            made = self._taint.get(id(t)) if isinstance(t, torch.Tensor) else None
+            if made is not None and made[0] is t:
+                sources |= made[1]
+        return sources
+
     def on_exit(self, module, path, args, output):
         if self._taint:
-            for t in tree_leaves(output):
-                made = self._taint.get(id(t)) if isinstance(t, torch.Tensor) else None
-                if made is not None and made[0] is t:
-                    self._reached |= made[1]
+            self._reached |= self._sources_of(tree_leaves(output))
         if self.first_module is None:
             with torch._C.DisableTorchFunction():
                 bad = _nonfinite_leaf(output)
@@ -720,13 +730,7 @@ class _Tracer(Tracer):
     def before_call(self, func, args, kwargs):
         self._op = name = _op_name(func)
         leaves = tree_leaves((args, kwargs))
-        sources: frozenset = frozenset()
-        if self._taint:
-            for t in leaves:
-                made = self._taint.get(id(t)) if isinstance(t, torch.Tensor) else None
-                if made is not None and made[0] is t:
-                    sources |= made[1]
-        self._in_sources = sources
+        self._in_sources = sources = self._sources_of(leaves) if self._taint else frozenset()
         watch = not sources and name not in _INTENDED_INF \
             and not any(isinstance(a, float) and math.isinf(a) for a in leaves)
         self._inputs_finite = watch and _nonfinite_leaf((args, kwargs)) is None
@@ -735,8 +739,7 @@ class _Tracer(Tracer):
         name = self._op
         info = None
         if self._inputs_finite or self._in_sources:
-            bad = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())
-                   and t.numel() and not bool(torch.isfinite(t).all())]
+            bad = list(_nonfinite_leaves(out))
             if bad and self._inputs_finite:  # a new source
                 info = self._info(name, module_path)
                 self.sources.append(dict(info, value=_kind_of(bad[0])))
@@ -786,5 +789,9 @@ class _Tracer(Tracer):
 
 def _node_op(node) -> str:
     """`SqrtBackward0` -> `sqrt`."""
-    return re.sub(r"Backward\d*$", "", type(node).__name__ if not hasattr(node, "name") else node.name()) \
-        .lower() or "?"
+    return node_name(node).lower() or "?"
+
+
+def node_name(node) -> str:
+    """An autograd node's op, as its class names it: `NllLossBackward0` -> `NllLoss`."""
+    return re.sub(r"Backward\d*$", "", type(node).__name__ if not hasattr(node, "name") else node.name())
