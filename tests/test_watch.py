@@ -461,7 +461,8 @@ def test_a_model_copied_or_saved_mid_run_does_not_take_the_watcher_along():
     assert torch.nn.Module.__getstate__ is original_getstate
 
 
-def test_a_compiled_model_trains_as_unwatched_and_its_nan_is_placed_in_the_original():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_compiled_model_trains_as_unwatched_and_its_nan_is_placed_in_the_original(in_place):
     """torch.compile traces the module hooks inside the compiled module into its graph: the
     watcher's do nothing there, it keeps the inputs of the compiled module (whose hooks run
     eagerly) and re-runs the original eagerly to place a NaN. backend="eager": dynamo's tracing,
@@ -482,10 +483,12 @@ def test_a_compiled_model_trains_as_unwatched_and_its_nan_is_placed_in_the_origi
     def train(watched: bool, poison_at=None):
         torch.manual_seed(0)
         model = LogHead()
-        compiled = torch.compile(model, backend="eager")
+        compiled = model if in_place else torch.compile(model, backend="eager")
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         losses = []
         with (nndoctor.watch(every=10) if watched else contextlib.nullcontext()) as doc:
+            if in_place:  # module.compile(), as a script under `nndoctor watch` calls it: the
+                model.compile(backend="eager")  # module's own hooks run in the graph too
             for step in range(60):
                 if step == poison_at:
                     model.shift.fill_(1e6)  # log of a negative number from here on
@@ -507,6 +510,79 @@ def test_a_compiled_model_trains_as_unwatched_and_its_nan_is_placed_in_the_origi
     finding = next(f for f in doc.report.findings if f.code == "non-finite")
     assert finding.evidence["step"] == 45
     assert finding.evidence["kind"] == "forward" and finding.evidence["op"] in ("log", "sub")
+
+
+@pytest.mark.parametrize("how", ["torch.compile", "in place"])
+def test_a_compiled_models_inner_layers_are_judged_from_the_original(how):
+    """Under torch.compile the hooks of the modules inside the compiled one do nothing (traced
+    into its graph): what they would see is read from the original module. Its Dropout and
+    BatchNorm left in eval mode after a validation are found, named; its layers' gradients are
+    compared (a deep sigmoid MLP's first layer vanishing). A functional dropout in a compiled
+    model in eval mode is not wrapped (a new global each sampled step would recompile the
+    graph; once, dynamo traced the wrapper and the user's run raised): no crash, nothing found.
+    `module.compile()` (in place) runs even the module's own hooks in the graph: the watcher
+    wraps its compiled call, whether it was compiled before the watch or during it."""
+    import torch
+
+    import nndoctor
+    import nndoctor.probes.live as live
+
+    def compiled(module):
+        if how == "in place":
+            module.compile(backend="eager")
+            return module
+        return torch.compile(module, backend="eager")
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.2), torch.nn.Linear(32, 3))
+    report = _train_leaving_eval_on(compiled(model), (16, 8), steps=60, eval_after=24)
+    found = [f for f in report.findings if f.code == "eval-mode-in-training"]
+    assert len(found) == 1 and found[0].evidence["step"] == 25  # the first step in eval mode
+    assert found[0].evidence["modules"] == ["1", "3"]
+
+    torch.manual_seed(0)
+    report = _train_leaving_eval_on(compiled(_functional_dropout_net("self.training")),
+                                    (16, 8), steps=40, eval_after=14)
+    assert not [f for f in report.findings if f.severity in ("warning", "error")]
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(20, 64), torch.nn.Sigmoid()]
+    for _ in range(8):
+        layers += [torch.nn.Linear(64, 64), torch.nn.Sigmoid()]
+    deep = torch.nn.Sequential(*layers, torch.nn.Linear(64, 4))
+    opt = torch.optim.SGD(deep.parameters(), lr=0.1, momentum=0.9)
+    with nndoctor.watch(every=10) as doc:
+        run = compiled(deep)  # within the watch: its compile() is seen
+        for _ in range(40):
+            x = torch.randn(64, 20)
+            loss = torch.nn.functional.cross_entropy(run(x), (x.sum(1) > 0).long())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    vanishing = next(f for f in doc.report.findings if f.code == "vanishing-gradient")
+    assert vanishing.where == "0"
+    assert "_compiled_call_impl" not in deep.__dict__ or not isinstance(
+        deep._compiled_call_impl, live._CompiledEntry)  # put back
+
+
+def test_a_model_compiled_in_place_before_the_watch_is_said_to_be_unseen():
+    """module.compile() before nndoctor.watch() with no model: every hook of it runs in its
+    graph, so the watcher never sees it; the report says so, and how to hand it over."""
+    import torch
+
+    import nndoctor
+
+    torch.manual_seed(0)
+    model = _mlp()
+    model.compile(backend="eager")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with nndoctor.watch(every=10) as doc:
+        for _ in range(30):
+            opt.zero_grad()
+            model(torch.randn(32, 8)).pow(2).mean().backward()
+            opt.step()
+    assert any(n.startswith("the model was not seen") and "nndoctor.watch(model=...)" in n for n in doc.report.notes)
 
 
 def test_a_loop_calling_autograd_directly_gets_no_false_non_finite():

@@ -153,6 +153,12 @@ class Watcher:
         fewer than MIN_OBSERVATIONS times (each scan reads one batch; how often it runs is
         paced, see probes/live.SCAN_BUDGET), so that a short run says so rather than nothing."""
         h, probe = self.history, self.probe
+        if h.steps > self.every and not probe.roots:
+            # no module holding the optimizer's parameters ran its forward outside a compiled graph
+            return ["the model was not seen: no module holding the optimizer's parameters ran its "
+                    "forward outside a compiled graph on the sampled steps (compiled in place, "
+                    "module.compile(), before the watch began?), so the per-layer judges (dead units, "
+                    "vanishing gradients, eval mode) read nothing; hand it over: nndoctor.watch(model=...)"]
         if h.steps == 0 or not probe.scan_units or any(f.code == "dead-neurons" for f in self.judge.findings):
             return []
         if probe.scans == 0:

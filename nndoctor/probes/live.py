@@ -56,6 +56,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Callable, Optional, cast
 
 import torch
@@ -240,6 +241,7 @@ class LiveProbe:
         self._stepped = False  # the primary optimizer's step ran (inside scaler.step)
         self._resume_checked = False  # History.resumed was read, at the primary's first step
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
+        self._compiled: dict = {}  # id(original) -> its mode-dependent modules, for a compiled root
         self._root_trained = False  # a root was in train mode at some step
         self._functional_off: dict = {}  # module -> its functional dropouts turned off by eval mode
         self._functional_names: dict = {}  # module -> its path, for those
@@ -277,6 +279,8 @@ class LiveProbe:
         try:
             self._install()
             if self.roots:
+                for root in self.roots:
+                    self._enter_by(root)  # compiled in place before the watch began
                 self._adopt_roots(self.roots)
             self._begin_step()
         except BaseException:
@@ -324,12 +328,33 @@ class LiveProbe:
             self._patch(owner, "clip_grad_norm_", self._wrap_clip)
             self._patch(owner, "clip_grad_value_", self._wrap_clip)
         self._patch(nn.Module, "__getstate__", _wrap_getstate)
+        self._patch(nn.Module, "compile", self._wrap_compile)
         # torch warns at each compiled module's call while global module hooks are on (the sampled
         # steps'): that they fire for the compiled module too, which _enter expects; the user has
         # no hooks to change. Left out while watching, the filter removed in remove().
         warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks",
                                 category=UserWarning)
         self._warning_filter = warnings.filters[0]
+
+    def _wrap_compile(self, original):
+        probe = self
+
+        @functools.wraps(original)
+        def compile(module, *args, **kwargs):
+            result = original(module, *args, **kwargs)
+            probe._enter_by(module)
+            return result
+        return compile
+
+    def _enter_by(self, module: nn.Module) -> None:
+        """A module compiled in place (`module.compile()`) runs its hooks, global ones included,
+        inside its compiled graph, where they do nothing: its compiled call is wrapped so that
+        the watcher sees it enter and keeps its inputs eagerly, as it does for torch.compile's
+        wrapper (see _CompiledEntry). Undone in remove()."""
+        compiled = getattr(module, "_compiled_call_impl", None)
+        if compiled is not None and not isinstance(compiled, _CompiledEntry):
+            module._compiled_call_impl = _CompiledEntry(self, module, compiled)
+            self._undo.append((module, "_compiled_call_impl", compiled))
 
     def _wrap_backward(self, original):
         probe = self
@@ -648,7 +673,9 @@ class LiveProbe:
 
         @functools.wraps(original)
         def functional(*args, **kwargs):
-            if probe._stack and not probe._busy and torch.is_grad_enabled() and not _compiling():
+            if _compiling():  # traced into a graph: nothing of the probe's may be touched there
+                return original(*args, **kwargs)
+            if probe._stack and not probe._busy and torch.is_grad_enabled():
                 module = probe._stack[-1]
                 if not module.training and not isinstance(module, MODE_DEPENDENT):
                     if spec is None:  # attention: its rate is 0 now, the module's own one is not
@@ -671,7 +698,9 @@ class LiveProbe:
         # its graph: they do nothing there (the compiled module itself is seen, eagerly).
         if _compiling() or self._busy or not torch.is_grad_enabled():
             return
-        if not self._stack and not module.training and self._root_trained and not self._functional_patches:
+        if not self._stack and _is_compiled(module):
+            self._enter_compiled(module)
+        elif not self._stack and not module.training and self._root_trained and not self._functional_patches:
             self._watch_functional()  # a forward in eval mode after training, with gradient
         if not self._stack and module not in self._candidates:
             self._candidates.append(module)
@@ -684,6 +713,24 @@ class LiveProbe:
             self._order[id(module)] = len(self._order)
         if module.training and module not in self._mode_modules and mode_dependent(module):
             self._mode_modules[module] = None  # named when the roots are known
+
+    def _enter_compiled(self, module: nn.Module) -> None:
+        """A compiled module entered eagerly (torch.compile's wrapper): the hooks of the modules
+        inside it are traced into its graph and do nothing, so what they would have seen is read
+        from the original module instead: the order of its modules (registration order, which is
+        a Sequential's and most models' forward order) and, while it trains, its Dropout/BatchNorm
+        modules in train mode. F's functional dropouts are not wrapped for it: a wrapped function
+        is a new global to the compiled graph's guards, a recompilation each sampled step."""
+        original = _eager(module)
+        known = self._compiled.get(id(original))
+        if known is None:
+            known = self._compiled[id(original)] = [m for m in original.modules() if mode_dependent(m)]
+            for m in original.modules():
+                self._order.setdefault(id(m), len(self._order))
+        if module.training:
+            for m in known:
+                if m.training and m not in self._mode_modules:
+                    self._mode_modules[m] = None  # named when the roots are known
 
     def _leave(self, module, args, output) -> None:
         if not _compiling() and self._stack and self._stack[-1] is module:
@@ -796,7 +843,8 @@ class LiveProbe:
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
         self._busy = True
         try:
-            scan = scan_activations(module, [call], lambda c: module(*c["args"], **c["kwargs"]))
+            with _run_eagerly(module):
+                scan = scan_activations(module, [call], lambda c: module(*c["args"], **c["kwargs"]))
         except Exception as exc:  # the scan must never break the user's run
             self.scan_units = False
             self.notes.append(f"the activation scan could not run on this model: {type(exc).__name__}: {exc}")
@@ -887,6 +935,8 @@ class LiveProbe:
 
     def _hook_entry(self, module: nn.Module) -> None:
         self._entries.add(id(module))
+        if isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry):
+            return  # its inputs are kept by the entry, outside the graph (a hook added would recompile it)
         self._handles.append(module.register_forward_pre_hook(_InputKeeper(self), with_kwargs=True))
 
     def _within_roots(self, module) -> bool:
@@ -899,12 +949,12 @@ class LiveProbe:
                     return name or type(m).__name__
         return type(module).__name__
 
-    def _keep_inputs(self, module, args, kwargs) -> None:
+    def _keep_inputs(self, module, args, kwargs, compiled: bool = False) -> None:
         # The first call of a step: its inputs (references, no copy) and, while the step is
         # seen to draw random numbers (see _check_rng), the RNG state, so that a non-finite
         # step can be re-run exactly.
-        if _compiling():
-            return
+        if _compiling() or (not compiled and isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry)):
+            return  # a module compiled in place: kept by its _CompiledEntry, outside the graph
         call = self._call
         if self._busy or (call is not None and call["kwargs"] is not None) or not torch.is_grad_enabled():
             return
@@ -958,7 +1008,7 @@ class LiveProbe:
                 p.grad = None
             if call["rng"] is not None:
                 _set_rng_state(call["rng"])
-            with tracer:
+            with tracer, _run_eagerly(module):
                 out = module(*call["args"], **call["kwargs"])
             found = tracer.first_op
             if found is None and tracer.first_module is not None:
@@ -1045,11 +1095,60 @@ def _rng_equal(a: tuple, b: tuple) -> bool:
 _compiling = torch.compiler.is_compiling
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    """torch.compile's wrapper, or a module compiled in place whose call the watcher wraps."""
+    return type(module).__name__ == "OptimizedModule" or \
+        isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry)
+
+
+@contextlib.contextmanager
+def _run_eagerly(module: nn.Module) -> Iterator[None]:
+    """The watcher's own re-runs (the activation scan, the NaN tracer) need the module's forward
+    eager, its hooks live: a module compiled in place is called uncompiled meanwhile."""
+    compiled = module.__dict__.get("_compiled_call_impl")
+    if compiled is None:
+        yield
+        return
+    module._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        module._compiled_call_impl = compiled
+
+
+class _CompiledEntry:
+    """Stands in for the compiled call of a module compiled in place while watching: before
+    and after the compiled graph runs, outside it, it does what the module's hooks would (the
+    global ones of a sampled step: _enter/_leave; the input keeper's, for an entry module)."""
+
+    __slots__ = ("probe", "module", "compiled")
+
+    def __init__(self, probe: LiveProbe, module: nn.Module, compiled) -> None:
+        self.probe, self.module, self.compiled = probe, module, compiled
+
+    def __call__(self, *args, **kwargs):
+        probe, module = self.probe, self.module
+        if _compiling():
+            return self.compiled(*args, **kwargs)
+        sampled = bool(probe._sampled_handles)
+        if sampled:
+            probe._enter(module, args)
+        if id(module) in probe._entries:
+            probe._keep_inputs(module, args, kwargs, compiled=True)
+        out = self.compiled(*args, **kwargs)
+        if sampled:
+            probe._leave(module, args, out)
+        return out
+
+    def __deepcopy__(self, memo):  # a copy of the model (the best so far, an EMA) is not watched
+        return self.compiled
+
+
 def _eager(module: nn.Module) -> nn.Module:
     """The module `torch.compile` wrapped, for a compiled one: the watcher keeps the inputs of
     the compiled module (its hooks run eagerly) but names, judges and re-runs the original, whose
     mode the user sets and whose forward runs eagerly under the tracer and the scan."""
-    if type(module).__name__ == "OptimizedModule":
+    if _is_compiled(module):
         return getattr(module, "_orig_mod", module)
     return module
 
