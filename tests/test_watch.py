@@ -1099,3 +1099,64 @@ def test_a_short_run_says_dead_neurons_had_not_enough_observations():
     report = doc.report
     assert not report.findings
     assert any(n.startswith("dead-neurons: not enough observations for a verdict on `1`") for n in report.notes)
+
+
+def _ddp_rank(rank: int, port: int, out: str, watched: bool) -> None:
+    """One rank of a 2-rank gloo DDP run (BatchNorm: DDP broadcasts its buffers at each forward)
+    whose rank 1 gets a NaN in its batch at step 25; writes its losses and findings to `out`."""
+    import torch
+    import torch.distributed as dist
+
+    import nndoctor
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    inner = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                torch.nn.Linear(32, 3))
+    model = torch.nn.parallel.DistributedDataParallel(inner)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(rank)
+    losses = []
+    with (nndoctor.watch(every=5) if watched else contextlib.nullcontext()) as doc:
+        for step in range(40):
+            x = torch.randn(16, 8, generator=g)
+            if step == 25 and rank == 1:
+                x[0, 0] = float("nan")
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x), (x.sum(1) > 0).long())
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    findings = [{"code": f.code, **{k: f.evidence.get(k) for k in ("step", "kind", "rank", "world_size")}}
+                for f in doc.report.findings] if watched else []
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump({"losses": losses, "findings": findings}, f)
+
+
+@pytest.mark.slow
+def test_a_ddp_run_is_not_desynchronised_and_each_rank_says_what_it_saw(tmp_path):
+    """Under DDP the watcher's re-runs (the activation scan, the NaN tracer) run the module inside
+    DDP, on this rank alone: through DDP they would broadcast buffers and all-reduce gradients on
+    one rank only, pairing with another rank's next step (the run desynchronised, then raised at
+    its end). The rank whose batch holds the NaN names it; the other, whose own step is finite,
+    says its gradients came through the all-reduce. Each rank trains exactly as unwatched."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    runs = {}
+    for watched in (False, True):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        out = str(tmp_path / f"rank_{watched}")
+        mp.spawn(_ddp_rank, args=(port, out, watched), nprocs=2)
+        runs[watched] = [json.load(open(f"{out}.{rank}")) for rank in range(2)]
+    for rank in range(2):
+        # as text: the losses are NaN from step 25 on (Adam on NaN gradients), and NaN != NaN
+        assert json.dumps(runs[True][rank]["losses"]) == json.dumps(runs[False][rank]["losses"])
+    zero, one = (next(f for f in run["findings"] if f["code"] == "non-finite") for run in runs[True])
+    assert one["step"] == 25 and one["kind"] == "input"
+    assert zero == {"code": "non-finite", "step": 25, "kind": "all-reduce", "rank": 0, "world_size": 2}

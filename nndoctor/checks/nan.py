@@ -51,11 +51,18 @@ LOSS_FIX = ("Guard the loss: skip or zero a batch with no valid target (every la
             "eps in its logs and denominators (log(x + eps), a count clamped to >= 1).")
 
 
+# A rank whose own step was finite got NaN/Inf gradients from DDP's all-reduce (watch, live).
+ALL_REDUCE_FIX = ("Read the other ranks' reports: the one whose loss or inputs went non-finite at this "
+                  "step names where; that rank's fix is this run's.")
+
+
 def nonfinite_fix(event) -> Optional[str]:
     """The fix for where the NaN came from: the data's for corrupt inputs, the loss's for a
     loss that made a NaN of a finite output; None (the code's own) otherwise."""
     if event.kind == "input":
         return CODES["data-non-finite"].fix
+    if event.kind == "all-reduce":
+        return ALL_REDUCE_FIX
     if loss_made_nan(event):
         return LOSS_FIX
     return None

@@ -333,7 +333,7 @@ class Judge:
             {"step": step, "kind": event.kind, "op": event.op, "value": event.value, "loss": event.loss,
              "grad_norm": event.grad_norm, "scope": event.scope, "parameters": event.params,
              "reproduced": event.reproduced, "input": event.input_name, "input_nonfinite": event.input_count,
-             "loss_op": event.loss_op,
+             "loss_op": event.loss_op, "rank": event.rank, "world_size": event.world_size,
              "last_finite_losses": [v for v in self.h.losses[:step] if math.isfinite(v)][-5:]},
             source=event.source, fix=nonfinite_fix(event)))
 
@@ -485,6 +485,11 @@ def describe_nonfinite(event: NonFiniteEvent) -> str:
     if event.kind == "input" and event.input_name:
         return (f"{when} the batch's inputs hold {event.value} values (`{event.input_name}`: "
                 f"{event.input_count:,} of {event.input_size:,}), so the loss is {loss}.")
+    if event.kind == "all-reduce":
+        return (f"{when} the gradients are non-finite while this rank's ({event.rank} of "
+                f"{event.world_size}) loss ({loss}) and its model's forward and backward, re-run, are "
+                "finite: they came through DDP's all-reduce from another rank's step (or from the "
+                "loss's own backward: sqrt or norm at 0); the rank whose step went non-finite says where.")
     told = describe_located(event, when)
     if told is None and event.kind == "loss":
         op = f" (its last op `{event.loss_op}`)" if event.loss_op else ""

@@ -55,8 +55,8 @@ import math
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, cast
 
 import torch
@@ -124,7 +124,7 @@ class NonFiniteEvent:
     """Where the first NaN/Inf of the run came from (see LiveProbe._localise)."""
 
     step: int
-    kind: str  # "loss", "forward", "backward", "parameter", "input", "gradient"
+    kind: str  # "loss", "forward", "backward", "parameter", "input", "gradient", "all-reduce"
     where: Optional[str] = None
     scope: str = "model"
     op: Optional[str] = None
@@ -139,6 +139,8 @@ class NonFiniteEvent:
     input_size: int = 0
     loss_op: Optional[str] = None  # kind "loss": the loss's last op, from its autograd node (`nll_loss`)
     ignore_index: Optional[int] = None  # ... nll_loss's, when it averages (reduction "mean")
+    rank: Optional[int] = None  # kind "all-reduce": this rank, of world_size, whose own step was finite
+    world_size: Optional[int] = None
 
 
 @dataclass
@@ -242,6 +244,7 @@ class LiveProbe:
         self._resume_checked = False  # History.resumed was read, at the primary's first step
         self._mode_modules: dict = {}  # Dropout/BatchNorm module -> path, seen training
         self._compiled: dict = {}  # id(original) -> its mode-dependent modules, for a compiled root
+        self._sharded = False  # a root is sharded across the ranks (FSDP): no re-run of it is possible
         self._root_trained = False  # a root was in train mode at some step
         self._functional_off: dict = {}  # module -> its functional dropouts turned off by eval mode
         self._functional_names: dict = {}  # module -> its path, for those
@@ -698,9 +701,10 @@ class LiveProbe:
         # its graph: they do nothing there (the compiled module itself is seen, eagerly).
         if _compiling() or self._busy or not torch.is_grad_enabled():
             return
-        if not self._stack and _is_compiled(module):
+        if _is_compiled(module):  # the root, or a part the user compiled (model.encoder = torch.compile(...))
             self._enter_compiled(module)
-        elif not self._stack and not module.training and self._root_trained and not self._functional_patches:
+        elif not self._stack and not module.training and self._root_trained and not self._functional_patches \
+                and not self._compiled:
             self._watch_functional()  # a forward in eval mode after training, with gradient
         if not self._stack and module not in self._candidates:
             self._candidates.append(module)
@@ -836,6 +840,11 @@ class LiveProbe:
         call = self._call
         if call is None or call["kwargs"] is None or not self._within_roots(call["module"]):
             return False
+        if self._sharded:
+            self.scan_units = False
+            self.notes.append("the activation scan does not run on a sharded model (FSDP): its forward "
+                              "gathers the parameters from the other ranks, which a re-run on one rank cannot")
+            return False
         module = call["module"]
         rng = _rng_state()
         # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
@@ -917,6 +926,7 @@ class LiveProbe:
 
     def _adopt_roots(self, roots: list) -> None:
         self.roots = [_eager(root) for root in roots]
+        self._sharded = any(_sharded(root) for root in self.roots)
         for called, root in zip(roots, self.roots):
             prefix = "" if len(roots) == 1 else f"{type(root).__name__}."
             for name, p in root.named_parameters():
@@ -997,6 +1007,10 @@ class LiveProbe:
             event.kind, event.value, event.reproduced = "input", _kind_of(tensor), True
             event.input_count, event.input_size = int((~torch.isfinite(tensor)).sum()), tensor.numel()
             return event
+        if self._sharded:
+            self.notes.append("the non-finite step was not re-run: the model is sharded (FSDP), and its "
+                              "forward gathers the parameters from the other ranks")
+            return event
         module = call["module"]
         saved_grads = [(p, p.grad) for p in module.parameters()]
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
@@ -1029,6 +1043,13 @@ class LiveProbe:
                 event.kind = "backward" if found is not None else "loss"
                 if found is None:
                     event.scope = "loss"
+                    world = _world_size()
+                    if world > 1 and math.isfinite(loss) and all(
+                            p.grad is None or bool(torch.isfinite(p.grad).all()) for p in module.parameters()):
+                        # This rank's step is finite all through (its loss, the re-run's forward and
+                        # backward): DDP's all-reduce averaged in another rank's NaN/Inf gradients.
+                        event.kind, event.scope = "all-reduce", "ranks"
+                        event.rank, event.world_size = torch.distributed.get_rank(), world
             event.reproduced = True
             if found is not None:
                 event.where = found["module"] or None
@@ -1145,12 +1166,35 @@ class _CompiledEntry:
 
 
 def _eager(module: nn.Module) -> nn.Module:
-    """The module `torch.compile` wrapped, for a compiled one: the watcher keeps the inputs of
-    the compiled module (its hooks run eagerly) but names, judges and re-runs the original, whose
-    mode the user sets and whose forward runs eagerly under the tracer and the scan."""
-    if _is_compiled(module):
-        return getattr(module, "_orig_mod", module)
-    return module
+    """The user's own module inside the wrappers: torch.compile's (the watcher keeps the inputs
+    of the compiled module, whose hooks run eagerly, but names, judges and re-runs the original,
+    whose mode the user sets and whose forward runs eagerly under the tracer and the scan) and
+    DistributedDataParallel's or DataParallel's (their forward syncs buffers across the ranks
+    and their backward all-reduces: a re-run on one rank only would pair with another rank's
+    next step and desynchronise the run; the module inside computes the same locally). Names
+    are then the model's own, without DDP's `module.` prefix."""
+    while True:
+        if type(module).__name__ == "OptimizedModule":
+            module = getattr(module, "_orig_mod", module)
+        elif isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        else:
+            return module
+
+
+def _sharded(module: nn.Module) -> bool:
+    """FSDP (either version) or DTensor parameters: the forward gathers the shards from the other
+    ranks, so no re-run on one rank alone is possible."""
+    for m in module.modules():
+        if any(cls.__name__ in ("FullyShardedDataParallel", "FSDPModule") for cls in type(m).__mro__):
+            return True
+    return any(type(p).__name__ == "DTensor" for p in module.parameters())
+
+
+def _world_size() -> int:
+    """The ranks of the default process group (1 without one)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 class _InputKeeper:
