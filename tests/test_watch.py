@@ -1101,9 +1101,10 @@ def test_a_short_run_says_dead_neurons_had_not_enough_observations():
     assert any(n.startswith("dead-neurons: not enough observations for a verdict on `1`") for n in report.notes)
 
 
-def _ddp_rank(rank: int, port: int, out: str, watched: bool) -> None:
-    """One rank of a 2-rank gloo DDP run (BatchNorm: DDP broadcasts its buffers at each forward)
-    whose rank 1 gets a NaN in its batch at step 25; writes its losses and findings to `out`."""
+def _ddp_rank(rank: int, port: int, out: str, watched: bool, how: str) -> None:
+    """One rank of a 2-rank gloo DDP run (BatchNorm: DDP broadcasts its buffers at each forward),
+    or FSDP2 (`fully_shard`: DTensor parameters and gradients), whose rank 1 gets a NaN in its
+    batch at step 25; writes its losses and findings to `out`."""
     import torch
     import torch.distributed as dist
 
@@ -1114,7 +1115,14 @@ def _ddp_rank(rank: int, port: int, out: str, watched: bool) -> None:
     torch.manual_seed(0)
     inner = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
                                 torch.nn.Linear(32, 3))
-    model = torch.nn.parallel.DistributedDataParallel(inner)
+    if how == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in (inner[0], inner[3]):
+            fully_shard(layer)
+        model = fully_shard(inner)
+    else:
+        model = torch.nn.parallel.DistributedDataParallel(inner)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(rank)
     losses = []
@@ -1136,12 +1144,17 @@ def _ddp_rank(rank: int, port: int, out: str, watched: bool) -> None:
 
 
 @pytest.mark.slow
-def test_a_ddp_run_is_not_desynchronised_and_each_rank_says_what_it_saw(tmp_path):
+@pytest.mark.parametrize("how", ["ddp", "fsdp"])
+def test_a_ddp_run_is_not_desynchronised_and_each_rank_says_what_it_saw(tmp_path, how):
     """Under DDP the watcher's re-runs (the activation scan, the NaN tracer) run the module inside
     DDP, on this rank alone: through DDP they would broadcast buffers and all-reduce gradients on
     one rank only, pairing with another rank's next step (the run desynchronised, then raised at
     its end). The rank whose batch holds the NaN names it; the other, whose own step is finite,
-    says its gradients came through the all-reduce. Each rank trains exactly as unwatched."""
+    says its gradients came through the all-reduce. Each rank trains exactly as unwatched. Under
+    FSDP2 nothing is re-run (the forward gathers shards) and the gradients are read locally (a
+    DTensor's `.tolist()` raised in the user's run): the rank sees the NaN at its step, or as
+    NaN weights at the next when that step's norm was not read (paced), and says either way
+    that it may have come from another rank."""
     import socket
 
     import torch.multiprocessing as mp
@@ -1152,11 +1165,15 @@ def test_a_ddp_run_is_not_desynchronised_and_each_rank_says_what_it_saw(tmp_path
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         out = str(tmp_path / f"rank_{watched}")
-        mp.spawn(_ddp_rank, args=(port, out, watched), nprocs=2)
+        mp.spawn(_ddp_rank, args=(port, out, watched, how), nprocs=2)
         runs[watched] = [json.load(open(f"{out}.{rank}")) for rank in range(2)]
     for rank in range(2):
         # as text: the losses are NaN from step 25 on (Adam on NaN gradients), and NaN != NaN
         assert json.dumps(runs[True][rank]["losses"]) == json.dumps(runs[False][rank]["losses"])
     zero, one = (next(f for f in run["findings"] if f["code"] == "non-finite") for run in runs[True])
     assert one["step"] == 25 and one["kind"] == "input"
-    assert zero == {"code": "non-finite", "step": 25, "kind": "all-reduce", "rank": 0, "world_size": 2}
+    if how == "ddp":
+        assert zero == {"code": "non-finite", "step": 25, "kind": "all-reduce", "rank": 0, "world_size": 2}
+    else:
+        assert (zero["step"], zero["kind"]) in ((25, "all-reduce"), (26, "parameter"))
+        assert (zero["rank"], zero["world_size"]) == (0, 2)

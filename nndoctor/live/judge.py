@@ -486,11 +486,16 @@ def describe_nonfinite(event: NonFiniteEvent) -> str:
         return (f"{when} the batch's inputs hold {event.value} values (`{event.input_name}`: "
                 f"{event.input_count:,} of {event.input_size:,}), so the loss is {loss}.")
     if event.kind == "all-reduce":
+        checked = ("and its model's forward and backward, re-run, are finite" if event.reproduced else
+                   "are finite (a sharded model is not re-run)")
         return (f"{when} the gradients are non-finite while this rank's ({event.rank} of "
-                f"{event.world_size}) loss ({loss}) and its model's forward and backward, re-run, are "
-                "finite: they came through DDP's all-reduce from another rank's step (or from the "
-                "loss's own backward: sqrt or norm at 0); the rank whose step went non-finite says where.")
+                f"{event.world_size}) inputs and loss ({loss}) {checked}: they came through the ranks' "
+                "gradient reduction from another rank's step (or from the loss's own backward: sqrt or "
+                "norm at 0); the rank whose step went non-finite says where.")
     told = describe_located(event, when)
+    if told is not None and event.kind == "parameter" and event.world_size:
+        told += (f" That update's gradients were all-reduced over the {event.world_size} ranks: another "
+                 "rank's non-finite step may have made them (that rank's report says where).")
     if told is None and event.kind == "loss":
         op = f" (its last op `{event.loss_op}`)" if event.loss_op else ""
         told = f"{when} the loss is {loss} while the model's output is finite: the loss function{op} made it."

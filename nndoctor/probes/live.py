@@ -139,7 +139,7 @@ class NonFiniteEvent:
     input_size: int = 0
     loss_op: Optional[str] = None  # kind "loss": the loss's last op, from its autograd node (`nll_loss`)
     ignore_index: Optional[int] = None  # ... nll_loss's, when it averages (reduction "mean")
-    rank: Optional[int] = None  # kind "all-reduce": this rank, of world_size, whose own step was finite
+    rank: Optional[int] = None  # kinds "all-reduce" and "parameter" under N ranks: this rank, of world_size
     world_size: Optional[int] = None
 
 
@@ -261,6 +261,8 @@ class LiveProbe:
         self._nonzero: set = set()  # ids of params with a nonzero gradient on some sampled step
         self._sites: dict = {}  # where -> _SiteState
         self._sparse: Optional[bool] = None  # some gradient is sparse (checked until one is dense)
+        self._sharded_grads: Optional[bool] = None  # the gradients are DTensors (FSDP2): read locally
+        self._noted_local = False
         self._last_record: Optional[float] = None  # perf_counter at the last step's record
         self._step_seconds: Optional[float] = None  # the time between two steps, smoothed
         self._next_norm = 0  # the next step that reads the gradient norm
@@ -570,6 +572,11 @@ class LiveProbe:
         params, one_device = self._params(optimizer)
         with_norm = known is not None or (not skipped and (sampled or step >= self._next_norm))
         grads = [p.grad for p in params if p.grad is not None] if with_norm else []
+        if grads and self._sharded_grads is not False:
+            self._sharded_grads = any(hasattr(g, "to_local") for g in grads)
+            if self._sharded_grads:
+                grads = [_local(g) for g in grads]
+                self._note_local_norms()
         if grads and self._sparse is not False:
             self._sparse = any(g.is_sparse for g in grads)
             if self._sparse:
@@ -605,6 +612,12 @@ class LiveProbe:
         if with_norm:
             self._pace_norms(step, time.perf_counter() - now, norm)
         return loss, norm, values
+
+    def _note_local_norms(self) -> None:
+        if not self._noted_local:
+            self._noted_local = True
+            self.notes.append("the gradient norms are this rank's shards' (FSDP: the whole model's would "
+                              "take an all-reduce the user's step does not make), at most the whole's")
 
     def _loss_jumped(self, loss: float) -> bool:
         last = self._norm_loss
@@ -782,7 +795,7 @@ class LiveProbe:
         """A step off the sampled ones: which of the parameters without a gradient on every
         sampled step have a nonzero one now (one small norm kernel and sync, once a period, only
         while some are left)."""
-        with_grad = [(name, p.grad) for name, p in self._gradless if p.grad is not None]
+        with_grad = [(name, _local(p.grad)) for name, p in self._gradless if p.grad is not None]
         if with_grad:
             grads = [g.coalesce().values() if g.is_sparse else g for _, g in with_grad]
             norms = torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]).tolist()
@@ -992,10 +1005,13 @@ class LiveProbe:
         if not math.isfinite(loss):
             event.loss = loss
         event.params = [self._names.get(id(p), "?") for p in params
-                        if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-        broken = [(self._names.get(id(p), "?"), p) for p in params if not bool(torch.isfinite(p).all())]
+                        if p.grad is not None and not bool(torch.isfinite(_local(p.grad)).all())]
+        broken = [(self._names.get(id(p), "?"), p) for p in params if not bool(torch.isfinite(_local(p)).all())]
         if broken:
-            event.kind, event.where, event.value = "parameter", broken[0][0], _kind_of(broken[0][1])
+            world = _world_size()
+            if world > 1:  # the update that made them used gradients all-reduced over the ranks
+                event.rank, event.world_size = torch.distributed.get_rank(), world
+            event.kind, event.where, event.value = "parameter", broken[0][0], _kind_of(_local(broken[0][1]))
             event.params, event.reproduced = [n for n, _ in broken], True
             return event
         call = self._call
@@ -1010,6 +1026,10 @@ class LiveProbe:
         if self._sharded:
             self.notes.append("the non-finite step was not re-run: the model is sharded (FSDP), and its "
                               "forward gathers the parameters from the other ranks")
+            world = _world_size()
+            if world > 1 and math.isfinite(loss):  # its inputs and loss finite: see below
+                event.kind, event.scope, event.reproduced = "all-reduce", "ranks", False
+                event.rank, event.world_size = torch.distributed.get_rank(), world
             return event
         module = call["module"]
         saved_grads = [(p, p.grad) for p in module.parameters()]
@@ -1189,6 +1209,13 @@ def _sharded(module: nn.Module) -> bool:
         if any(cls.__name__ in ("FullyShardedDataParallel", "FSDPModule") for cls in type(m).__mro__):
             return True
     return any(type(p).__name__ == "DTensor" for p in module.parameters())
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (FSDP2's parameters and gradients), the tensor itself
+    otherwise: reading a DTensor's value (a norm's, `isfinite().all()`'s) gathers it from the
+    other ranks, a collective on this rank alone."""
+    return t.to_local() if hasattr(t, "to_local") else t
 
 
 def _world_size() -> int:
