@@ -486,10 +486,11 @@ def describe_nonfinite(event: NonFiniteEvent) -> str:
         return (f"{when} the batch's inputs hold {event.value} values (`{event.input_name}`: "
                 f"{event.input_count:,} of {event.input_size:,}), so the loss is {loss}.")
     if event.kind == "all-reduce":
-        checked = ("and its model's forward and backward, re-run, are finite" if event.reproduced else
-                   "are finite (a sharded model is not re-run)")
-        return (f"{when} the gradients are non-finite while this rank's ({event.rank} of "
-                f"{event.world_size}) inputs and loss ({loss}) {checked}: they came through the ranks' "
+        checked = (f"the inputs, the loss ({loss}) and the model's forward and backward, re-run, are finite"
+                   if event.reproduced else f"the inputs and the loss ({loss}) are finite (a sharded model "
+                   "is not re-run)")
+        return (f"{when} the gradients are non-finite while on this rank ({event.rank} of "
+                f"{event.world_size}) {checked}: they came through the ranks' "
                 "gradient reduction from another rank's step (or from the loss's own backward: sqrt or "
                 "norm at 0); the rank whose step went non-finite says where.")
     told = describe_located(event, when)
