@@ -80,7 +80,7 @@ def corrupt(batch, bug: str):
     return {**inputs, "labels": labels} if isinstance(batch, dict) else (inputs, labels)
 
 
-def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
+def child(name: str, seed: int, steps: int, bug: str = "", backend: str = "") -> dict:
     sys.path.insert(0, ROOT)
     import torch
 
@@ -92,6 +92,8 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
 
     target = zoo_models.build(name, seed)
     model, optimizer = target["model"], target["optimizer"]
+    if backend:  # `model = torch.compile(model)`, as a user writes it: the loop and the watch get that
+        model = target["model"] = torch.compile(model, backend=backend)
 
     def val_loss() -> float:
         model.eval()
@@ -137,11 +139,12 @@ def child(name: str, seed: int, steps: int, bug: str = "") -> dict:
             "val_losses": [v for _, v in doc.history.val_losses]}
 
 
-def spawn(name: str, seed: int, steps: int, bug: str = "") -> dict:
+def spawn(name: str, seed: int, steps: int, bug: str = "", backend: str = "") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     try:
         done = subprocess.run([sys.executable, __file__, "--child", name, "--seeds", str(seed),
-                               "--steps", str(steps), "--bugs", bug], capture_output=True, text=True, env=env,
+                               "--steps", str(steps), "--bugs", bug, "--compile", backend],
+                              capture_output=True, text=True, env=env,
                               timeout=TIMEOUT, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"model": name, "seed": seed, "error": f"over {TIMEOUT} s"}
@@ -240,10 +243,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=os.path.join(HERE, "WATCH_ZOO.md"))
     parser.add_argument("--bugs", default="",
                         help=f"comma-separated bugs to put into the loop as well ({', '.join(BUGS)}), or all")
+    parser.add_argument("--compile", default="", metavar="BACKEND",
+                        help="train torch.compile(model, backend=BACKEND) instead (eager: dynamo's tracing "
+                             "without code generation, inductor: torch's default)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, int(args.seeds), args.steps, args.bugs)))
+        print(json.dumps(child(args.child, int(args.seeds), args.steps, args.bugs, args.compile)))
         return 0
     bugs = list(BUGS) if args.bugs == "all" else [b for b in args.bugs.split(",") if b]
     import zoo_models
@@ -256,18 +262,18 @@ def main(argv=None) -> int:
         if name in skipped:
             continue
         for seed in map(int, args.seeds.split(",")):
-            result = spawn(name, seed, args.steps)
+            result = spawn(name, seed, args.steps, "", args.compile)
             results.append(result)
             codes = [f["code"] for f in result.get("findings", [])]
             print(f"{name} seed {seed}: {result.get('error') or codes or 'quiet'}", file=sys.stderr, flush=True)
             for bug in bugs:
-                result = spawn(name, seed, args.steps, bug)
+                result = spawn(name, seed, args.steps, bug, args.compile)
                 bugged.append(result)
                 codes = [f["code"] for f in result.get("findings", [])]
                 print(f"{name} seed {seed} {bug}: {result.get('error') or codes or 'quiet'}", file=sys.stderr, flush=True)
     command = "python bench/watch_zoo.py" + "".join(
         f" --{k} {v}" for k, v in (("seeds", args.seeds), ("steps", args.steps), ("bugs", args.bugs))
-        if v not in ("0", 300, ""))
+        if v not in ("0", 300, "")) + (f" --compile {args.compile}" if args.compile else "")
     notes = kept_notes(args.out, NOTES_MARKER)
     with open(args.out, "w") as f:
         f.write(markdown(results, skipped, command) + bug_table(bugged) + notes)
