@@ -114,6 +114,46 @@ def test_lightning_callback_watches_a_real_fit(package, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_lightning_with_a_compiled_module_judges_the_layers_inside(tmp_path):
+    """trainer.fit(torch.compile(module)): Lightning compiles training_step, so every module hook
+    inside it runs in the graph; the callback reads the layers from the module before each step.
+    A Dropout left in eval mode by a validation that never restores the mode is found, named;
+    a note says the scan and a NaN's re-run do not run."""
+    pl = pytest.importorskip("lightning.pytorch")
+    import torch
+
+    from nndoctor.integrations.lightning import DoctorCallback
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                                           torch.nn.Linear(32, 1))
+
+        def training_step(self, batch, _):
+            return torch.nn.functional.mse_loss(self.net(batch[0]), batch[1])
+
+        def on_train_epoch_end(self):
+            self.eval()  # the bug: a hand-written evaluation that never calls train() again
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    torch.manual_seed(0)
+    x, y = _regression_data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    callback = DoctorCallback(every=4, print_report=False)
+    trainer = pl.Trainer(max_epochs=3, callbacks=[callback], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+                         default_root_dir=str(tmp_path))
+    trainer.fit(torch.compile(Module(), backend="eager"), loader)
+    found = [f for f in callback.report.findings if f.code == "eval-mode-in-training"]
+    assert found and found[0].evidence["modules"] == ["net.2"], callback.report.findings
+    assert found[0].evidence["step"] == 8  # the first step of the second epoch
+    assert any(n.startswith("training_step is compiled") for n in callback.report.notes)
+
+
+@pytest.mark.slow
 def test_transformers_callback_watches_a_real_trainer_run(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")  # the Trainer needs it

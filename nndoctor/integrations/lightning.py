@@ -48,9 +48,22 @@ class DoctorCallback(WatchingCallback, *_bases()):  # type: ignore[misc]  # Ligh
 
     def __init__(self, every: int = 50, fail_on: Optional[str] = None, print_report: bool = True):
         WatchingCallback.__init__(self, every=every, fail_on=fail_on, print_report=print_report)
+        self._compiled_step = False  # trainer.fit got a compiled module (see on_fit_start)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._start(pl_module)
+        # trainer.fit(torch.compile(module)): Lightning compiles training_step itself, and every
+        # module hook inside it runs in the graph (lightning.pytorch.utilities.compile.from_compiled)
+        self._compiled_step = getattr(pl_module, "_compiler_ctx", None) is not None
+        if self._compiled_step and self.watcher is not None:
+            self.watcher.notes.append(
+                "training_step is compiled (trainer.fit(torch.compile(module))): the layers inside are read "
+                "from the module (their order, their Dropout/BatchNorm modes), but the activation scan and "
+                "a NaN's re-run need a module's inputs, which the compiled step keeps in its graph: neither runs")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._compiled_step and self.watcher is not None:
+            self.watcher.probe.enter_compiled_step(pl_module)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:

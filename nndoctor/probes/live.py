@@ -749,6 +749,14 @@ class LiveProbe:
                 if m.training and m not in self._mode_modules:
                     self._mode_modules[m] = None  # named when the roots are known
 
+    def enter_compiled_step(self, module: nn.Module) -> None:
+        """For a step whose forward runs inside a compiled function that is no module's call
+        (Lightning compiles the LightningModule's training_step): on a sampled step, what the
+        hooks of the modules inside would have seen, read from `module` (see _enter_compiled).
+        Called by an integration before each step's forward."""
+        if self._sampled_handles and not _compiling():
+            self._enter_compiled(module)
+
     def _leave(self, module, args, output) -> None:
         if not _compiling() and self._stack and self._stack[-1] is module:
             self._stack.pop()
