@@ -724,7 +724,7 @@ class LiveProbe:
             if self._call is None and id(module) not in self._entries:
                 # a module this step's forward enters by, not hooked yet: its positional inputs
                 # (keyword ones are kept from the next step on, by the pre-hook added in _sample)
-                self._call = {"module": _eager(module), "args": args, "kwargs": None, "rng": _rng_state()}
+                self._call = {"module": module, "args": args, "kwargs": None, "rng": _rng_state()}
         self._stack.append(module)
         if id(module) not in self._order:
             self._order[id(module)] = len(self._order)
@@ -859,14 +859,14 @@ class LiveProbe:
         BatchNorm statistics and RNG put back); each rectifier unit's silence is counted in
         finite observations since it last fired, across sampled steps. False: it did not run."""
         call = self._call
-        if call is None or call["kwargs"] is None or not self._within_roots(call["module"]):
+        if call is None or call["kwargs"] is None or not self._within_roots(_eager(call["module"])):
             return False
         if self._sharded:
             self.scan_units = False
             self.notes.append("the activation scan does not run on a sharded model (FSDP): its forward "
                               "gathers the parameters from the other ranks, which a re-run on one rank cannot")
             return False
-        module = call["module"]
+        module = _eager(call["module"])
         rng = _rng_state()
         # every buffer, not only BatchNorm's (the scan restores those): a forward that counts
         # its calls or keeps running statistics of its own must not see the re-run
@@ -980,17 +980,19 @@ class LiveProbe:
                     return name or type(m).__name__
         return type(module).__name__
 
-    def _keep_inputs(self, module, args, kwargs, compiled: bool = False) -> None:
+    def _keep_inputs(self, module, args, kwargs) -> None:
         # The first call of a step: its inputs (references, no copy) and, while the step is
         # seen to draw random numbers (see _check_rng), the RNG state, so that a non-finite
-        # step can be re-run exactly.
-        if _compiling() or (not compiled and isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry)):
-            return  # a module compiled in place: kept by its _CompiledEntry, outside the graph
+        # step can be re-run exactly. In a compiled graph (the pre-hook of a module compiled in
+        # place after it was hooked) nothing: its _CompiledEntry keeps them, outside the graph.
+        if _compiling():
+            return
         call = self._call
         if self._busy or (call is not None and call["kwargs"] is not None) or not torch.is_grad_enabled():
             return
         rng = _rng_state() if self._rng_used is not False or self._sampled_handles else None
-        self._call = {"module": _eager(module), "args": args, "kwargs": kwargs, "rng": rng}
+        # the module as called: the one to re-run (_eager, inside its wrappers) is found when needed
+        self._call = {"module": module, "args": args, "kwargs": kwargs, "rng": rng}
 
     def _check_rng(self) -> None:
         """On a sampled step: did the step draw random numbers between its forward's start and
@@ -1039,7 +1041,7 @@ class LiveProbe:
                 event.kind, event.scope, event.reproduced = "all-reduce", "ranks", False
                 event.rank, event.world_size = torch.distributed.get_rank(), world
             return event
-        module = call["module"]
+        module = _eager(call["module"])
         saved_grads = [(p, p.grad) for p in module.parameters()]
         buffers = [(b, b.detach().clone()) for b in module.buffers()]
         rng = _rng_state()
@@ -1183,7 +1185,7 @@ class _CompiledEntry:
         if sampled:
             probe._enter(module, args)
         if id(module) in probe._entries:
-            probe._keep_inputs(module, args, kwargs, compiled=True)
+            probe._keep_inputs(module, args, kwargs)
         out = self.compiled(*args, **kwargs)
         if sampled:
             probe._leave(module, args, out)
