@@ -226,3 +226,31 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("how", ["torch.compile", "in place"])
+def test_a_compiled_model_is_checked_as_its_original_with_the_same_findings(how):
+    """A build() that returns torch.compile(model), or a model compiled in place, would run every
+    check's hooks inside the compiled graph (static, nan and dead raised, the rest were skipped on
+    a healthy MLP): it is checked as its original module, eagerly, with the same findings, each
+    `where` too, and a note; a compiled call taken off for the checks is put back."""
+    from nndoctor.target import load_target
+
+    def findings(setup):
+        report = run_checks(setup, ["static", "nan", "grads", "dead", "overfit"], device="cpu")
+        return report, sorted((f.code, f.where, f.message) for f in report.findings)
+
+    path = os.path.join(os.path.dirname(__file__), "..", "sample_models", "dead_relu_mlp.py")
+    eager, expected = findings(load_target(path))
+    setup = load_target(path)
+    if how == "in place":
+        setup.model.compile(backend="eager")
+        compiled_call = setup.model._compiled_call_impl
+    else:
+        setup.model = torch.compile(setup.model, backend="eager")
+    report, found = findings(setup)
+    assert found == expected and ("dead-neurons", "network.3") in [f[:2] for f in found]
+    assert any(n.startswith("the model is compiled") for n in report.notes)
+    assert not any(n.startswith("the model is compiled") for n in eager.notes)
+    if how == "in place":
+        assert setup.model._compiled_call_impl is compiled_call

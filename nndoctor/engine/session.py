@@ -237,8 +237,10 @@ class Session:
         self.setup = setup
         self.seed = seed
         self.device = resolve_device(device)
-        self.model: nn.Module = setup.model
         self.notes: list = []  # one-line notes for the report (e.g. the criterion chosen)
+        self.model: nn.Module = setup.model
+        self._compiled_call = None  # a model compiled in place: its compiled call, put back in close()
+        self._eager_model()
         self.deadline: Optional[float] = None
         # --budget: time.monotonic() past which the shared training run starts no step (it
         # ends with the steps it took; `deadline` is the hard stop that raises)
@@ -273,7 +275,28 @@ class Session:
         elif self._original_device is not None and self._original_device != self.device:
             _optimizer_to(self.optimizer, self.device)
 
+    def _eager_model(self) -> None:
+        """A compiled model (torch.compile's wrapper, or module.compile() in place) is checked as
+        its original module, eagerly: every check's hooks (forward, backward, tensor) would run
+        inside the compiled graph and see nothing, and the tracer must see each op. The weights
+        are the same ones, so every number is the model's."""
+        model = self.model
+        original = getattr(model, "_orig_mod", None) if type(model).__name__ == "OptimizedModule" else None
+        if isinstance(original, nn.Module):
+            self.model = original
+        elif isinstance(model, nn.Module) and model.__dict__.get("_compiled_call_impl") is not None:
+            self._compiled_call = model.__dict__["_compiled_call_impl"]
+            model._compiled_call_impl = None
+        else:
+            return
+        self.notes.append("the model is compiled (torch.compile): checked as its original module, run "
+                          "eagerly (the checks' hooks do nothing inside a compiled graph); the weights, so "
+                          "the numbers, are the same")
+
     def close(self) -> None:
+        if self._compiled_call is not None:
+            self.model._compiled_call_impl = self._compiled_call
+            self._compiled_call = None
         if self._original_device is not None and self._original_device != self.device:
             self.model.to(self._original_device)
             _optimizer_to(self.optimizer, self._original_device)
