@@ -966,7 +966,7 @@ class LiveProbe:
 
     def _hook_entry(self, module: nn.Module) -> None:
         self._entries.add(id(module))
-        if isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry):
+        if _compiled_in_place(module):
             return  # its inputs are kept by the entry, outside the graph (a hook added would recompile it)
         self._handles.append(module.register_forward_pre_hook(_InputKeeper(self), with_kwargs=True))
 
@@ -1018,9 +1018,9 @@ class LiveProbe:
                         if p.grad is not None and not bool(torch.isfinite(_local(p.grad)).all())]
         broken = [(self._names.get(id(p), "?"), p) for p in params if not bool(torch.isfinite(_local(p)).all())]
         if broken:
-            world = _world_size()
-            if world > 1:  # the update that made them used gradients all-reduced over the ranks
-                event.rank, event.world_size = torch.distributed.get_rank(), world
+            ranks = _ranks()
+            if ranks:  # the update that made them used gradients all-reduced over the ranks
+                event.rank, event.world_size = ranks
             event.kind, event.where, event.value = "parameter", broken[0][0], _kind_of(_local(broken[0][1]))
             event.params, event.reproduced = [n for n, _ in broken], True
             return event
@@ -1036,10 +1036,10 @@ class LiveProbe:
         if self._sharded:
             self.notes.append("the non-finite step was not re-run: the model is sharded (FSDP), and its "
                               "forward gathers the parameters from the other ranks")
-            world = _world_size()
-            if world > 1 and math.isfinite(loss):  # its inputs and loss finite: see below
+            ranks = _ranks()
+            if ranks and math.isfinite(loss):  # its inputs and loss finite: see below
                 event.kind, event.scope, event.reproduced = "all-reduce", "ranks", False
-                event.rank, event.world_size = torch.distributed.get_rank(), world
+                event.rank, event.world_size = ranks
             return event
         module = _eager(call["module"])
         saved_grads = [(p, p.grad) for p in module.parameters()]
@@ -1073,13 +1073,13 @@ class LiveProbe:
                 event.kind = "backward" if found is not None else "loss"
                 if found is None:
                     event.scope = "loss"
-                    world = _world_size()
-                    if world > 1 and math.isfinite(loss) and all(
+                    ranks = _ranks()
+                    if ranks and math.isfinite(loss) and all(
                             p.grad is None or bool(torch.isfinite(p.grad).all()) for p in module.parameters()):
                         # This rank's step is finite all through (its loss, the re-run's forward and
                         # backward): DDP's all-reduce averaged in another rank's NaN/Inf gradients.
                         event.kind, event.scope = "all-reduce", "ranks"
-                        event.rank, event.world_size = torch.distributed.get_rank(), world
+                        event.rank, event.world_size = ranks
             event.reproduced = True
             if found is not None:
                 event.where = found["module"] or None
@@ -1148,8 +1148,12 @@ _compiling = torch.compiler.is_compiling
 
 def _is_compiled(module: nn.Module) -> bool:
     """torch.compile's wrapper, or a module compiled in place whose call the watcher wraps."""
-    return type(module).__name__ == "OptimizedModule" or \
-        isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry)
+    return type(module).__name__ == "OptimizedModule" or _compiled_in_place(module)
+
+
+def _compiled_in_place(module: nn.Module) -> bool:
+    """module.compile() while watching: its compiled call is the watcher's _CompiledEntry."""
+    return isinstance(module.__dict__.get("_compiled_call_impl"), _CompiledEntry)
 
 
 @contextlib.contextmanager
@@ -1228,10 +1232,12 @@ def _local(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 
 
-def _world_size() -> int:
-    """The ranks of the default process group (1 without one)."""
+def _ranks() -> Optional[tuple]:
+    """(this rank, the world size) in a default process group of more than one rank, else None."""
     dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return dist.get_rank(), dist.get_world_size()
 
 
 class _InputKeeper:
