@@ -262,7 +262,6 @@ class LiveProbe:
         self._sites: dict = {}  # where -> _SiteState
         self._sparse: Optional[bool] = None  # some gradient is sparse (checked until one is dense)
         self._sharded_grads: Optional[bool] = None  # the gradients are DTensors (FSDP2): read locally
-        self._noted_local = False
         self._last_record: Optional[float] = None  # perf_counter at the last step's record
         self._step_seconds: Optional[float] = None  # the time between two steps, smoothed
         self._next_norm = 0  # the next step that reads the gradient norm
@@ -572,11 +571,13 @@ class LiveProbe:
         params, one_device = self._params(optimizer)
         with_norm = known is not None or (not skipped and (sampled or step >= self._next_norm))
         grads = [p.grad for p in params if p.grad is not None] if with_norm else []
-        if grads and self._sharded_grads is not False:
+        if grads and self._sharded_grads is None:  # once: the parameters keep their type
             self._sharded_grads = any(hasattr(g, "to_local") for g in grads)
             if self._sharded_grads:
-                grads = [_local(g) for g in grads]
-                self._note_local_norms()
+                self.notes.append("the gradient norms are this rank's shards' (FSDP: the whole model's would "
+                                  "take an all-reduce the user's step does not make), at most the whole's")
+        if self._sharded_grads:
+            grads = [_local(g) for g in grads]
         if grads and self._sparse is not False:
             self._sparse = any(g.is_sparse for g in grads)
             if self._sparse:
@@ -612,12 +613,6 @@ class LiveProbe:
         if with_norm:
             self._pace_norms(step, time.perf_counter() - now, norm)
         return loss, norm, values
-
-    def _note_local_norms(self) -> None:
-        if not self._noted_local:
-            self._noted_local = True
-            self.notes.append("the gradient norms are this rank's shards' (FSDP: the whole model's would "
-                              "take an all-reduce the user's step does not make), at most the whole's")
 
     def _loss_jumped(self, loss: float) -> bool:
         last = self._norm_loss
@@ -741,9 +736,11 @@ class LiveProbe:
         original = _eager(module)
         known = self._compiled.get(id(original))
         if known is None:
-            known = self._compiled[id(original)] = [m for m in original.modules() if mode_dependent(m)]
+            known = self._compiled[id(original)] = []
             for m in original.modules():
                 self._order.setdefault(id(m), len(self._order))
+                if mode_dependent(m):
+                    known.append(m)
         if module.training:
             for m in known:
                 if m.training and m not in self._mode_modules:
